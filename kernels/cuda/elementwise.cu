@@ -56,7 +56,7 @@ __global__ void rope_neox_kernel(float* x, long long heads, int head_dim, const 
   const float pos = static_cast<float>(positions[token]);
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
     // inv_freq_i = theta^(-2i/d) in double, then f32 as the CPU backend; angle and cos/sin in f32.
-    const float inv_freq = static_cast<float>(pow(theta, -2.0 * i / head_dim));
+    const float inv_freq = static_cast<float>(1.0 / pow(theta, static_cast<double>(2 * i) / head_dim));
     const float angle = pos * inv_freq;
     float s, c;
     sincosf(angle, &s, &c);
