@@ -116,7 +116,8 @@ TEST_F(cuda_ops, rmsnorm) {
     auto dx = upload(x), dw = upload(w);
     auto dy = alloc(x.size() * 4);
     launched(cu::rmsnorm(dx.as<float>(), c.m, c.n, dw.as<float>(), 1e-5f, dy.as<float>(), s()), "rmsnorm");
-    EXPECT_TRUE(close(download<float>(dy, x.size()), want, 1e-6, 2e-6, params.str()));
+    // Different summation orders of the sum of squares: relative ~sqrt(n) * 2^-24.
+    EXPECT_TRUE(close(download<float>(dy, x.size()), want, 1e-6, 1e-5, params.str()));
   }
 }
 
@@ -442,7 +443,7 @@ TEST_F(cuda_ops, grouped_gemm_matches_cpu) {
       {dtype::bf16, {130}, 256, 512, false, dtype::bf16},
       {dtype::bf16, {5, 0, 70, 64}, 96, 136, true, dtype::f32},
       {dtype::f8_e4m3, {3, 65}, 200, 384, true, dtype::f32},
-      {dtype::f8_e4m3, {129}, 128, 264, false, dtype::f32},
+      {dtype::f8_e4m3, {129}, 128, 272, false, dtype::f32},  // a partial k tile and 128-block
   };
   for (const auto& c : cases) {
     const std::string params = describe(c);
