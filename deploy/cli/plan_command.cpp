@@ -3,7 +3,10 @@
 //   afd plan sparsity  [--hardware ...] [--model ...] [--network-gbps 3200,...] [--json]
 //   afd plan deploy    --model M --hardware A[,F] [--tpot 50ms] [--context 4k] [--topology FILE] [--json]
 #include <cstdio>
+#include <cstdlib>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -38,6 +41,22 @@ afd::expected<hardware_catalog> load_catalog(const std::vector<std::string>& fil
 afd::expected<double> kv_bytes(int bits) {
   if (bits != 8 && bits != 16 && bits != 32) return afd::fail(afd::errc::invalid_argument, "--kv-bits must be 8, 16 or 32");
   return bits / 8.0;
+}
+
+/// "2x8" -> (2, 8); "x8" -> (any, 8); "2x" or "2" -> (2, any).
+afd::expected<std::pair<int, int>> parse_shape(const std::string& text) {
+  const auto x = text.find('x');
+  auto number = [&](const std::string& s) -> int {
+    if (s.empty()) return 0;
+    char* end = nullptr;
+    const long v = std::strtol(s.c_str(), &end, 10);
+    return (*end != '\0' || v < 1 || v > 4096) ? -1 : static_cast<int>(v);
+  };
+  const int instances = number(text.substr(0, x));
+  const int gpus = x == std::string::npos ? 0 : number(text.substr(x + 1));
+  if (instances < 0 || gpus < 0 || (instances == 0 && gpus == 0))
+    return afd::fail(afd::errc::invalid_argument, "'", text, "' is not INSTANCESxGPUS (e.g. 2x8)");
+  return std::pair{instances, gpus};
 }
 
 int run_plan(int argc, char** argv) {
@@ -107,6 +126,10 @@ int run_plan(int argc, char** argv) {
   deploy->add_option("--combine", d_combine, "throughput (one partial sum per FFN instance) or deterministic")->capture_default_str();
   deploy->add_option("--max-gpus", da.max_gpus, "most attention + FFN GPUs the search considers")->capture_default_str();
   deploy->add_option("--top", d_top, "layouts listed")->capture_default_str();
+  std::string d_attention_shape, d_ffn_shape;
+  deploy->add_option("--attention", d_attention_shape, "fix the attention side: INSTANCESxGPUS (e.g. 2x8) or xGPUS");
+  deploy->add_option("--ffn", d_ffn_shape, "fix the FFN side: INSTANCESxGPUS (e.g. 2x8) or xGPUS");
+  deploy->add_option("--batch", da.micro_batch_tokens, "fix the tokens of one micro-batch (all attention GPUs)");
   deploy->add_option("--topology", d_topology, "check this topology file's layout instead of searching");
   deploy->add_flag("--json", d_json, "JSON output");
 
@@ -192,6 +215,16 @@ int run_plan(int argc, char** argv) {
   if (da.micro_batches < 1 || da.max_gpus < 2 || da.ffn_imbalance < 1 || d_latency_us < 0)
     return report_error(afd::fail(afd::errc::invalid_argument,
                                   "--micro-batches >= 1, --max-gpus >= 2, --ffn-imbalance >= 1, latency >= 0"));
+
+  for (auto [text, instances, gpus] : {std::tuple{&d_attention_shape, &da.attention_instances, &da.attention_gpus_per_instance},
+                                      std::tuple{&d_ffn_shape, &da.ffn_instances, &da.ffn_gpus_per_instance}}) {
+    if (text->empty()) continue;
+    auto shape = parse_shape(*text);
+    if (!shape) return report_error(shape.err());
+    *instances = shape->first;
+    *gpus = shape->second;
+  }
+  if (da.micro_batch_tokens < 0) return report_error(afd::fail(afd::errc::invalid_argument, "--batch must be positive"));
 
   if (!d_topology.empty()) {
     auto t = read_topology_file(d_topology);

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <initializer_list>
+#include <optional>
 #include <sstream>
 
 #include <yaml-cpp/yaml.h>
@@ -170,15 +172,25 @@ deploy_plan search_layouts(const architecture& a, const hardware& ha, const hard
     for (int g = 1; g <= h.gpus_per_server; g *= 2) out.push_back(g);
     return out;
   };
+  auto sizes_or = [&](const hardware& h, int fixed) {
+    return fixed > 0 ? std::vector<int>{fixed} : sizes(h);
+  };
+  auto free_or = [](int fixed, int n) { return fixed == 0 || fixed == n; };
   std::vector<deploy_evaluation> found;
-  for (int ga : sizes(ha)) {
+  for (int ga : sizes_or(ha, s.attention_gpus_per_instance)) {
     for (int na = 1; na * ga <= s.max_gpus; ++na) {
-      for (int gf : sizes(hf)) {
+      if (!free_or(s.attention_instances, na)) continue;
+      for (int gf : sizes_or(hf, s.ffn_gpus_per_instance)) {
         for (int nf = 1; na * ga + nf * gf <= s.max_gpus; ++nf) {
+          if (!free_or(s.ffn_instances, nf)) continue;
           deploy_layout l{na, ga, nf, gf, s.micro_batches, 1};
-          const std::int64_t b = max_feasible_tokens(a, ha, hf, l, s);
-          if (b == 0) continue;
-          l.tokens_per_attention_gpu = b;
+          if (s.micro_batch_tokens > 0) {
+            l.tokens_per_attention_gpu = (s.micro_batch_tokens + l.attention_gpus() - 1) / l.attention_gpus();
+          } else {
+            const std::int64_t b = max_feasible_tokens(a, ha, hf, l, s);
+            if (b == 0) continue;
+            l.tokens_per_attention_gpu = b;
+          }
           found.push_back(evaluate_layout(a, ha, hf, l, s));
         }
       }
@@ -186,6 +198,7 @@ deploy_plan search_layouts(const architecture& a, const hardware& ha, const hard
   }
   // Best tokens/s/GPU first; among equals (within 0.1%) fewer GPUs, then fewer instances.
   std::sort(found.begin(), found.end(), [](const deploy_evaluation& x, const deploy_evaluation& y) {
+    if (x.feasible() != y.feasible()) return x.feasible();
     const double tx = x.tokens_per_s_per_gpu, ty = y.tokens_per_s_per_gpu;
     if (std::abs(tx - ty) > 1e-3 * std::max(tx, ty)) return tx > ty;
     if (x.layout.total_gpus() != y.layout.total_gpus()) return x.layout.total_gpus() < y.layout.total_gpus();
@@ -208,6 +221,16 @@ std::string at(const std::string& source, const YAML::Node& n) {
   return source + ":" + std::to_string(n.Mark().line + 1) + ": ";
 }
 
+/// The first of `paths` (one or two keys deep) present in `node`. (A YAML::Node that was looked up
+/// and not found cannot be rebound, so the lookups are done here, each on its own.)
+std::optional<YAML::Node> first_of(const YAML::Node& node, std::initializer_list<std::vector<const char*>> paths) {
+  for (const auto& path : paths) {
+    if (path.size() == 1 && node[path[0]]) return node[path[0]];
+    if (path.size() == 2 && node[path[0]] && node[path[0]].IsMap() && node[path[0]][path[1]]) return node[path[0]][path[1]];
+  }
+  return std::nullopt;
+}
+
 expected<std::int64_t> positive_int(const std::string& source, const YAML::Node& n, const char* field) {
   try {
     const auto v = n.as<std::int64_t>();
@@ -220,13 +243,9 @@ expected<std::int64_t> positive_int(const std::string& source, const YAML::Node&
 
 }  // namespace
 
-expected<topology_counts> read_topology_counts(std::string_view yaml, const std::string& source) {
-  YAML::Node doc;
-  try {
-    doc = YAML::Load(std::string(yaml));
-  } catch (const YAML::ParserException& e) {
-    return fail(errc::parse_error, source, ":", e.mark.line + 1, ": ", e.msg);
-  }
+namespace {
+
+expected<topology_counts> read_counts(const YAML::Node& doc, const std::string& source) {
   if (!doc.IsMap()) return fail(errc::invalid_config, source, ": the top level must be a map");
   topology_counts t;
   for (const char* role : {"attention_workers", "ffn_workers"}) {
@@ -237,10 +256,8 @@ expected<topology_counts> read_topology_counts(std::string_view yaml, const std:
     (std::string(role) == "attention_workers" ? t.attention_workers : t.ffn_workers) = static_cast<int>(list.size());
   }
   // micro_batches: top level, or under `pipeline`.
-  YAML::Node mb = doc["micro_batches"];
-  if (!mb && doc["pipeline"] && doc["pipeline"].IsMap()) mb = doc["pipeline"]["micro_batches"];
-  if (mb) {
-    auto v = positive_int(source, mb, "micro_batches");
+  if (auto mb = first_of(doc, {{"micro_batches"}, {"pipeline", "micro_batches"}})) {
+    auto v = positive_int(source, *mb, "micro_batches");
     if (!v) return std::move(v).err();
     t.micro_batches = static_cast<int>(*v);
   }
@@ -252,13 +269,10 @@ expected<topology_counts> read_topology_counts(std::string_view yaml, const std:
     global = *v;
   }
   for (const auto& w : doc["attention_workers"]) {
-    YAML::Node mbn;
-    if (w.IsMap()) {
-      mbn = w["max_batch"];
-      if (!mbn && w["limits"] && w["limits"].IsMap()) mbn = w["limits"]["max_batch"];
-    }
+    std::optional<YAML::Node> mbn;
+    if (w.IsMap()) mbn = first_of(w, {{"max_batch"}, {"limits", "max_batch"}});
     if (mbn) {
-      auto v = positive_int(source, mbn, "max_batch");
+      auto v = positive_int(source, *mbn, "max_batch");
       if (!v) return std::move(v).err();
       t.max_batch.push_back(*v);
     } else if (global) {
@@ -284,6 +298,19 @@ expected<topology_counts> read_topology_counts(std::string_view yaml, const std:
     }
   }
   return t;
+}
+
+}  // namespace
+
+expected<topology_counts> read_topology_counts(std::string_view yaml, const std::string& source) {
+  try {
+    const YAML::Node doc = YAML::Load(std::string(yaml));
+    return read_counts(doc, source);
+  } catch (const YAML::ParserException& e) {
+    return fail(errc::parse_error, source, ":", e.mark.line + 1, ": ", e.msg);
+  } catch (const YAML::Exception& e) {
+    return fail(errc::invalid_config, source, ":", e.mark.line + 1, ": ", e.msg);
+  }
 }
 
 expected<topology_counts> read_topology_file(const std::string& path) {

@@ -30,6 +30,12 @@ struct deploy_assumptions {
   bool deterministic_combine = false;  ///< F->A returns every unit whole (DESIGN.md) instead of one partial sum per FFN instance
   int max_gpus = 64;                   ///< the search's bound on attention + FFN GPUs
   double ffn_imbalance = 1.0;          ///< busiest FFN GPU's load over the mean
+  // Constraints on the search (0 = free).
+  int attention_instances = 0;
+  int attention_gpus_per_instance = 0;
+  int ffn_instances = 0;
+  int ffn_gpus_per_instance = 0;
+  std::int64_t micro_batch_tokens = 0;  ///< fixed: the layout is evaluated at this batch, feasible or not
 };
 
 /// Who runs what: A attention instances of gA GPUs, F FFN instances of gF GPUs.
@@ -99,8 +105,9 @@ struct deploy_plan {
   std::vector<deploy_evaluation> layouts;  ///< empty when none is feasible
 };
 
-/// Searches A, gA, F, gF (gA, gF powers of two up to a server; total GPUs <= max_gpus) and the
-/// batch; keeps the `keep` best by tokens/s/GPU (ties: fewer GPUs).
+/// Searches A, gA, F, gF (gA, gF powers of two up to a server; total GPUs <= max_gpus; the
+/// assumptions' constraints honoured) and the batch; keeps the `keep` best by tokens/s/GPU (ties:
+/// fewer GPUs). With a fixed micro-batch size, layouts are kept even when they miss the target.
 deploy_plan search_layouts(const architecture& a, const hardware& ha, const hardware& hf, const deploy_assumptions& s,
                            std::size_t keep = 5);
 

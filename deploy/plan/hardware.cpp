@@ -130,12 +130,17 @@ expected<void> hardware_catalog::load_file(const std::string& path) {
 }
 
 expected<void> hardware_catalog::load_text(std::string_view text, const std::string& source) {
-  YAML::Node doc;
   try {
-    doc = YAML::Load(std::string(text));
+    const YAML::Node doc = YAML::Load(std::string(text));
+    return load_entries(doc, source);
   } catch (const YAML::ParserException& e) {
     return fail(errc::parse_error, source, ":", e.mark.line + 1, ": ", e.msg);
+  } catch (const YAML::Exception& e) {
+    return fail(errc::invalid_config, source, ":", e.mark.line + 1, ": ", e.msg);
   }
+}
+
+expected<void> hardware_catalog::load_entries(const YAML::Node& doc, const std::string& source) {
   if (!doc.IsSequence()) {
     return fail(errc::invalid_config, source, ": the top level must be a list of hardware entries");
   }

@@ -9,6 +9,10 @@
 
 #include "runtime/core/error.hpp"
 
+namespace YAML {
+class Node;
+}
+
 namespace afd::plan {
 
 /// One accelerator kind.
@@ -65,6 +69,7 @@ class hardware_catalog {
   const std::vector<hardware>& all() const { return entries_; }
 
  private:
+  expected<void> load_entries(const YAML::Node& doc, const std::string& source);
   std::vector<hardware> entries_;
 };
 

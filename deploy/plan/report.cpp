@@ -303,6 +303,7 @@ std::string layout_text(const deploy_evaluation& e) {
   o += "  memory per GPU     attention " + fmt("%.1f", e.attention_memory_bytes / 1e9) + " GB of " +
        fmt("%.1f", e.attention_memory_capacity / 1e9) + " usable, FFN " + fmt("%.1f", e.ffn_memory_bytes / 1e9) +
        " GB of " + fmt("%.1f", e.ffn_memory_capacity / 1e9) + " usable\n";
+  for (const auto& v : e.violations) o += "  MISSES: " + v + "\n";
   return o;
 }
 
@@ -357,6 +358,11 @@ json assumptions_json(const deploy_assumptions& s) {
   j["kv_bits"] = num(s.kv_bytes_per_value * 8);
   j["combine"] = s.deterministic_combine ? "deterministic" : "throughput";
   j["max_gpus"] = s.max_gpus;
+  j["fixed"] = {{"attention_instances", s.attention_instances},
+                {"attention_gpus_per_instance", s.attention_gpus_per_instance},
+                {"ffn_instances", s.ffn_instances},
+                {"ffn_gpus_per_instance", s.ffn_gpus_per_instance},
+                {"micro_batch_tokens", s.micro_batch_tokens}};
   return j;
 }
 
@@ -374,16 +380,17 @@ std::string format_deploy_text(const deploy_plan& p) {
          " GPUs meets the TPOT target and fits in memory (raise --max-gpus or --tpot, or lower --context).\n";
     return o;
   }
-  o += "Recommended layout\n" + layout_text(p.layouts.front());
+  o += std::string(p.layouts.front().feasible() ? "Recommended layout" : "Best layout found (misses the target)") + "\n" +
+       layout_text(p.layouts.front());
   if (p.layouts.size() > 1) {
     o += "\nOther layouts, best first\n";
-    table t({"attention", "FFN", "GPUs", "micro-batch", "TPOT ms", "tokens/s/GPU"});
+    table t({"attention", "FFN", "GPUs", "micro-batch", "TPOT ms", "tokens/s/GPU", "meets"});
     for (const auto& e : p.layouts) {
       const auto& l = e.layout;
       t.add({std::to_string(l.attention_instances) + " x " + std::to_string(l.attention_gpus_per_instance),
              std::to_string(l.ffn_instances) + " x " + std::to_string(l.ffn_gpus_per_instance),
              std::to_string(l.total_gpus()), std::to_string(l.micro_batch_tokens()), fmt("%.1f", e.tpot_s * 1e3),
-             fmt("%.0f", e.tokens_per_s_per_gpu)});
+             fmt("%.0f", e.tokens_per_s_per_gpu), e.feasible() ? "yes" : "no"});
     }
     o += t.str();
   }
