@@ -74,13 +74,13 @@ __attribute__((target("avx2"))) void weighted_sum_avx2(float* acc, float corr, c
   const __m256 vc = _mm256_set1_ps(corr);
   for (; c0 + 64 <= d; c0 += 64) {
     __m256 a[8];
-    for (int j = 0; j < 8; ++j) a[j] = _mm256_mul_ps(_mm256_loadu_ps(acc + c0 + 8 * j), vc);
+    _Pragma("GCC unroll 8") for (int j = 0; j < 8; ++j) a[j] = _mm256_mul_ps(_mm256_loadu_ps(acc + c0 + 8 * j), vc);
     for (std::int64_t p = 0; p < np; ++p) {
       const __m256 ep = _mm256_set1_ps(e[p]);
       const float* vp = v + p * d + c0;
-      for (int j = 0; j < 8; ++j) a[j] = _mm256_add_ps(a[j], _mm256_mul_ps(ep, _mm256_loadu_ps(vp + 8 * j)));
+      _Pragma("GCC unroll 8") for (int j = 0; j < 8; ++j) a[j] = _mm256_add_ps(a[j], _mm256_mul_ps(ep, _mm256_loadu_ps(vp + 8 * j)));
     }
-    for (int j = 0; j < 8; ++j) _mm256_storeu_ps(acc + c0 + 8 * j, a[j]);
+    _Pragma("GCC unroll 8") for (int j = 0; j < 8; ++j) _mm256_storeu_ps(acc + c0 + 8 * j, a[j]);
   }
   if (c0 < d) {
     // Remaining columns (head_dim not a multiple of 64): the portable loop, same operations.

@@ -64,6 +64,9 @@ void tile_portable(const float* x, std::int64_t ldx, std::int64_t tokens, const 
 #if AFD_HAVE_X86
 #define AFD_AVX2 __attribute__((target("avx2,f16c"), always_inline)) inline
 #define AFD_AVX2_FN __attribute__((target("avx2,f16c")))
+// Register tiles: the loops over rows and tokens must be unrolled for the accumulators to live in
+// registers.
+#define AFD_UNROLL _Pragma("GCC unroll 16")
 
 // Built on first use: a namespace-scope table could be initialised before afd::core's own.
 const float* fp8_table() {
@@ -106,10 +109,10 @@ AFD_AVX2 float reduce16(__m256 a, __m256 b) {
 // One 16-wide chunk for R rows x T tokens. xs[t] and ws[r] point at the chunk's first element.
 template <dtype WT, int R, int T>
 AFD_AVX2 void chunk(__m256 (&acc)[R][T][2], const float* const (&xs)[T], const std::byte* const (&ws)[R]) {
-  for (int r = 0; r < R; ++r) {
+  AFD_UNROLL for (int r = 0; r < R; ++r) {
     __m256 wl, wh;
     load16<WT>(ws[r], wl, wh);
-    for (int t = 0; t < T; ++t) {
+    AFD_UNROLL for (int t = 0; t < T; ++t) {
       acc[r][t][0] = _mm256_add_ps(acc[r][t][0], _mm256_mul_ps(_mm256_loadu_ps(xs[t]), wl));
       acc[r][t][1] = _mm256_add_ps(acc[r][t][1], _mm256_mul_ps(_mm256_loadu_ps(xs[t] + 8), wh));
     }
@@ -121,14 +124,14 @@ AFD_AVX2_FN void micro(const float* x, std::int64_t ldx, const std::byte* w, std
                        std::int64_t k, float* y, std::int64_t ldy) {
   constexpr std::int64_t esize = static_cast<std::int64_t>(size_of(WT));
   __m256 acc[R][T][2];
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
+  AFD_UNROLL for (int r = 0; r < R; ++r)
+    AFD_UNROLL for (int t = 0; t < T; ++t) acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
   std::int64_t c = 0;
   for (; c + dot_lanes <= k; c += dot_lanes) {
     const float* xs[T];
     const std::byte* ws[R];
-    for (int t = 0; t < T; ++t) xs[t] = x + t * ldx + c;
-    for (int r = 0; r < R; ++r) ws[r] = w + r * row_bytes + c * esize;
+    AFD_UNROLL for (int t = 0; t < T; ++t) xs[t] = x + t * ldx + c;
+    AFD_UNROLL for (int r = 0; r < R; ++r) ws[r] = w + r * row_bytes + c * esize;
     chunk<WT, R, T>(acc, xs, ws);
   }
   if (c < k) {
@@ -138,18 +141,18 @@ AFD_AVX2_FN void micro(const float* x, std::int64_t ldx, const std::byte* w, std
     alignas(32) std::byte wb[R][dot_lanes * 4] = {};
     const float* xs[T];
     const std::byte* ws[R];
-    for (int t = 0; t < T; ++t) {
+    AFD_UNROLL for (int t = 0; t < T; ++t) {
       std::memcpy(xb[t], x + t * ldx + c, static_cast<std::size_t>(rem) * 4);
       xs[t] = xb[t];
     }
-    for (int r = 0; r < R; ++r) {
+    AFD_UNROLL for (int r = 0; r < R; ++r) {
       std::memcpy(wb[r], w + r * row_bytes + c * esize, static_cast<std::size_t>(rem * esize));
       ws[r] = wb[r];
     }
     chunk<WT, R, T>(acc, xs, ws);
   }
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) y[t * ldy + r] = reduce16(acc[r][t][0], acc[r][t][1]);
+  AFD_UNROLL for (int r = 0; r < R; ++r)
+    AFD_UNROLL for (int t = 0; t < T; ++t) y[t * ldy + r] = reduce16(acc[r][t][0], acc[r][t][1]);
 }
 
 template <dtype WT>
