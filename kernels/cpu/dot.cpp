@@ -68,15 +68,7 @@ void tile_portable(const float* x, std::int64_t ldx, std::int64_t tokens, const 
 // registers.
 #define AFD_UNROLL _Pragma("GCC unroll 16")
 
-// Built on first use: a namespace-scope table could be initialised before afd::core's own.
-const float* fp8_table() {
-  static const std::array<float, 256> table = [] {
-    std::array<float, 256> t{};
-    for (int v = 0; v < 256; ++v) t[v] = fp8_e4m3_to_f32(static_cast<std::uint8_t>(v));
-    return t;
-  }();
-  return table.data();
-}
+const float* fp8_table() { return fp8_to_f32_table(); }
 
 template <dtype WT>
 AFD_AVX2 void load16(const std::byte* w, __m256& lo, __m256& hi) {
@@ -197,6 +189,16 @@ const bool avx2_available = false;
 std::atomic<bool> simd_on{true};
 
 }  // namespace
+
+// Built on first use: a namespace-scope table could be initialised before afd::core's own.
+const float* fp8_to_f32_table() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int v = 0; v < 256; ++v) t[v] = fp8_e4m3_to_f32(static_cast<std::uint8_t>(v));
+    return t;
+  }();
+  return table.data();
+}
 
 void set_simd_enabled(bool on) { simd_on.store(on, std::memory_order_relaxed); }
 bool simd_enabled() { return simd_on.load(std::memory_order_relaxed) && avx2_available; }

@@ -22,6 +22,9 @@ inline constexpr std::int64_t dot_lanes = 16;
 void dot_tile(const float* x, std::int64_t ldx, std::int64_t tokens, dtype wt, const void* w,
               std::int64_t ldw, std::int64_t rows, std::int64_t k, float* y, std::int64_t ldy);
 
+/// The 256 E4M3 values as f32 (afd::fp8_e4m3_to_f32 as a table the kernels can index inline).
+const float* fp8_to_f32_table();
+
 /// Whether the AVX2 path is used (when the CPU has it). Tests switch it off to check that both
 /// paths agree bitwise; not thread-safe against running kernels.
 void set_simd_enabled(bool on);

@@ -88,6 +88,9 @@ std::vector<float> random_f32(std::size_t n, std::mt19937& rng, float scale) {
 }
 
 double bandwidth = 0.0;
+std::string only;  // --only KERNEL: run the cases of one kernel
+
+bool wanted(const char* kernel) { return only.empty() || only == kernel; }
 
 void report(const char* kernel, const std::string& shape, double sec, double bytes, double flops) {
   const double gbs = bytes / sec / 1e9;
@@ -101,7 +104,8 @@ void bench_gemm(std::int64_t n, std::int64_t k, const std::vector<std::int64_t>&
   const std::size_t wbytes = static_cast<std::size_t>(n * k * 2);
   const std::size_t copies = std::max<std::size_t>(1, (rotate_bytes + wbytes - 1) / wbytes);
   std::vector<std::vector<std::uint16_t>> w;
-  for (std::size_t c = 0; c < copies; ++c) w.push_back(random_bf16(static_cast<std::size_t>(n * k), rng, 0.05f));
+  w.push_back(random_bf16(static_cast<std::size_t>(n * k), rng, 0.05f));
+  for (std::size_t c = 1; c < copies; ++c) w.push_back(w[0]);
   const std::int64_t mmax = *std::max_element(ms.begin(), ms.end());
   const auto x = random_f32(static_cast<std::size_t>(mmax * k), rng, 1.0f);
   std::vector<float> y(static_cast<std::size_t>(mmax * n));
@@ -126,9 +130,16 @@ void bench_attention(afd::dtype kv, std::int64_t context, std::int64_t m, double
   const std::int64_t num_blocks = seqs * blocks_per_seq;
   const std::size_t elems = static_cast<std::size_t>(num_blocks * block * d);
   std::vector<std::uint8_t> kbuf(elems * afd::size_of(kv)), vbuf(kbuf.size());
-  for (std::size_t i = 0; i < elems; ++i) {
+  // One sequence of random values, replicated (the copies exist to defeat the caches).
+  const std::size_t seq_elems = seq_bytes / 2 / afd::size_of(kv);
+  for (std::size_t i = 0; i < seq_elems; ++i) {
     afd::store_from_f32(kv, kbuf.data(), i, std::ldexp(static_cast<float>(static_cast<int>(rng() % 64) - 32), -4));
     afd::store_from_f32(kv, vbuf.data(), i, std::ldexp(static_cast<float>(static_cast<int>(rng() % 64) - 32), -4));
+  }
+  for (std::size_t off = seq_elems; off < elems; off += seq_elems) {
+    const std::size_t n = std::min(seq_elems, elems - off) * afd::size_of(kv);
+    std::memcpy(kbuf.data() + off * afd::size_of(kv), kbuf.data(), n);
+    std::memcpy(vbuf.data() + off * afd::size_of(kv), vbuf.data(), n);
   }
   const cpu::kv_layer_view cache{kv, kbuf.data(), vbuf.data(), num_blocks, block, d};
   std::vector<std::int32_t> tables(static_cast<std::size_t>(num_blocks));
@@ -158,10 +169,13 @@ void bench_swiglu(std::int64_t hidden, std::int64_t inter, const std::vector<std
   const std::size_t ebytes = 3 * per * 2;
   const std::size_t copies = std::max<std::size_t>(1, (rotate_bytes + ebytes - 1) / ebytes);
   std::vector<std::vector<std::uint16_t>> g, u, dn;
-  for (std::size_t c = 0; c < copies; ++c) {
-    g.push_back(random_bf16(per, rng, 0.05f));
-    u.push_back(random_bf16(per, rng, 0.05f));
-    dn.push_back(random_bf16(per, rng, 0.05f));
+  g.push_back(random_bf16(per, rng, 0.05f));
+  u.push_back(random_bf16(per, rng, 0.05f));
+  dn.push_back(random_bf16(per, rng, 0.05f));
+  for (std::size_t c = 1; c < copies; ++c) {
+    g.push_back(g[0]);
+    u.push_back(u[0]);
+    dn.push_back(dn[0]);
   }
   const std::int64_t mmax = *std::max_element(ms.begin(), ms.end());
   const auto x = random_f32(static_cast<std::size_t>(mmax * hidden), rng, 1.0f);
@@ -189,10 +203,12 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) {
       quick = true;
+    } else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+      only = argv[++i];
     } else if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
       threads = std::max(1, std::atoi(argv[++i]));
     } else {
-      std::printf("usage: afd-bench-kernels [--quick] [--threads N]\n");
+      std::printf("usage: afd-bench-kernels [--quick] [--threads N] [--only gemm|attention|swiglu]\n");
       return std::strcmp(argv[i], "--help") == 0 ? 0 : 2;
     }
   }
@@ -205,16 +221,21 @@ int main(int argc, char** argv) {
   std::printf("%-10s %-44s %10s %9s %9s %7s\n", "kernel", "case", "us/call", "GB/s", "GFLOP/s", "bw-ratio");
   std::mt19937 rng(1234);
   const std::vector<std::int64_t> decode_ms = quick ? std::vector<std::int64_t>{1, 16} : std::vector<std::int64_t>{1, 2, 4, 8, 16};
-  bench_gemm(4096, 4096, decode_ms, min_s, rng);
-  bench_gemm(7168, 2048, decode_ms, min_s, rng);
-  bench_gemm(4096, 4096, {128}, min_s, rng);
-  bench_attention(afd::dtype::bf16, 4096, 1, min_s, rng);
-  bench_attention(afd::dtype::f8_e4m3, 4096, 1, min_s, rng);
-  if (!quick) {
-    bench_attention(afd::dtype::bf16, 4096, 4, min_s, rng);
-    bench_attention(afd::dtype::f8_e4m3, 4096, 4, min_s, rng);
+  if (wanted("gemm")) {
+    bench_gemm(4096, 4096, decode_ms, min_s, rng);
+    bench_gemm(7168, 2048, decode_ms, min_s, rng);
+    bench_gemm(4096, 4096, {128}, min_s, rng);
   }
-  bench_swiglu(7168, 5120, quick ? std::vector<std::int64_t>{1} : std::vector<std::int64_t>{1, 8}, min_s, rng);
+  if (wanted("attention")) {
+    bench_attention(afd::dtype::bf16, 4096, 1, min_s, rng);
+    bench_attention(afd::dtype::f8_e4m3, 4096, 1, min_s, rng);
+    if (!quick) {
+      bench_attention(afd::dtype::bf16, 4096, 4, min_s, rng);
+      bench_attention(afd::dtype::f8_e4m3, 4096, 4, min_s, rng);
+    }
+  }
+  if (wanted("swiglu"))
+    bench_swiglu(7168, 5120, quick ? std::vector<std::int64_t>{1} : std::vector<std::int64_t>{1, 8}, min_s, rng);
   std::printf("\nbytes: weights (+ activations) for gemm/swiglu, KV bytes read for attention; bw-ratio = GB/s over\n"
               "the measured read bandwidth. Attention does 4*64*256 FLOP per KV position (64 FLOP/byte at bf16,\n"
               "128 at fp8), so on a CPU it is bound by arithmetic, not by memory.\n");
