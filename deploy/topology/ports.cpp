@@ -8,6 +8,9 @@
 #include <unistd.h>
 
 #include "deploy/topology/topology.hpp"
+#ifdef AFD_TOPOLOGY_HAS_TRANSPORT
+#include "transport/net_devices.hpp"
+#endif
 
 namespace afd::topology {
 
@@ -68,6 +71,24 @@ diagnostics check_ports(const topology& t) {
   for (std::size_t i = 0; i < t.ffn_workers.size(); ++i)
     check(t.data_port('f', static_cast<int>(i)), t.ffn_workers[i].node,
           "FFN worker '" + t.ffn_workers[i].name + "'", "transport.base_port");
+  return out;
+}
+
+diagnostics check_environment(const topology& t) {
+  diagnostics out = check_ports(t);
+#ifdef AFD_TOPOLOGY_HAS_TRANSPORT
+  bool worker_here = false;
+  auto here = [&](const std::string& node_name) {
+    const node_spec* node = t.find_node(node_name);
+    return node && is_local_host(node->host);
+  };
+  for (const auto& w : t.attention_workers) worker_here = worker_here || here(w.node);
+  for (const auto& w : t.ffn_workers) worker_here = worker_here || here(w.node);
+  if (worker_here && t.transport.kind == transport_kind::ucx && !t.transport.net_devices.empty()) {
+    if (auto ok = transport::validate_net_devices(t.transport.net_devices, "net_devices"); !ok)
+      out.push_back(diagnostic{t.location_of("transport.net_devices"), ok.err().message()});
+  }
+#endif
   return out;
 }
 

@@ -157,7 +157,8 @@ std::string summarize(const topology& t, const placement* p, const model_config*
       groups.push_back({{l.layer}, text});
   }
   if (groups.empty()) o << "  (the model has no MoE layer)\n";
-  for (const auto& [layers, text] : groups) o << "  layers " << ranges_text(layers) << ": " << text << "\n";
+  for (const auto& [layers, text] : groups)
+    o << (layers.size() == 1 ? "  layer " : "  layers ") << ranges_text(layers) << ": " << text << "\n";
 
   // Units: every layer with the same description shares a line.
   o << "placement of shared experts and dense MLPs:\n";
@@ -169,7 +170,8 @@ std::string summarize(const topology& t, const placement* p, const model_config*
     if (!units.count(key)) order.push_back(key);
     units[key].push_back(l.layer);
   }
-  for (const auto& key : order) o << "  layers " << ranges_text(units[key]) << ": " << key << "\n";
+  for (const auto& key : order)
+    o << (units[key].size() == 1 ? "  layer " : "  layers ") << ranges_text(units[key]) << ": " << key << "\n";
 
   // Per worker: what it loads.
   const model_size size = compute_model_size(*c);

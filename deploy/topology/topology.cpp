@@ -4,6 +4,9 @@
 #include "deploy/topology/topology.hpp"
 
 #include <yaml-cpp/yaml.h>
+#ifdef AFD_TOPOLOGY_HAS_TRANSPORT
+#include "transport/net_devices.hpp"
+#endif
 
 #include <algorithm>
 #include <charconv>
@@ -382,6 +385,9 @@ struct parser {
           t.model.path_as_written = *s;
           std::filesystem::path path(*s);
           if (path.is_relative()) path = std::filesystem::path(t.directory) / path;
+          // Absolute, so that processes started elsewhere find the same directory.
+          std::error_code ec;
+          if (auto absolute = std::filesystem::absolute(path, ec); !ec) path = absolute;
           t.model.path = path.lexically_normal().string();
         }
       }
@@ -478,8 +484,15 @@ struct parser {
     if (const entry* k = find(*es, "kind"))
       if (auto i = r.choice(*k, {"ucx", "loopback"}))
         t.transport.kind = *i == 0 ? transport_kind::ucx : transport_kind::loopback;
-    if (const entry* k = find(*es, "tls"))
-      if (auto s = r.string(*k)) t.transport.tls = *s;
+    if (const entry* k = find(*es, "tls")) {
+      if (auto s = r.string(*k)) {
+        t.transport.tls = *s;
+#ifdef AFD_TOPOLOGY_HAS_TRANSPORT
+        // UCX transport names do not depend on the host: checked here, with the line.
+        if (auto ok = transport::validate_tls(*s, "tls"); !ok) r.error(k->value_at, ok.err().message());
+#endif
+      }
+    }
     if (const entry* k = find(*es, "net_devices"))
       if (auto s = r.string(*k)) t.transport.net_devices = *s;
     r.optional_integer(*es, "base_port", t.transport.base_port, 0, 65535);

@@ -259,6 +259,9 @@ bool is_local_host(std::string_view host);
 /// data ports when transport.base_port is set) for nodes whose host is local; one diagnostic per
 /// port in use. Ports of remote nodes are not checked.
 diagnostics check_ports(const topology& t);
+/// check_ports, plus transport.net_devices checked against this machine's interfaces when a worker
+/// runs here: the checks `afd check` and the launcher make before starting anything.
+diagnostics check_environment(const topology& t);
 
 /// A part of a unit: columns [begin, end) of its intermediate width, computed by one FFN worker.
 struct unit_slice {
