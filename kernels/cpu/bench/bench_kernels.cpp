@@ -12,12 +12,22 @@
 #include <thread>
 #include <vector>
 
+#include <sys/resource.h>
+
 #include "kernels/cpu/cpu_kernels.hpp"
 
 namespace cpu = afd::kernels::cpu;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
+
+// CPU seconds used by this process so far (all threads).
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
 
 double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
@@ -60,16 +70,21 @@ double measure_read_bandwidth(std::size_t bytes, int passes, int threads) {
 
 // Runs fn(i) for i = 0, 1, ... until min_seconds have passed (after one warm-up call); returns
 // seconds per call.
+double timed_wall = 0.0, timed_cpu = 0.0;  // over all timed calls, for the cpu share
+
 template <class F>
 double time_calls(F&& fn, double min_seconds) {
   fn(0);
   int calls = 0;
+  const double cpu0 = cpu_seconds();
   const auto t0 = clock_type::now();
   double elapsed = 0.0;
   do {
     fn(++calls);
     elapsed = seconds_since(t0);
   } while (elapsed < min_seconds);
+  timed_wall += elapsed;
+  timed_cpu += cpu_seconds() - cpu0;
   return elapsed / calls;
 }
 
@@ -239,5 +254,9 @@ int main(int argc, char** argv) {
   std::printf("\nbytes: weights (+ activations) for gemm/swiglu, KV bytes read for attention; bw-ratio = GB/s over\n"
               "the measured read bandwidth. Attention does 4*64*256 FLOP per KV position (64 FLOP/byte at bf16,\n"
               "128 at fp8), so on a CPU it is bound by arithmetic, not by memory.\n");
+  // Other processes competing for the cores make every figure above a lower bound: say so.
+  const double share = timed_cpu / (timed_wall * threads);
+  std::printf("cpu share: the timed calls used %.0f%% of %d core(s)%s\n", 100.0 * share, threads,
+              share < 0.8 ? " (the machine was busy: figures are lower bounds)" : "");
   return 0;
 }
