@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -177,7 +178,50 @@ expected<std::map<std::string, std::string>> read_index(const std::string& index
 }
 
 // Checks an F8 weight's scale tensor and finds the block size.
-expected<void> attach_scale(tensor_info& w, const tensor_info& s, const checkpoint_config& cfg) {
+// Block sizes b with ceil(extent / b) == blocks: an interval [lo, hi] (hi = max when one block).
+struct block_interval {
+  std::int64_t lo = 1, hi = INT64_MAX;
+  bool empty() const { return lo > hi; }
+};
+block_interval valid_blocks(std::int64_t extent, std::int64_t blocks) {
+  if (extent == 0) return blocks == 0 ? block_interval{} : block_interval{1, 0};
+  if (blocks < 1 || blocks > extent) return {1, 0};
+  block_interval r{ceil_div(extent, blocks), blocks == 1 ? INT64_MAX : (extent - 1) / (blocks - 1)};
+  if (!r.empty() && ceil_div(extent, r.lo) != blocks) r.hi = 0;
+  return r;
+}
+
+// One (rows, cols) block size for all scale tensors: a single tensor with a partial block can be
+// ambiguous (4 rows in 2 blocks: 2+2 or 3+1), the checkpoint as a whole rarely is. Picks the
+// smallest size every tensor allows.
+expected<std::pair<std::int64_t, std::int64_t>> infer_block_size(
+    const std::vector<std::tuple<const shape_t*, const shape_t*, std::string>>& pairs) {
+  block_interval rows, cols;
+  for (const auto& [w, s, where] : pairs) {
+    if (s->size() != w->size() || w->empty()) continue;  // attach_scale reports these
+    const std::size_t r = w->size();
+    block_interval c = valid_blocks((*w)[r - 1], (*s)[r - 1]);
+    block_interval rr = r >= 2 ? valid_blocks((*w)[r - 2], (*s)[r - 2]) : block_interval{};
+    auto clash = [&](const char* dim, const block_interval& mine, const block_interval& all) {
+      return fail(errc::shape_mismatch, where, ": scale shape ", shape_string(*s), " for weight shape ",
+                  shape_string(*w), " allows ", dim, " blocks of ", mine.lo, "..",
+                  mine.hi == INT64_MAX ? std::string("any") : std::to_string(mine.hi),
+                  ", inconsistent with the other scale tensors (", all.lo, "..",
+                  all.hi == INT64_MAX ? std::string("any") : std::to_string(all.hi), ")");
+    };
+    if (c.empty() || rr.empty()) continue;  // attach_scale reports these with their own message
+    const block_interval nc{std::max(cols.lo, c.lo), std::min(cols.hi, c.hi)};
+    const block_interval nr{std::max(rows.lo, rr.lo), std::min(rows.hi, rr.hi)};
+    if (nc.empty()) return clash("column", c, cols);
+    if (nr.empty()) return clash("row", rr, rows);
+    cols = nc;
+    rows = nr;
+  }
+  return std::pair{rows.lo, cols.lo};
+}
+
+expected<void> attach_scale(tensor_info& w, const tensor_info& s, std::pair<std::int64_t, std::int64_t> block,
+                            bool from_config) {
   auto where = [&] { return s.file + ": tensor '" + s.name + "'"; };
   if (w.type != dtype::f8_e4m3)
     return fail(errc::dtype_mismatch, where(), ": a scale for '", w.name, "', which is ", to_string(w.type),
@@ -196,20 +240,13 @@ expected<void> attach_scale(tensor_info& w, const tensor_info& s, const checkpoi
     srows = s.shape[r - 2];
   }
   if (ok) {
-    if (cfg.weight_block_size) {
-      br = r >= 2 ? cfg.weight_block_size->first : 1;
-      bc = cfg.weight_block_size->second;
-    } else {
-      br = srows > 0 ? ceil_div(rows, srows) : 0;
-      bc = scols > 0 ? ceil_div(cols, scols) : 0;
-    }
+    br = r >= 2 ? block.first : 1;
+    bc = block.second;
     ok = br > 0 && bc > 0 && ceil_div(rows, br) == srows && ceil_div(cols, bc) == scols;
   }
   if (!ok) {
-    std::string detail = cfg.weight_block_size
-                             ? "blocks of " + std::to_string(cfg.weight_block_size->first) + "x" +
-                                   std::to_string(cfg.weight_block_size->second) + " (quantization_config)"
-                             : "no consistent block size";
+    const std::string detail = "blocks of " + std::to_string(block.first) + "x" + std::to_string(block.second) +
+                               (from_config ? " (quantization_config)" : " (inferred from all scale tensors)");
     return fail(errc::shape_mismatch, where(), ": scale shape ", shape_string(s.shape),
                 " is inconsistent with weight '", w.name, "' of shape ", shape_string(w.shape), " (", detail, ")");
   }
@@ -338,6 +375,18 @@ expected<checkpoint> checkpoint::open(const std::string& dir_in) {
                   prefix == lm_prefix::none ? "" : " (after stripping the language-model prefix)");
     p->names.push_back(n);
   }
+  // The FP8 block size: from quantization_config, else inferred from all scale shapes together.
+  std::pair<std::int64_t, std::int64_t> block{1, 1};
+  if (p->cfg.weight_block_size) block = *p->cfg.weight_block_size;
+  if (!p->cfg.weight_block_size && !scales.empty()) {
+    std::vector<std::tuple<const shape_t*, const shape_t*, std::string>> pairs;
+    for (const auto& [base, named] : scales)
+      pairs.emplace_back(&p->tensors.at(base).shape, &named.second.entry->shape,
+                         named.second.file + ": tensor '" + named.first + "'");
+    auto b = infer_block_size(pairs);
+    if (!b) return b.err();
+    block = *b;
+  }
   for (const auto& [base, named] : scales) {
     const auto& [stored_name, s] = named;
     if (!s.entry->type)
@@ -354,7 +403,7 @@ expected<checkpoint> checkpoint::open(const std::string& dir_in) {
     const std::string stored_copy = stored_name;
     tensor_info named_scale = it->second;
     named_scale.name = stored_copy;  // errors name the tensor as stored
-    auto ok = attach_scale(p->tensors.at(base), named_scale, p->cfg);
+    auto ok = attach_scale(p->tensors.at(base), named_scale, block, p->cfg.weight_block_size.has_value());
     if (!ok) return ok.err();
     p->tensors.at(base).scale_inv = &it->second;
   }
