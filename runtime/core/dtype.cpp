@@ -73,11 +73,16 @@ std::array<float, 256> make_fp8_table() {
   return table;
 }
 
-const std::array<float, 256> fp8_table = make_fp8_table();
+// Function-local so that other translation units may convert during their own static
+// initialisation (a namespace-scope table could still be empty then).
+const std::array<float, 256>& fp8_table() noexcept {
+  static const std::array<float, 256> table = make_fp8_table();
+  return table;
+}
 
 }  // namespace
 
-float fp8_e4m3_to_f32(std::uint8_t v) noexcept { return fp8_table[v]; }
+float fp8_e4m3_to_f32(std::uint8_t v) noexcept { return fp8_table()[v]; }
 
 std::uint8_t f32_to_fp8_e4m3(float f) noexcept {
   const std::uint32_t u = f32_bits(f);
