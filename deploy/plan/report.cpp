@@ -271,7 +271,7 @@ std::string assumptions_text(const deploy_assumptions& s, const hardware& ha, co
   return o;
 }
 
-std::string layout_text(const deploy_evaluation& e) {
+std::string layout_text(const deploy_evaluation& e, bool list_violations = true) {
   const auto& l = e.layout;
   const auto& t = e.times;
   std::string o;
@@ -303,7 +303,9 @@ std::string layout_text(const deploy_evaluation& e) {
   o += "  memory per GPU     attention " + fmt("%.1f", e.attention_memory_bytes / 1e9) + " GB of " +
        fmt("%.1f", e.attention_memory_capacity / 1e9) + " usable, FFN " + fmt("%.1f", e.ffn_memory_bytes / 1e9) +
        " GB of " + fmt("%.1f", e.ffn_memory_capacity / 1e9) + " usable\n";
-  for (const auto& v : e.violations) o += "  MISSES: " + v + "\n";
+  if (list_violations) {
+    for (const auto& v : e.violations) o += "  MISSES: " + v + "\n";
+  }
   return o;
 }
 
@@ -415,7 +417,7 @@ std::string format_topology_text(const deploy_plan& p, const topology_counts& t,
        std::to_string(t.ffn_workers) + " FFN worker(s), one GPU each, " + std::to_string(t.micro_batches) +
        " micro-batches; batch " + (t.max_batch.empty() ? "not given: the largest that fits is used" : "from max_batch") +
        "\n";
-  o += layout_text(e);
+  o += layout_text(e, false);
   if (e.violations.empty()) {
     o += "\nOK: every stage is within its budget and the predicted TPOT meets the target.\n";
   } else {
