@@ -16,6 +16,7 @@
 #include <limits>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 namespace afd::topology {
 
@@ -701,12 +702,17 @@ struct parser {
       if (reacher && x.first <= reach) {
         const std::int64_t last = std::min(reach, x.last);
         const bool same = *reacher->worker == *x.worker;
-        r.error(x.where, std::string(x.first == last ? "expert " : "experts ") + range_text(x.first, last) +
-                             (x.first == last ? " is" : " are") + " owned twice in " + scope + ": " +
-                             (same ? "listed twice for " + *x.worker
-                                   : "by " + *reacher->worker + " (line " + std::to_string(reacher->where.line) +
-                                         ") and by " + *x.worker) +
-                             "; each expert must have exactly one owner");
+        // Reported where the second claim is written, naming the first.
+        const bool x_later = std::tie(x.where.line, x.where.column) >=
+                             std::tie(reacher->where.line, reacher->where.column);
+        const owned& earlier = x_later ? *reacher : x;
+        const owned& later = x_later ? x : *reacher;
+        r.error(later.where, std::string(x.first == last ? "expert " : "experts ") + range_text(x.first, last) +
+                                 (x.first == last ? " is" : " are") + " owned twice in " + scope + ": " +
+                                 (same ? "listed twice for " + *x.worker
+                                       : "by " + *earlier.worker + " (line " + std::to_string(earlier.where.line) +
+                                             ") and by " + *later.worker) +
+                                 "; each expert must have exactly one owner");
         ok = false;
       }
       if (x.last > reach) {
@@ -874,8 +880,9 @@ struct parser {
       bool overlap = false;
       for (const auto& other : t.placement.layers) {
         if (rule.first_layer <= other.last_layer && other.first_layer <= rule.last_layer) {
-          r.error(le.key_at, "layers " + range_text(rule.first_layer, rule.last_layer) +
-                                 " overlap the override of layers " +
+          const bool one = rule.first_layer == rule.last_layer;
+          r.error(le.key_at, (one ? "layer " : "layers ") + range_text(rule.first_layer, rule.last_layer) +
+                                 (one ? " overlaps" : " overlap") + " the override of layers " +
                                  range_text(other.first_layer, other.last_layer) + " (line " +
                                  std::to_string(other.where.line) + "); expected each layer overridden once");
           overlap = true;
