@@ -1,0 +1,640 @@
+// The attention worker's engine thread: the reference engine's scheduler (admission, chunked
+// prefill, sampling, finish reasons) with each step split into K micro-batches that cross the
+// transport layer by layer (DESIGN.md, "The step protocol").
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "actors/data_plane_internal.hpp"
+#include "runtime/engine/kv_cache.hpp"
+
+namespace afd::actors {
+
+namespace cpu = kernels::cpu;
+using transport::op_status;
+
+namespace {
+
+/// A request in flight (as in the reference engine): its tokens so far and where its KV lives.
+struct sequence {
+  engine::request_id id = 0;
+  engine::request req;
+  std::vector<std::int32_t> tokens;  ///< prompt, then generated tokens
+  std::int64_t computed = 0;         ///< leading tokens whose KV is in the cache
+  std::vector<std::int32_t> blocks;  ///< block table, reserved whole at admission
+  std::int64_t blocks_needed = 0;
+  engine::result res;                ///< res.tokens: every generated token, re-admitted ones included
+  bool ended = false;
+
+  std::int64_t generated() const { return static_cast<std::int64_t>(res.tokens.size()); }
+  std::int64_t pending() const { return static_cast<std::int64_t>(tokens.size()) - computed; }
+  /// One token fed back after sampling. A request re-admitted with generated tokens has more
+  /// pending and is prefilled in chunks first; for others this is the reference engine's test.
+  bool decoding() const { return generated() > 0 && pending() == 1; }
+};
+
+/// Tokens [first, first + count) of one sequence, computed in micro-batch `mb`.
+struct chunk {
+  sequence* seq = nullptr;
+  std::int64_t first = 0;
+  std::int64_t count = 0;
+  std::uint32_t mb = 0;
+  std::int64_t logits_row = -1;  ///< row in its micro-batch's logits when the chunk ends the known tokens
+};
+
+/// One micro-batch's buffers, reused across steps.
+struct micro_batch {
+  std::vector<std::int32_t> ids, positions;
+  std::vector<cpu::kv_slot> slots;
+  std::vector<float> x, n, topk_w, rows, logits, units;
+  std::vector<std::int32_t> topk_ids, canonical;
+  std::vector<const float*> unit_ptrs;
+  std::vector<std::int64_t> logit_tokens;
+  std::uint32_t tokens() const { return static_cast<std::uint32_t>(ids.size()); }
+};
+
+struct command {
+  bool is_cancel = false;
+  admitted_request admit;
+  engine::request_id cancel = 0;
+};
+
+}  // namespace
+
+struct attention_engine::state {
+  std::shared_ptr<const engine::model_weights> weights;
+  attention_engine_options options;
+  transport::transport& t;
+  std::vector<transport::peer_id> ffn_peers;
+  report_fn on_report;
+  failure_fn on_failure;
+  std::unique_ptr<transport::attention_exchange> ex;
+  engine::kv_cache kv;
+  numerics attn_num;  // dispatch rounding off: the wire rounds
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<command> commands;
+  std::atomic<bool> stop{false};
+  std::atomic<std::int64_t> free_blocks{0};
+  std::thread thread;
+  bool started = false;
+
+  // Engine-thread state.
+  std::deque<std::unique_ptr<sequence>> waiting;
+  std::vector<std::unique_ptr<sequence>> running;  // admission order
+  std::uint64_t step = 0;
+  std::vector<chunk> chunks;
+  std::vector<micro_batch> mbs;
+  engine::attention_workspace ws;
+  std::vector<float> scratch;
+  step_timing timing;
+
+  state(std::shared_ptr<const engine::model_weights> w, attention_engine_options o, transport::transport& tr,
+        std::vector<transport::peer_id> peers, report_fn rep, failure_fn fail_fn, engine::kv_cache k)
+      : weights(std::move(w)), options(o), t(tr), ffn_peers(std::move(peers)), on_report(std::move(rep)),
+        on_failure(std::move(fail_fn)), kv(std::move(k)), attn_num(detail::unrounded_dispatch(o.plane.num)) {
+    free_blocks = kv.free_blocks();
+    mbs.resize(options.plane.micro_batches);
+  }
+
+  const model_config& config() const { return weights->config(); }
+
+  std::int64_t positions_needed(const engine::request& r) const {
+    const auto p = static_cast<std::int64_t>(r.prompt.size());
+    const std::int64_t n = std::min(r.max_new_tokens, config().max_position_embedding - p);
+    return p + n - 1;
+  }
+
+  /// The reference engine's validation, plus the re-admitted tokens.
+  expected<void> validate(const admitted_request& a) const {
+    const model_config& c = config();
+    const engine::request& r = a.req;
+    if (r.prompt.empty()) return fail(errc::invalid_argument, "empty prompt: a request needs at least one token");
+    for (std::size_t i = 0; i < r.prompt.size(); ++i) {
+      const std::int32_t t = r.prompt[i];
+      if (t < 0 || t >= c.vocab_size)
+        return fail(errc::invalid_argument, "prompt token ", i, " has id ", t, ", outside the vocabulary [0, ",
+                    c.vocab_size, ")");
+    }
+    const auto p = static_cast<std::int64_t>(r.prompt.size());
+    if (p >= c.max_position_embedding)
+      return fail(errc::rejected, "prompt of ", p, " tokens does not fit the context of ", c.max_position_embedding);
+    if (r.max_new_tokens < 1)
+      return fail(errc::invalid_argument, "max_new_tokens must be at least 1, got ", r.max_new_tokens);
+    const auto& s = r.sampling;
+    if (!(s.temperature >= 0.0f) || !std::isfinite(s.temperature))
+      return fail(errc::invalid_argument, "temperature must be a finite value >= 0, got ", s.temperature);
+    if (s.top_k < 0) return fail(errc::invalid_argument, "top_k must be >= 0, got ", s.top_k);
+    if (!(s.top_p > 0.0f && s.top_p <= 1.0f))
+      return fail(errc::invalid_argument, "top_p must be in (0, 1], got ", s.top_p);
+    if (r.logits_rows < 0) return fail(errc::invalid_argument, "logits rows must be >= 0, got ", r.logits_rows);
+    const auto g = static_cast<std::int64_t>(a.generated.size());
+    for (std::size_t i = 0; i < a.generated.size(); ++i) {
+      const std::int32_t t = a.generated[i];
+      if (t < 0 || t >= c.vocab_size)
+        return fail(errc::invalid_argument, "generated token ", i, " has id ", t, ", outside the vocabulary [0, ",
+                    c.vocab_size, ")");
+    }
+    if (g > 0) {
+      // The request must not have ended already: it would produce nothing.
+      if (g >= r.max_new_tokens || p + g >= c.max_position_embedding ||
+          std::find(r.stop_ids.begin(), r.stop_ids.end(), a.generated.back()) != r.stop_ids.end())
+        return fail(errc::invalid_argument, "request ", a.id, " already finished with ", g, " generated tokens");
+    }
+    const std::int64_t positions = positions_needed(r);
+    const std::int64_t blocks = kv.blocks_for(positions);
+    if (blocks > kv.num_blocks())
+      return fail(errc::rejected, "request needs ", blocks, " KV blocks (", positions,
+                  " positions) but the cache holds only ", kv.num_blocks(), " blocks of ", kv.block_size(), " tokens");
+    return {};
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Step boundary.
+
+  /// Applies queued admissions and cancellations in arrival order. True when any arrived.
+  bool take_commands() {
+    std::deque<command> cmds;
+    {
+      std::lock_guard lock(mu);
+      cmds.swap(commands);
+    }
+    for (command& c : cmds) {
+      if (!c.is_cancel) {
+        auto seq = std::make_unique<sequence>();
+        seq->id = c.admit.id;
+        seq->blocks_needed = kv.blocks_for(positions_needed(c.admit.req));
+        seq->tokens = c.admit.req.prompt;
+        seq->tokens.insert(seq->tokens.end(), c.admit.generated.begin(), c.admit.generated.end());
+        seq->res.tokens = std::move(c.admit.generated);
+        seq->req = std::move(c.admit.req);
+        waiting.push_back(std::move(seq));
+        continue;
+      }
+      auto w = std::find_if(waiting.begin(), waiting.end(), [&](const auto& s) { return s->id == c.cancel; });
+      if (w != waiting.end()) {
+        waiting.erase(w);
+        continue;
+      }
+      auto r = std::find_if(running.begin(), running.end(), [&](const auto& s) { return s->id == c.cancel; });
+      if (r != running.end()) {
+        kv.release((*r)->blocks);
+        running.erase(r);
+      }
+    }
+    return !cmds.empty();
+  }
+
+  /// The reference engine's admission: first come, first served, nobody overtakes.
+  void admit() {
+    while (!waiting.empty() && static_cast<std::int64_t>(running.size()) < options.max_running) {
+      sequence& s = *waiting.front();
+      if (s.blocks_needed > kv.free_blocks()) break;
+      auto blocks = kv.allocate(s.blocks_needed);
+      if (!blocks) break;
+      s.blocks = std::move(*blocks);
+      running.push_back(std::move(waiting.front()));
+      waiting.pop_front();
+    }
+  }
+
+  /// The reference engine's plan (decode tokens, then prefill chunks under the budget), with each
+  /// chunk placed whole in one micro-batch: largest first into the least loaded one, a prefill
+  /// chunk cut to the room left (its remainder waits for the next step). Kernels are
+  /// batch-invariant, so the split changes timing only, never a value.
+  void plan() {
+    const std::uint32_t K = options.plane.micro_batches;
+    const std::int64_t cap = options.plane.max_tokens_per_micro_batch;
+    chunks.clear();
+    std::vector<chunk> prefill;
+    std::int64_t decode = 0;
+    for (auto& s : running)
+      if (s->decoding()) {
+        chunks.push_back({s.get(), s->computed, 1, 0, -1});
+        ++decode;
+      }
+    std::int64_t budget = std::min<std::int64_t>(options.plane.prefill_chunk, K * cap - decode);
+    for (auto& s : running) {
+      if (budget <= 0) break;
+      if (s->decoding() || s->pending() <= 0) continue;
+      const std::int64_t take = std::min(budget, s->pending());
+      prefill.push_back({s.get(), s->computed, take, 0, -1});
+      budget -= take;
+    }
+    std::vector<std::int64_t> load(K, 0);
+    auto least = [&] { return static_cast<std::uint32_t>(std::min_element(load.begin(), load.end()) - load.begin()); };
+    std::vector<std::size_t> order(prefill.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      return prefill[a].count > prefill[b].count;
+    });
+    for (std::size_t i : order) {
+      chunk& c = prefill[i];
+      const std::uint32_t m = least();
+      c.count = std::min(c.count, cap - load[m]);
+      c.mb = m;
+      load[m] += c.count;
+    }
+    for (chunk& c : chunks) {  // decode tokens: room is guaranteed by the prefill budget
+      const std::uint32_t m = least();
+      c.mb = m;
+      load[m] += 1;
+    }
+    for (const chunk& c : prefill)
+      if (c.count > 0) chunks.push_back(c);
+  }
+
+  /// Fills each micro-batch's token lists from the plan.
+  void lay_out() {
+    const std::int64_t hidden = config().hidden_size;
+    const std::int64_t k = std::max<std::int64_t>(config().moe_top_k, 1);
+    for (micro_batch& mb : mbs) {
+      mb.ids.clear();
+      mb.positions.clear();
+      mb.slots.clear();
+      mb.logit_tokens.clear();
+    }
+    for (chunk& ch : chunks) {
+      micro_batch& mb = mbs[ch.mb];
+      for (std::int64_t t = ch.first; t < ch.first + ch.count; ++t) {
+        mb.ids.push_back(ch.seq->tokens[static_cast<std::size_t>(t)]);
+        mb.positions.push_back(static_cast<std::int32_t>(t));
+        mb.slots.push_back({ch.seq->blocks.data(), static_cast<std::int32_t>(t)});
+      }
+      if (ch.first + ch.count == static_cast<std::int64_t>(ch.seq->tokens.size())) {
+        ch.logits_row = static_cast<std::int64_t>(mb.logit_tokens.size());
+        mb.logit_tokens.push_back(static_cast<std::int64_t>(mb.ids.size()) - 1);
+      }
+    }
+    for (micro_batch& mb : mbs) {
+      const std::size_t m = mb.tokens();
+      mb.x.resize(m * static_cast<std::size_t>(hidden));
+      mb.n.resize(mb.x.size());
+      mb.topk_ids.resize(m * static_cast<std::size_t>(k));
+      mb.topk_w.resize(mb.topk_ids.size());
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // The pipeline.
+
+  void report_failure(const std::string& what, std::uint32_t m, std::int64_t layer, detail::wait_outcome o) {
+    if (!on_failure) return;
+    const error e = ex->last_error(m);
+    const errc code = o == detail::wait_outcome::timed_out ? errc::timeout
+                                                            : (e.code() == errc::none ? errc::transport_error : e.code());
+    on_failure(fail(code, "attention worker (rank ", t.rank(), "): epoch ", options.plane.epoch, ", step ", step,
+                    ", micro-batch ", m, ", layer ", layer, ": ", what,
+                    o == detail::wait_outcome::timed_out ? " exceeded the step deadline" : " failed", ": ",
+                    e.message().empty() ? std::string("no detail") : e.message()));
+  }
+
+  /// Computes micro-batch m's attention half of `layer` and posts its dispatch.
+  detail::wait_outcome attend_and_dispatch(std::uint32_t m, std::int64_t layer) {
+    micro_batch& mb = mbs[m];
+    const model_config& c = config();
+    const std::uint32_t T = mb.tokens();
+    const bool routed = c.is_moe_layer(layer) && T > 0;
+    auto t0 = transport::clock::now();
+    if (T > 0)
+      engine::attention_block(*weights, layer, attn_num, kv.layer(layer), mb.slots, mb.positions, mb.x.data(),
+                              mb.n.data(), mb.topk_ids.data(), mb.topk_w.data(), ws);
+    auto t1 = transport::clock::now();
+    transport::dispatch_view v;
+    auto o = detail::sliced_wait(
+        [&](transport::deadline until) {
+          v = ex->begin_dispatch(m, T, routed, until);
+          if (v.tokens != nullptr) return op_status::done;
+          return ex->last_error(m).code() == errc::timeout ? op_status::timeout : op_status::error;
+        },
+        stop, transport::after(options.plane.step_deadline));
+    auto t2 = transport::clock::now();
+    timing.compute_seconds += detail::seconds(t0, t1);
+    timing.wait_seconds += detail::seconds(t1, t2);
+    if (o != detail::wait_outcome::done) {
+      if (o != detail::wait_outcome::stopped) report_failure("waiting to reuse the dispatch buffer", m, layer, o);
+      return o;
+    }
+    const std::int64_t hidden = c.hidden_size;
+    if (T > 0) {
+      if (options.plane.num.dispatch == dtype::f8_e4m3) {
+        // The codes and scales round_activations would produce: the FFN side dequantizes them
+        // into exactly the reference engine's x_f.
+        cpu::quantize_fp8(mb.n.data(), T, hidden, reinterpret_cast<std::uint8_t*>(v.tokens), v.scales);
+      } else {
+        auto* out = reinterpret_cast<std::uint16_t*>(v.tokens);
+        for (std::size_t i = 0; i < mb.n.size(); ++i) out[i] = f32_to_bf16(mb.n[i]);
+      }
+      if (routed) {
+        const std::size_t kk = static_cast<std::size_t>(T) * static_cast<std::size_t>(c.moe_top_k);
+        std::memcpy(v.topk_ids, mb.topk_ids.data(), kk * sizeof(std::int32_t));
+        std::memcpy(v.topk_weights, mb.topk_w.data(), kk * sizeof(float));
+      }
+    }
+    const transport::step_id id{options.plane.epoch, step, static_cast<std::uint16_t>(m),
+                                static_cast<std::uint16_t>(layer)};
+    timing.compute_seconds += detail::seconds(t2, transport::clock::now());
+    if (ex->post_dispatch(m, id) == op_status::error) {
+      report_failure("posting the dispatch", m, layer, detail::wait_outcome::failed);
+      return detail::wait_outcome::failed;
+    }
+    return detail::wait_outcome::done;
+  }
+
+  /// Waits for every FFN worker's results of micro-batch m's `layer` and adds them to its h.
+  detail::wait_outcome combine(std::uint32_t m, std::int64_t layer) {
+    auto t0 = transport::clock::now();
+    auto o = detail::sliced_wait([&](transport::deadline until) { return ex->wait_combine(m, until); }, stop,
+                                 transport::after(options.plane.step_deadline));
+    auto t1 = transport::clock::now();
+    timing.wait_seconds += detail::seconds(t0, t1);
+    if (o != detail::wait_outcome::done) {
+      if (o != detail::wait_outcome::stopped) report_failure("waiting for the FFN workers' results", m, layer, o);
+      return o;
+    }
+    std::string bad = reduce(m, layer);
+    timing.compute_seconds += detail::seconds(t1, transport::clock::now());
+    if (!bad.empty()) {
+      if (on_failure)
+        on_failure(fail(errc::bad_message, "attention worker (rank ", t.rank(), "): epoch ", options.plane.epoch,
+                        ", step ", step, ", micro-batch ", m, ", layer ", layer, ": ", bad));
+      return detail::wait_outcome::failed;
+    }
+    return detail::wait_outcome::done;
+  }
+
+  /// Sums the received units into h. Deterministic: per token, each of its units exactly once, in
+  /// canonical order (engine::combine_units, as the reference engine). Throughput: the FFN
+  /// workers' partials in worker order, the sum rounded to numerics.combine. "" or what is wrong.
+  std::string reduce(std::uint32_t m, std::int64_t layer) {
+    micro_batch& mb = mbs[m];
+    const model_config& c = config();
+    const std::uint32_t T = mb.tokens();
+    const std::int64_t hidden = c.hidden_size;
+    const auto F = static_cast<std::uint32_t>(ffn_peers.size());
+    const auto H = static_cast<std::size_t>(hidden);
+    std::size_t vectors = 0;
+    for (std::uint32_t f = 0; f < F; ++f) {
+      const transport::combine_view v = ex->received(m, f);
+      if (v.token_count != T)
+        return "FFN worker " + std::to_string(f) + " answered for " + std::to_string(v.token_count) +
+               " tokens, not " + std::to_string(T);
+      vectors += v.vector_count;
+    }
+    if (T == 0) return {};
+    mb.units.resize(vectors * H);
+    std::size_t next = 0;
+    if (options.plane.num.mode == combine_mode::throughput) {
+      mb.unit_ptrs.assign(static_cast<std::size_t>(T) * F, nullptr);
+      for (std::uint32_t f = 0; f < F; ++f) {
+        const transport::combine_view v = ex->received(m, f);
+        for (std::uint32_t i = 0; i < T; ++i) {
+          float* row = mb.units.data() + (next++) * H;
+          for (std::size_t j = 0; j < H; ++j) row[j] = bf16_to_f32(v.vectors[i * H + j]);
+          mb.unit_ptrs[static_cast<std::size_t>(i) * F + f] = row;
+        }
+      }
+      for (std::uint32_t i = 0; i < T; ++i)
+        engine::combine_units(std::span<const float* const>(mb.unit_ptrs.data() + static_cast<std::size_t>(i) * F, F),
+                              hidden, options.plane.num.combine, mb.x.data() + i * H, mb.x.data() + i * H);
+      return {};
+    }
+    // Deterministic: each token's expected units in canonical order.
+    const bool moe = c.is_moe_layer(layer);
+    const std::size_t k = moe ? static_cast<std::size_t>(c.moe_top_k) : 0;
+    const bool shared = detail::has_shared_unit(c, layer);
+    const std::size_t per = k + (shared ? 1 : 0);
+    mb.canonical.resize(static_cast<std::size_t>(T) * per);
+    for (std::uint32_t i = 0; i < T; ++i) {
+      std::int32_t* u = mb.canonical.data() + i * per;
+      std::copy(mb.topk_ids.data() + i * k, mb.topk_ids.data() + (i + 1) * k, u);
+      engine::canonical_expert_order(std::span<std::int32_t>(u, k));
+      if (shared) u[k] = engine::shared_unit;
+    }
+    mb.unit_ptrs.assign(static_cast<std::size_t>(T) * per, nullptr);
+    for (std::uint32_t f = 0; f < F; ++f) {
+      const transport::combine_view v = ex->received(m, f);
+      for (std::uint32_t i = 0; i < v.vector_count; ++i) {
+        const transport::combine_entry e = v.entries[i];
+        const std::int32_t unit =
+            e.unit == transport::shared_unit ? engine::shared_unit : static_cast<std::int32_t>(e.unit);
+        std::size_t slot = per;
+        if (e.token < T) {
+          const std::int32_t* u = mb.canonical.data() + static_cast<std::size_t>(e.token) * per;
+          slot = static_cast<std::size_t>(std::find(u, u + per, unit) - u);
+        }
+        if (slot == per || mb.unit_ptrs[e.token * per + slot] != nullptr)
+          return "FFN worker " + std::to_string(f) + " (rank " + std::to_string(t.peer_rank(ffn_peers[f])) +
+                 ") sent unit " + std::to_string(unit) + " for token " + std::to_string(e.token) +
+                 (slot == per ? ", which that token did not choose" : " a second time");
+        float* row = mb.units.data() + (next++) * H;
+        for (std::size_t j = 0; j < H; ++j) row[j] = bf16_to_f32(v.vectors[i * H + j]);
+        mb.unit_ptrs[e.token * per + slot] = row;
+      }
+    }
+    for (std::uint32_t i = 0; i < T; ++i) {
+      for (std::size_t s = 0; s < per; ++s)
+        if (mb.unit_ptrs[i * per + s] == nullptr)
+          return "no FFN worker sent unit " + std::to_string(mb.canonical[i * per + s]) + " for token " +
+                 std::to_string(i) + " (is every unit of the layer owned?)";
+      engine::combine_units(std::span<const float* const>(mb.unit_ptrs.data() + i * per, per), hidden, dtype::f32,
+                            mb.x.data() + i * H, mb.x.data() + i * H);
+    }
+    return {};
+  }
+
+  /// Runs every layer of every micro-batch: layer by layer, micro-batch m's attention runs while
+  /// m-1 is on the FFN side. Order: for layer l, for m: wait (m, l-1), reduce, attention (m, l),
+  /// dispatch; then the last layer's combines. Every worker of the cluster sends its (m, l) after
+  /// receiving (m, l-1), and the FFN workers answer (m, l) in the same order, so the cluster never
+  /// waits in a cycle for any K >= 1 and any A:F.
+  detail::wait_outcome forward() {
+    const model_config& c = config();
+    const std::uint32_t K = options.plane.micro_batches;
+    auto t0 = transport::clock::now();
+    for (micro_batch& mb : mbs)
+      if (mb.tokens() > 0) engine::embed(*weights, mb.ids, mb.x.data());
+    timing.compute_seconds += detail::seconds(t0, transport::clock::now());
+    for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      for (std::uint32_t m = 0; m < K; ++m) {
+        if (l > 0)
+          if (auto o = combine(m, l - 1); o != detail::wait_outcome::done) return o;
+        if (auto o = attend_and_dispatch(m, l); o != detail::wait_outcome::done) return o;
+      }
+    }
+    for (std::uint32_t m = 0; m < K; ++m)
+      if (auto o = combine(m, c.num_hidden_layers - 1); o != detail::wait_outcome::done) return o;
+    return detail::wait_outcome::done;
+  }
+
+  /// Final norm, LM head and sampling, as the reference engine (token index = tokens generated so
+  /// far); finished requests leave and give their blocks back.
+  void finish_step(step_report& rep) {
+    const model_config& c = config();
+    const std::int64_t hidden = c.hidden_size, vocab = c.vocab_size;
+    auto t0 = transport::clock::now();
+    for (micro_batch& mb : mbs) {
+      const auto r = static_cast<std::int64_t>(mb.logit_tokens.size());
+      mb.rows.resize(static_cast<std::size_t>(r * hidden));
+      for (std::int64_t i = 0; i < r; ++i)
+        std::memcpy(mb.rows.data() + i * hidden, mb.x.data() + mb.logit_tokens[static_cast<std::size_t>(i)] * hidden,
+                    static_cast<std::size_t>(hidden) * sizeof(float));
+      mb.logits.resize(static_cast<std::size_t>(r * vocab));
+      engine::final_logits(*weights, mb.rows.data(), r, mb.logits.data(), scratch);
+    }
+    for (chunk& ch : chunks) {
+      sequence& s = *ch.seq;
+      s.computed += ch.count;
+      if (ch.logits_row < 0) continue;
+      const float* row = mbs[ch.mb].logits.data() + ch.logits_row * vocab;
+      const std::int64_t index = s.generated();
+      const std::int32_t token = cpu::sample(row, vocab, s.req.sampling, static_cast<std::uint64_t>(index));
+      if (index < s.req.logits_rows) s.res.logits.emplace_back(row, row + vocab);
+      s.res.tokens.push_back(token);
+      s.tokens.push_back(token);
+      bool finished = true;
+      if (std::find(s.req.stop_ids.begin(), s.req.stop_ids.end(), token) != s.req.stop_ids.end())
+        s.res.reason = engine::finish_reason::stop;
+      else if (s.generated() >= s.req.max_new_tokens)
+        s.res.reason = engine::finish_reason::length;
+      else if (static_cast<std::int64_t>(s.tokens.size()) >= c.max_position_embedding)
+        s.res.reason = engine::finish_reason::context;
+      else
+        finished = false;
+      s.ended = finished;
+      rep.tokens.push_back({s.id, token, index, finished});
+    }
+    for (auto it = running.begin(); it != running.end();) {
+      sequence& s = **it;
+      if (s.ended) {
+        kv.release(s.blocks);
+        rep.finished.emplace_back(s.id, std::move(s.res));
+        it = running.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    timing.compute_seconds += detail::seconds(t0, transport::clock::now());
+  }
+
+  void run() {
+    bool was_idle = false;
+    while (!stop.load()) {
+      // An idle worker (nothing ran last step, nothing to run now) waits for work a little before
+      // the next empty step, so that an idle cluster does not spin; the empty steps keep the
+      // FFN workers' deadlines fed.
+      if (was_idle && running.empty() && waiting.empty() && options.plane.idle_wait.count() > 0) {
+        std::unique_lock lock(mu);
+        cv.wait_for(lock, options.plane.idle_wait, [&] { return stop.load() || !commands.empty(); });
+      }
+      if (stop.load()) break;
+      const auto start = transport::clock::now();
+      timing = {};
+      const bool changed = take_commands();
+      admit();
+      plan();
+      lay_out();
+      step_report rep;
+      rep.step = step;
+      auto o = forward();
+      if (o != detail::wait_outcome::done) break;  // failure reported, or stopping
+      finish_step(rep);
+      was_idle = chunks.empty();
+      free_blocks = kv.free_blocks();
+      timing.total_seconds = detail::seconds(start, transport::clock::now());
+      if (on_report && (changed || !rep.tokens.empty() || !rep.finished.empty())) {
+        rep.free_kv_blocks = kv.free_blocks();
+        rep.running = static_cast<std::int64_t>(running.size());
+        rep.waiting = static_cast<std::int64_t>(waiting.size());
+        rep.timing = timing;
+        on_report(std::move(rep));
+      }
+      ++step;
+    }
+    free_blocks = kv.free_blocks();
+  }
+};
+
+attention_engine::attention_engine(std::unique_ptr<state> s) : s_(std::move(s)) {}
+
+attention_engine::~attention_engine() { stop(); }
+
+expected<std::unique_ptr<attention_engine>> attention_engine::create(
+    std::shared_ptr<const engine::model_weights> weights, attention_engine_options options, transport::transport& t,
+    std::vector<transport::peer_id> ffn_peers, report_fn on_report, failure_fn on_failure) {
+  if (!weights) return fail(errc::invalid_argument, "attention_engine: no weights");
+  if (!weights->has_attention())
+    return fail(errc::invalid_argument, "attention_engine: the weights lack the attention side "
+                                        "(load with weight_selection::attention_side())");
+  const model_config& c = weights->config();
+  if (auto ok = detail::check_plane_options(options.plane, c); !ok) return std::move(ok).err();
+  if (ffn_peers.empty()) return fail(errc::invalid_argument, "attention_engine: no FFN workers");
+  if (options.block_size <= 0)
+    return fail(errc::invalid_argument, "attention_engine: KV block size must be positive, got ", options.block_size);
+  if (options.num_blocks <= 0)
+    return fail(errc::invalid_argument, "attention_engine: KV blocks must be positive, got ", options.num_blocks);
+  const std::int64_t room = std::int64_t{options.plane.micro_batches} * options.plane.max_tokens_per_micro_batch;
+  if (options.max_running <= 0 || options.max_running > room)
+    return fail(errc::invalid_argument, "attention_engine: max_running must be in [1, ", room,
+                "] (micro-batches x max tokens per micro-batch: every running request's decode token must fit a "
+                "step), got ", options.max_running);
+  auto kv = engine::kv_cache::create(c, options.plane.num.kv, options.block_size, options.num_blocks);
+  if (!kv) return std::move(kv).err();
+  auto s = std::make_unique<state>(std::move(weights), options, t, std::move(ffn_peers), std::move(on_report),
+                                   std::move(on_failure), std::move(*kv));
+  auto ex = transport::attention_exchange::create(t, detail::exchange_shape_of(options.plane, c), s->ffn_peers);
+  if (!ex) return std::move(ex).err();
+  s->ex = std::move(*ex);
+  return std::unique_ptr<attention_engine>(new attention_engine(std::move(s)));
+}
+
+expected<void> attention_engine::start() {
+  if (s_->started) return fail(errc::invalid_argument, "attention_engine: already started");
+  s_->started = true;
+  s_->thread = std::thread([st = s_.get()] { st->run(); });
+  return {};
+}
+
+expected<void> attention_engine::admit(admitted_request r) {
+  if (auto ok = s_->validate(r); !ok) return ok;
+  {
+    std::lock_guard lock(s_->mu);
+    command c;
+    c.admit = std::move(r);
+    s_->commands.push_back(std::move(c));
+  }
+  s_->cv.notify_all();
+  return {};
+}
+
+void attention_engine::cancel(engine::request_id id) {
+  {
+    std::lock_guard lock(s_->mu);
+    command c;
+    c.is_cancel = true;
+    c.cancel = id;
+    s_->commands.push_back(std::move(c));
+  }
+  s_->cv.notify_all();
+}
+
+void attention_engine::stop() {
+  if (!s_) return;
+  {
+    std::lock_guard lock(s_->mu);
+    s_->stop = true;
+  }
+  s_->cv.notify_all();
+  if (s_->thread.joinable()) s_->thread.join();
+}
+
+std::int64_t attention_engine::free_kv_blocks() const { return s_->free_blocks.load(); }
+
+}  // namespace afd::actors

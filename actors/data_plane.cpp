@@ -1,0 +1,56 @@
+#include <algorithm>
+
+#include "actors/data_plane_internal.hpp"
+#include "kernels/cpu/cpu_kernels.hpp"
+
+namespace afd::actors::detail {
+
+expected<void> check_plane_options(const data_plane_options& o, const model_config& c) {
+  const numerics& n = o.num;
+  // The wire carries fp8 codes + scales or bf16 bits A -> F and bf16 bits F -> A; f32 payloads
+  // would need another message format, so such numerics are refused rather than rounded silently.
+  if (n.dispatch != dtype::f8_e4m3 && n.dispatch != dtype::bf16)
+    return fail(errc::unsupported, "data plane: numerics.dispatch must be f8_e4m3 or bf16 (the transport carries "
+                                   "no f32 dispatch payloads), got ", to_string(n.dispatch));
+  if (n.combine != dtype::bf16)
+    return fail(errc::unsupported, "data plane: numerics.combine must be bf16 (the transport carries no f32 "
+                                   "combine payloads), got ", to_string(n.combine));
+  if (n.kv != dtype::f32 && n.kv != dtype::bf16 && n.kv != dtype::f8_e4m3)
+    return fail(errc::invalid_argument, "data plane: KV cache dtype must be f32, bf16 or fp8, got ", to_string(n.kv));
+  if (o.micro_batches < 1 || o.micro_batches > 0xFFFF)
+    return fail(errc::invalid_argument, "data plane: micro_batches must be in [1, 65535], got ", o.micro_batches);
+  if (o.max_tokens_per_micro_batch < 1)
+    return fail(errc::invalid_argument, "data plane: max_tokens_per_micro_batch must be at least 1");
+  if (o.prefill_chunk < 1)
+    return fail(errc::invalid_argument, "data plane: prefill_chunk must be positive, got ", o.prefill_chunk);
+  if (o.step_deadline.count() <= 0)
+    return fail(errc::invalid_argument, "data plane: step_deadline must be positive");
+  if (o.idle_wait.count() < 0) return fail(errc::invalid_argument, "data plane: idle_wait must be >= 0");
+  if (c.num_hidden_layers < 1 || c.num_hidden_layers > 0xFFFF)
+    return fail(errc::invalid_argument, "data plane: the model has ", c.num_hidden_layers,
+                " layers; the wire header holds 1 to 65535");
+  if (c.moe_top_k > 0xFFFF) return fail(errc::invalid_argument, "data plane: moe_top_k too large for the wire");
+  return {};
+}
+
+transport::exchange_shape exchange_shape_of(const data_plane_options& o, const model_config& c) {
+  transport::exchange_shape s;
+  s.hidden = static_cast<std::uint32_t>(c.hidden_size);
+  bool any_moe = false;
+  for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) any_moe = any_moe || c.is_moe_layer(l);
+  s.top_k = any_moe ? static_cast<std::uint32_t>(c.moe_top_k) : 0;
+  s.max_tokens = o.max_tokens_per_micro_batch;
+  s.micro_batches = o.micro_batches;
+  s.dispatch_dtype = o.num.dispatch;
+  s.scale_block = static_cast<std::uint32_t>(kernels::cpu::fp8_activation_block);
+  s.mode = o.num.mode == combine_mode::deterministic ? transport::combine_mode::deterministic
+                                                     : transport::combine_mode::throughput;
+  return s;
+}
+
+numerics unrounded_dispatch(numerics n) {
+  n.dispatch = dtype::f32;
+  return n;
+}
+
+}  // namespace afd::actors::detail

@@ -1,0 +1,57 @@
+#pragma once
+/// Pieces shared by the attention and FFN engine threads (no CAF): option checks, the exchange
+/// shape both sides must agree on, and waits cut into short slices so that stop() is prompt
+/// while the total wait stays bounded by the step deadline.
+
+#include <atomic>
+#include <chrono>
+#include <string>
+
+#include "actors/data_plane.hpp"
+#include "runtime/core/model_config.hpp"
+#include "transport/exchange.hpp"
+
+namespace afd::actors::detail {
+
+/// Longest single wait before the stop flag is looked at again.
+inline constexpr std::chrono::milliseconds wait_slice{10};
+
+/// Checks the settings both roles share against the model and what the wire can carry.
+expected<void> check_plane_options(const data_plane_options& o, const model_config& c);
+
+/// The dispatch/combine shape of a run: identical on every worker of the cluster.
+transport::exchange_shape exchange_shape_of(const data_plane_options& o, const model_config& c);
+
+/// Numerics with dispatch rounding turned off: attention_block then leaves x_f unrounded, and the
+/// wire rounds it (fp8 codes + scales, or bf16 bits) exactly as round_activations would.
+numerics unrounded_dispatch(numerics n);
+
+/// Outcome of a sliced wait.
+enum class wait_outcome { done, failed, timed_out, stopped };
+
+/// Repeats `attempt(until)` (which returns an op_status) with `until` at most wait_slice ahead
+/// until it returns done or error, `stop` is set, or `limit` passes.
+template <class Attempt>
+wait_outcome sliced_wait(Attempt&& attempt, const std::atomic<bool>& stop, transport::deadline limit) {
+  for (;;) {
+    if (stop.load(std::memory_order_relaxed)) return wait_outcome::stopped;
+    const auto now = transport::clock::now();
+    const auto until = std::min(limit, now + wait_slice);
+    const transport::op_status s = attempt(until);
+    if (s == transport::op_status::done) return wait_outcome::done;
+    if (s == transport::op_status::error) return wait_outcome::failed;
+    if (transport::clock::now() >= limit) return wait_outcome::timed_out;
+  }
+}
+
+/// Seconds between two steady-clock points.
+inline double seconds(transport::clock::time_point a, transport::clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+/// True when layer `layer` of the model has a shared expert / dense MLP unit.
+inline bool has_shared_unit(const model_config& c, std::int64_t layer) {
+  return !c.is_moe_layer(layer) || c.share_expert_dim > 0;
+}
+
+}  // namespace afd::actors::detail
