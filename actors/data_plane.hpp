@@ -1,0 +1,137 @@
+#pragma once
+/// The data plane of the cluster's workers: the engine threads that run the step loop (kernels +
+/// transport). No CAF here: the worker actors drive these objects through thread-safe calls and
+/// receive their reports through callbacks (DESIGN.md: a mailbox handler never runs a kernel or
+/// waits on the network).
+///
+/// Step protocol (DESIGN.md): every attention worker runs the same sequence of steps; a step is
+/// K micro-batches, each going layer by layer A -> F -> A; while micro-batch m is on the F side the
+/// attention worker computes micro-batch m+1. An FFN worker runs (step, m, layer) once every
+/// attention worker's dispatch for it has arrived; an attention worker with no tokens sends
+/// header-only messages. Tokens are bitwise the reference engine's in deterministic combine mode
+/// (same per-layer functions of runtime/engine, same rounding points, canonical combine order).
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "runtime/core/error.hpp"
+#include "runtime/core/numerics.hpp"
+#include "runtime/engine/layer.hpp"
+#include "runtime/engine/model_weights.hpp"
+#include "runtime/engine/reference_engine.hpp"
+#include "transport/transport.hpp"
+
+namespace afd::actors {
+
+/// Settings shared by both roles; every worker of a cluster must use the same values.
+struct data_plane_options {
+  numerics num;                                     ///< rounding points of the run
+  std::uint32_t micro_batches = 3;                  ///< K
+  std::uint32_t max_tokens_per_micro_batch = 256;   ///< per attention worker (prefill + decode)
+  std::int64_t prefill_chunk = 256;                 ///< prefill tokens per step per attention worker
+  std::chrono::milliseconds step_deadline{10000};   ///< a wait longer than this fails the step
+  std::chrono::milliseconds idle_wait{2};           ///< idle cluster: wait this long for work per empty step
+  std::uint32_t epoch = 1;                          ///< cluster epoch; messages of older epochs are dropped
+};
+
+/// A request as an attention worker runs it. `generated` holds tokens already produced elsewhere
+/// (re-admission after a failure): the worker prefills prompt + generated and continues, so the
+/// tokens that follow are those an uninterrupted run gives.
+struct admitted_request {
+  engine::request_id id = 0;
+  engine::request req;
+  std::vector<std::int32_t> generated;
+};
+
+/// Per-step timing of one worker, for `afd bench` and stragglers.
+struct step_timing {
+  double compute_seconds = 0;  ///< kernels (attention side or FFN side)
+  double wait_seconds = 0;     ///< blocked on the network
+  double total_seconds = 0;
+};
+
+/// What an attention worker reports after each step that produced anything (one call per step).
+struct step_report {
+  std::uint64_t step = 0;
+  std::vector<engine::token_event> tokens;  ///< in the order produced
+  /// Requests that ended in this step, with their results (tokens, reason, kept logits).
+  std::vector<std::pair<engine::request_id, engine::result>> finished;
+  std::int64_t free_kv_blocks = 0;
+  std::int64_t running = 0;   ///< requests in the batch
+  std::int64_t waiting = 0;   ///< admitted, not yet in the batch
+  step_timing timing;
+};
+
+/// Routed experts and shared/dense units an FFN worker owns, per layer (deterministic mode: each
+/// unit owned by exactly one worker of the cluster). units[layer] lists routed expert ids
+/// ascending, and engine::shared_unit when it owns the layer's shared expert or dense MLP.
+struct ffn_assignment {
+  std::vector<std::vector<std::int32_t>> units;
+};
+
+/// Called on the engine thread; must return quickly (it hands the report to the worker actor).
+using report_fn = std::function<void(step_report&&)>;
+/// Called on the engine thread when the loop stops because of a failure (peer lost, deadline,
+/// bad message); the engine is stopped afterwards and must be recreated for a new epoch.
+using failure_fn = std::function<void(const error&)>;
+
+/// Settings of an attention worker's engine.
+struct attention_engine_options {
+  data_plane_options plane;
+  std::int64_t block_size = 16;          ///< KV tokens per block
+  std::int64_t num_blocks = 1024;        ///< KV blocks of this worker
+  std::int64_t max_running = 64;         ///< requests in the batch at once
+};
+
+/// The engine thread of an attention worker: owns its requests, their paged KV and sampling.
+class attention_engine {
+ public:
+  /// `weights` must hold the attention side (weight_selection::attention_side() or more);
+  /// `ffn_peers[f]` is the connected transport peer of FFN worker f, in cluster order.
+  static expected<std::unique_ptr<attention_engine>> create(std::shared_ptr<const engine::model_weights> weights,
+                                                            attention_engine_options options,
+                                                            transport::transport& t,
+                                                            std::vector<transport::peer_id> ffn_peers,
+                                                            report_fn on_report, failure_fn on_failure);
+  ~attention_engine();
+  /// Starts the engine thread.
+  expected<void> start();
+  /// Thread-safe. Validates (vocab, context, KV capacity) and queues; joins at a step boundary.
+  expected<void> admit(admitted_request r);
+  /// Thread-safe. The request leaves the batch and its KV is freed at the next step boundary.
+  void cancel(engine::request_id id);
+  /// Stops the loop (after the step in flight, or at once when it is blocked) and joins.
+  void stop();
+  /// Thread-safe snapshot.
+  std::int64_t free_kv_blocks() const;
+
+ private:
+  struct state;
+  explicit attention_engine(std::unique_ptr<state> s);
+  std::unique_ptr<state> s_;
+};
+
+/// The engine thread of an FFN worker: computes its units for every attention worker's tokens.
+class ffn_engine {
+ public:
+  /// `weights` must hold the units in `assignment`; `attention_peers[a]` is the connected peer of
+  /// attention worker a, in cluster order. `on_report` gets timing only (tokens empty).
+  static expected<std::unique_ptr<ffn_engine>> create(std::shared_ptr<const engine::model_weights> weights,
+                                                      data_plane_options options, ffn_assignment assignment,
+                                                      transport::transport& t,
+                                                      std::vector<transport::peer_id> attention_peers,
+                                                      report_fn on_report, failure_fn on_failure);
+  ~ffn_engine();
+  expected<void> start();
+  void stop();
+
+ private:
+  struct state;
+  explicit ffn_engine(std::unique_ptr<state> s);
+  std::unique_ptr<state> s_;
+};
+
+}  // namespace afd::actors
