@@ -378,7 +378,7 @@ int main(int argc, char** argv) {
   const std::vector<std::pair<const char*, std::size_t>> sizes = {
       {"8 KiB", 8192}, {"64 KiB", 65536}, {"896 KiB", 917504}, {"1.75 MiB", 1835008}};
 
-  std::printf("\n(a) one-way bandwidth, MiB/s (window %d)\n", o.window);
+  std::printf("\n(a) one-way bandwidth, MiB/s (window %d); ratio: the better afd mode / tag_bw\n", o.window);
   std::printf("%-10s %12s %12s %12s %10s\n", "size", "afd busy", "afd block", "perftest", "ratio");
   int port = 13400 + static_cast<int>(::getpid() % 500);
   bool bw_target = true;
@@ -396,7 +396,7 @@ int main(int argc, char** argv) {
     std::printf("%-10s %12.1f %12.1f %12.1f %10.2f\n", name, b.bw_mib_s, k.bw_mib_s, ref, ratio);
   }
 
-  std::printf("\n(a') one-way latency (half round trip), us\n");
+  std::printf("\n(a') one-way latency (half round trip), us; ratio: the better afd mode / tag_lat\n");
   std::printf("%-14s %12s %12s %12s %10s\n", "message", "afd busy", "afd block", "perftest", "ratio");
   double ref_lat = 0;
   if (!o.skip_perftest) {
@@ -407,7 +407,7 @@ int main(int argc, char** argv) {
   for (auto [name, n] : std::vector<std::pair<const char*, std::size_t>>{{"8 B", 8}, {"header (64 B)", 64}}) {
     pair_result b = run_pair(o, n, busy, true);
     pair_result k = run_pair(o, n, blocking, true);
-    double ratio = ref_lat > 0 ? b.lat_us / ref_lat : 0;
+    double ratio = ref_lat > 0 ? std::min(b.lat_us, k.lat_us) / ref_lat : 0;
     if (n == 8 && ref_lat > 0 && ratio > 1.3) lat_target = false;
     std::printf("%-14s %12.2f %12.2f %12.2f %10.2f\n", name, b.lat_us, k.lat_us, ref_lat, ratio);
   }
