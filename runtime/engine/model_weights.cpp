@@ -20,6 +20,15 @@ model_weights::~model_weights() = default;
 struct model_weights::loader {
   model_weights& w;
   const model::checkpoint& ckpt;
+  volatile unsigned char sink = 0;
+
+  /// Reads one byte per page of a mapped range, so that the first step does not pay the page
+  /// faults and its latency reflects compute.
+  void touch(const std::byte* data, std::size_t bytes) {
+    unsigned char acc = 0;
+    for (std::size_t i = 0; i < bytes; i += 4096) acc ^= static_cast<unsigned char>(data[i]);
+    sink = sink ^ acc;
+  }
 
   const model::tensor_info* find(const std::string& name, error& err) {
     const auto* t = ckpt.find(name);
@@ -48,6 +57,7 @@ struct model_weights::loader {
                           (t->type == dtype::f32 || t->type == dtype::bf16 || t->type == dtype::f16);
     if (viewable) {
       const auto* base = t->data + static_cast<std::size_t>(first * per_entry) * size_of(t->type);
+      touch(base, static_cast<std::size_t>(count * per_entry) * size_of(t->type));
       return kernels::cpu::weight_view{t->type, base, rows, cols};
     }
     auto data = ckpt.load_f32(name, first, count);
