@@ -1,0 +1,195 @@
+#pragma once
+/// The control-plane messages of the cluster (actors/README.md): typed structs with CAF inspect
+/// functions, atoms, the conversion of afd::error to and from caf::error (category "afd"), and one
+/// function that registers all of it with an actor system's config. Every message that concerns a
+/// placement carries the cluster epoch.
+
+#include <caf/all.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/core/error.hpp"
+
+namespace afd::actors {
+
+// Atoms (at most 10 characters each).
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;           ///< client -> coordinator -> worker
+using status_atom = caf::atom_constant<caf::atom("status")>;           ///< cluster_status_msg / worker_status_msg
+using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;       ///< stop the cluster
+using await_ready_atom = caf::atom_constant<caf::atom("awaitready")>;  ///< answered once every worker is ready
+using stop_engine_atom = caf::atom_constant<caf::atom("stopengine")>;  ///< a worker stops its engine (cluster failed)
+using ready_atom = caf::atom_constant<caf::atom("ready")>;             ///< a worker's answer to start_epoch
+using report_atom = caf::atom_constant<caf::atom("report")>;           ///< engine thread -> own actor
+using failure_atom = caf::atom_constant<caf::atom("failure")>;         ///< engine thread -> own actor
+using kill_atom = caf::atom_constant<caf::atom("killworker")>;         ///< test hook: simulate a worker's death
+
+/// Worker -> coordinator: join the cluster. Answered with the coordinator's epoch, or an error
+/// (unknown or duplicate name, role mismatch).
+struct register_worker_msg {
+  std::uint8_t role = 0;               ///< worker_role
+  std::string name;
+  std::vector<std::uint8_t> address;   ///< the worker's transport address blob
+  std::int64_t kv_blocks = 0;
+  std::string device;
+};
+
+/// Coordinator -> every worker, once all are registered: connect the transport, load the weights
+/// owned, start the engine, answer ready_atom + epoch.
+struct start_epoch_msg {
+  std::uint32_t epoch = 0;
+  std::vector<std::vector<std::uint8_t>> attention_addresses;  ///< by attention worker index
+  std::vector<std::vector<std::uint8_t>> ffn_addresses;        ///< by FFN worker index
+  /// ffn_units[f][layer]: routed experts (ascending) and engine::shared_unit owned by FFN worker f.
+  std::vector<std::vector<std::vector<std::int32_t>>> ffn_units;
+};
+
+/// A generation request (client -> coordinator, answered with the request id or an error).
+struct request_msg {
+  std::vector<std::int32_t> prompt;
+  std::int64_t max_new_tokens = 16;
+  float temperature = 0.0f;
+  std::int32_t top_k = 0;
+  float top_p = 1.0f;
+  std::uint64_t seed = 0;
+  std::vector<std::int32_t> stop_ids;
+  std::int64_t logits_rows = 0;
+};
+
+/// Coordinator -> attention worker: run this request. `generated` is non-empty when it resumes
+/// after a failure (the worker prefills prompt + generated).
+struct admit_msg {
+  std::uint32_t epoch = 0;
+  std::int64_t id = 0;
+  request_msg req;
+  std::vector<std::int32_t> generated;
+};
+
+/// One generated token.
+struct token_rec {
+  std::int64_t id = 0;
+  std::int32_t token = 0;
+  std::int64_t index = 0;
+  bool last = false;
+};
+
+/// The end of a request: its result, or an error (code != 0).
+struct finished_rec {
+  std::int64_t id = 0;
+  std::uint8_t code = 0;  ///< afd::errc; 0: finished normally
+  std::string message;
+  std::vector<std::int32_t> tokens;
+  std::string reason;     ///< "length", "stop", "context"
+  std::vector<std::vector<float>> logits;
+};
+
+/// Attention worker -> coordinator, once per step that produced anything (batched, asynchronous).
+struct worker_report_msg {
+  std::uint32_t epoch = 0;
+  std::int32_t index = 0;  ///< attention worker index
+  std::uint64_t step = 0;
+  std::vector<token_rec> tokens;
+  std::vector<finished_rec> finished;
+  std::int64_t free_kv_blocks = 0;
+  std::int64_t running = 0;
+  std::int64_t waiting = 0;
+};
+
+/// Worker -> coordinator: the engine stopped because of a failure.
+struct worker_failed_msg {
+  std::uint32_t epoch = 0;
+  std::string name;
+  std::uint8_t code = 0;
+  std::string message;
+};
+
+/// Coordinator -> client: tokens of this client's requests, in order.
+struct token_batch_msg {
+  std::vector<token_rec> tokens;
+};
+
+/// One worker's state (answer of a worker to status_atom, and part of cluster_status_msg).
+struct worker_status_msg {
+  std::string name;
+  std::string role;
+  std::string state;   ///< "starting", "ready", "failed", "stopped"
+  std::string device;
+  std::int64_t running = 0;
+  std::int64_t kv_used = 0;
+  std::int64_t kv_total = 0;
+};
+
+/// The cluster as the coordinator sees it.
+struct cluster_status_msg {
+  std::uint32_t epoch = 0;
+  bool ready = false;
+  std::int64_t queued = 0;
+  std::int64_t running = 0;
+  std::int64_t finished = 0;
+  std::vector<worker_status_msg> workers;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, register_worker_msg& x) {
+  return f(caf::meta::type_name("register_worker_msg"), x.role, x.name, x.address, x.kv_blocks, x.device);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, start_epoch_msg& x) {
+  return f(caf::meta::type_name("start_epoch_msg"), x.epoch, x.attention_addresses, x.ffn_addresses, x.ffn_units);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, request_msg& x) {
+  return f(caf::meta::type_name("request_msg"), x.prompt, x.max_new_tokens, x.temperature, x.top_k, x.top_p,
+           x.seed, x.stop_ids, x.logits_rows);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, admit_msg& x) {
+  return f(caf::meta::type_name("admit_msg"), x.epoch, x.id, x.req, x.generated);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_rec& x) {
+  return f(caf::meta::type_name("token_rec"), x.id, x.token, x.index, x.last);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, finished_rec& x) {
+  return f(caf::meta::type_name("finished_rec"), x.id, x.code, x.message, x.tokens, x.reason, x.logits);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, worker_report_msg& x) {
+  return f(caf::meta::type_name("worker_report_msg"), x.epoch, x.index, x.step, x.tokens, x.finished,
+           x.free_kv_blocks, x.running, x.waiting);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, worker_failed_msg& x) {
+  return f(caf::meta::type_name("worker_failed_msg"), x.epoch, x.name, x.code, x.message);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_batch_msg& x) {
+  return f(caf::meta::type_name("token_batch_msg"), x.tokens);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, worker_status_msg& x) {
+  return f(caf::meta::type_name("worker_status_msg"), x.name, x.role, x.state, x.device, x.running, x.kv_used,
+           x.kv_total);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cluster_status_msg& x) {
+  return f(caf::meta::type_name("cluster_status_msg"), x.epoch, x.ready, x.queued, x.running, x.finished,
+           x.workers);
+}
+
+/// Registers every message type above and the "afd" error category with `cfg`. Call it once per
+/// actor system, before the system starts, in every process of a cluster.
+void register_message_types(caf::actor_system_config& cfg);
+
+/// Sets the scheduler to `threads` worker threads (small machines: the engines need the cores).
+void configure_scheduler(caf::actor_system_config& cfg, std::size_t threads);
+
+/// An afd::error as a caf::error of category "afd" (the message travels as context).
+caf::error to_caf_error(const afd::error& e);
+/// A caf::error back as an afd::error: category "afd" keeps code and message; CAF's own errors
+/// become errc::timeout (request timeouts) or errc::unavailable (anything else: peer gone...).
+afd::error from_caf_error(const caf::error& e);
+
+}  // namespace afd::actors
