@@ -103,6 +103,8 @@ deploy_evaluation evaluate_layout(const architecture& a, const hardware& ha, con
   e.tpot_s = static_cast<double>(a.num_moe_layers) * layer_time(t.ffn_moe) +
              static_cast<double>(a.num_dense_layers) * layer_time(t.ffn_dense) + k * t.lm_head;
   e.tokens_per_s_per_gpu = static_cast<double>(l.total_batch()) / e.tpot_s / static_cast<double>(l.total_gpus());
+  const double dollars_per_s = (l.attention_gpus() * ha.price_per_hour + l.ffn_gpus() * hf.price_per_hour) / 3600.0;
+  e.dollars_per_million_tokens = 1e6 * dollars_per_s / (e.tokens_per_s_per_gpu * static_cast<double>(l.total_gpus()));
 
   // Memory: attention GPUs hold the attention weights, embedding and LM head (BF16) and the KV
   // of their K x b requests at full context; FFN GPUs hold their share of every FFN weight.

@@ -77,6 +77,7 @@ struct deploy_evaluation {
   stage_times times;
   double tpot_s = 0;
   double tokens_per_s_per_gpu = 0;
+  double dollars_per_million_tokens = 0;  ///< GPU-hours of the layout at the hardware's prices
   double attention_memory_bytes = 0;  ///< per attention GPU: weights + KV
   double ffn_memory_bytes = 0;        ///< per FFN GPU: weights
   double attention_memory_capacity = 0;

@@ -300,6 +300,7 @@ std::string layout_text(const deploy_evaluation& e, bool list_violations = true)
   o += "\n  predicted TPOT     " + fmt("%.1f", e.tpot_s * 1e3) + " ms\n";
   o += "  tokens/s per GPU   " + fmt("%.0f", e.tokens_per_s_per_gpu) + "  (" + std::to_string(l.total_gpus()) +
        " GPUs, " + fmt("%.0f", e.tokens_per_s_per_gpu * l.total_gpus()) + " tokens/s in all)\n";
+  o += "  $ per 1M tokens    " + fmt("%.4f", e.dollars_per_million_tokens) + "  (GPU-hours at the hardware's prices)\n";
   o += "  memory per GPU     attention " + fmt("%.1f", e.attention_memory_bytes / 1e9) + " GB of " +
        fmt("%.1f", e.attention_memory_capacity / 1e9) + " usable, FFN " + fmt("%.1f", e.ffn_memory_bytes / 1e9) +
        " GB of " + fmt("%.1f", e.ffn_memory_capacity / 1e9) + " usable\n";
@@ -336,6 +337,7 @@ json evaluation_json(const deploy_evaluation& e) {
   j["stage_times"] = t;
   j["tpot_s"] = num(e.tpot_s);
   j["tokens_per_s_per_gpu"] = num(e.tokens_per_s_per_gpu);
+  j["dollars_per_million_tokens"] = num(e.dollars_per_million_tokens);
   j["attention_memory_bytes"] = num(e.attention_memory_bytes);
   j["ffn_memory_bytes"] = num(e.ffn_memory_bytes);
   j["meets_tpot"] = e.meets_tpot;
@@ -386,13 +388,13 @@ std::string format_deploy_text(const deploy_plan& p) {
        layout_text(p.layouts.front());
   if (p.layouts.size() > 1) {
     o += "\nOther layouts, best first\n";
-    table t({"attention", "FFN", "GPUs", "micro-batch", "TPOT ms", "tokens/s/GPU", "meets"});
+    table t({"attention", "FFN", "GPUs", "micro-batch", "TPOT ms", "tokens/s/GPU", "$/1M tokens", "meets"});
     for (const auto& e : p.layouts) {
       const auto& l = e.layout;
       t.add({std::to_string(l.attention_instances) + " x " + std::to_string(l.attention_gpus_per_instance),
              std::to_string(l.ffn_instances) + " x " + std::to_string(l.ffn_gpus_per_instance),
              std::to_string(l.total_gpus()), std::to_string(l.micro_batch_tokens()), fmt("%.1f", e.tpot_s * 1e3),
-             fmt("%.0f", e.tokens_per_s_per_gpu), e.feasible() ? "yes" : "no"});
+             fmt("%.0f", e.tokens_per_s_per_gpu), fmt("%.4f", e.dollars_per_million_tokens), e.feasible() ? "yes" : "no"});
     }
     o += t.str();
   }
