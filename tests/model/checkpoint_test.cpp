@@ -5,6 +5,7 @@
 
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "runtime/model/checkpoint.hpp"
 #include "tests/model/test_checkpoint_writer.hpp"
@@ -319,6 +320,20 @@ TEST_F(checkpoint_test, fp8_inconsistent_scale_shape) {
   auto c = afd::model::checkpoint::open(d());
   ASSERT_FALSE(c);
   EXPECT_NE(c.err().message().find("lm_head.weight_scale_inv"), std::string::npos) << c.err().message();
+}
+
+TEST_F(checkpoint_test, fp8_scale_tensors_disagreeing_on_the_block_size) {
+  std::mt19937_64 rng(5);
+  auto ts = model_tensors(4);
+  // q_proj [6, 8] with scales [3, 3]: columns in blocks of 3. k_proj [4, 8] with [1, 2]: blocks of 4..7.
+  for (auto [w, shape, sshape] : std::vector<std::tuple<std::string, shape_t, shape_t>>{
+           {"model.layers.0.self_attn.q_proj.weight", {share_q, H}, {3, 3}},
+           {"model.layers.0.self_attn.k_proj.weight", {head_dim, H}, {1, 2}}}) {
+    *by_name(ts, w) = afd_test::random_tensor(w, "F8_E4M3", shape, rng);
+    ts.push_back(afd_test::random_scales(w + "_scale_inv", "F32", sshape, rng));
+  }
+  write(ts);
+  expect_error(errc::shape_mismatch, {"_scale_inv", file(), "inconsistent"});
 }
 
 // ---- malformed checkpoints ----
