@@ -1,0 +1,321 @@
+// The engines' life cycle: per-role weights, cancellation, re-admission with generated tokens,
+// failures within the deadline, prompt stop, validation, and throughput mode's tolerance.
+
+#include <cmath>
+#include <thread>
+
+#include "tests/actors/data_plane_harness.hpp"
+
+namespace afd::actors::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+TEST(data_plane_weights, each_role_loads_only_its_part) {
+  cluster_options o;
+  o.A = 1;
+  o.F = 3;
+  o.place = placement::uneven;
+  cluster c(o);
+  const model_config& cfg = c.attention_weights()->config();
+  // Attention side: attention, embedding, head; no FFN unit at all.
+  EXPECT_TRUE(c.attention_weights()->has_attention());
+  for (std::int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    const auto& f = c.attention_weights()->ffn(l);
+    EXPECT_FALSE(f.shared.loaded()) << "layer " << l;
+    for (const auto& e : f.experts) EXPECT_FALSE(e.loaded()) << "layer " << l;
+  }
+  // FFN side: no attention; exactly the routed experts assigned.
+  std::vector<std::vector<int>> owners(static_cast<std::size_t>(cfg.num_hidden_layers),
+                                       std::vector<int>(static_cast<std::size_t>(cfg.moe_num_experts), 0));
+  for (std::uint32_t f = 0; f < o.F; ++f) {
+    const auto& w = *c.ffn_weights()[f];
+    EXPECT_FALSE(w.has_attention());
+    const auto& a = c.assignments()[f];
+    for (std::int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+      if (!cfg.is_moe_layer(l)) continue;
+      const auto& units = a.units[static_cast<std::size_t>(l)];
+      for (std::int32_t e = 0; e < cfg.moe_num_experts; ++e) {
+        const bool mine = std::find(units.begin(), units.end(), e) != units.end();
+        EXPECT_EQ(w.ffn(l).experts[static_cast<std::size_t>(e)].loaded(), mine) << "ffn " << f << " layer " << l;
+        owners[static_cast<std::size_t>(l)][static_cast<std::size_t>(e)] += mine;
+      }
+    }
+  }
+  for (std::int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    if (!cfg.is_moe_layer(l)) continue;
+    for (int n : owners[static_cast<std::size_t>(l)]) EXPECT_EQ(n, 1);  // each expert on one worker (4/2/2)
+  }
+}
+
+TEST(data_plane_weights, an_unloaded_unit_is_refused) {
+  auto fabric = transport::loopback_fabric::create();
+  auto t = transport::make_loopback_transport(fabric, 5);
+  ASSERT_TRUE(t.has_value());
+  auto w = load(engine::weight_selection::ffn_side({{}, {0, 1}}, false));
+  ffn_assignment a;
+  a.units = {{}, {0, 2}};  // expert 2 of layer 1 is not loaded
+  auto e = ffn_engine::create(w, {}, a, **t, {0}, {}, {});
+  ASSERT_FALSE(e.has_value());
+  EXPECT_NE(e.err().message().find("expert 2"), std::string::npos) << e.err().message();
+  a.units = {{engine::shared_unit}};  // the dense MLP of layer 0 is not loaded either
+  auto e2 = ffn_engine::create(w, {}, a, **t, {0}, {}, {});
+  ASSERT_FALSE(e2.has_value());
+  auto attn = attention_engine::create(w, {}, **t, {0}, {}, {});
+  ASSERT_FALSE(attn.has_value());  // no attention side
+}
+
+TEST(data_plane_options_check, f32_payloads_are_refused_with_a_reason) {
+  auto fabric = transport::loopback_fabric::create();
+  auto t = transport::make_loopback_transport(fabric, 5);
+  ASSERT_TRUE(t.has_value());
+  attention_engine_options ao;
+  ao.plane.num = numerics::exact();
+  auto e = attention_engine::create(load(engine::weight_selection::attention_side()), ao, **t, {0}, {}, {});
+  ASSERT_FALSE(e.has_value());
+  EXPECT_EQ(e.err().code(), errc::unsupported);
+}
+
+TEST(data_plane_cancel, cancellation_frees_kv_and_others_continue) {
+  cluster_options o;
+  o.A = 1;
+  o.F = 2;
+  o.num_blocks = 32;
+  o.max_running = 1;  // the second request waits behind the first
+  cluster c(o);
+  c.start();
+  engine::request longr;
+  longr.prompt = {1, 2, 3, 4, 5};
+  longr.max_new_tokens = 400;
+  engine::request waiting = longr;
+  waiting.max_new_tokens = 3;
+  engine::request after = waiting;
+  after.prompt = {9, 8, 7};
+  c.admit(0, 1, longr);
+  c.admit(0, 2, waiting);
+  ASSERT_TRUE(c.wait_token(1));
+  EXPECT_LT(c.attn(0).free_kv_blocks(), o.num_blocks);
+  c.attn(0).cancel(2);  // still waiting
+  c.attn(0).cancel(1);  // running
+  const auto t0 = std::chrono::steady_clock::now();
+  while (c.attn(0).free_kv_blocks() != o.num_blocks && seconds_since(t0) < 10) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(c.attn(0).free_kv_blocks(), o.num_blocks);
+  const auto streamed = c.streamed();
+  EXPECT_LT(streamed.at(1).size(), 400u);
+  EXPECT_EQ(streamed.count(2), 0u);
+  // The engine goes on serving.
+  c.admit(0, 3, after);
+  ASSERT_TRUE(c.wait_finished(1));
+  const auto want = reference({after}, numerics{});
+  EXPECT_TRUE(same_result(c.results().at(3), want[0]));
+  EXPECT_EQ(c.results().count(1), 0u);
+  EXPECT_EQ(c.results().count(2), 0u);
+}
+
+TEST(data_plane_readmit, generated_tokens_continue_as_the_uninterrupted_run) {
+  auto reqs = workload(4, 5);
+  for (auto& r : reqs) {
+    r.max_new_tokens = 9;
+    r.logits_rows = 0;
+    r.stop_ids.clear();
+  }
+  const auto want = reference(reqs, numerics{});
+  cluster_options o;
+  o.A = 2;
+  o.F = 2;
+  o.plane.max_tokens_per_micro_batch = 8;
+  o.plane.prefill_chunk = 10;
+  cluster c(o);
+  c.start();
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    const std::size_t g = 1 + i * 2;  // 1, 3, 5, 7 tokens produced "elsewhere"
+    std::vector<std::int32_t> generated(want[i].tokens.begin(), want[i].tokens.begin() + static_cast<long>(g));
+    c.admit(static_cast<std::uint32_t>(i % 2), static_cast<engine::request_id>(i + 1), reqs[i], generated);
+  }
+  ASSERT_TRUE(c.wait_finished(reqs.size())) << (c.failures().empty() ? "timeout" : c.failures()[0]);
+  const auto got = c.results();
+  const auto streamed = c.streamed();
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    const auto id = static_cast<engine::request_id>(i + 1);
+    EXPECT_TRUE(same_result(got.at(id), want[i])) << "request " << id;
+    // Only the new tokens are streamed, with their true indices.
+    const auto& st = streamed.at(id);
+    ASSERT_EQ(st.size(), want[i].tokens.size() - (1 + i * 2));
+    EXPECT_EQ(st.front().first, static_cast<std::int64_t>(1 + i * 2));
+  }
+  // A request that already ended is refused.
+  auto bad = c.attn(0).admit({99, reqs[0], want[0].tokens});
+  EXPECT_FALSE(bad.has_value());
+}
+
+TEST(data_plane_finish, context_limit_ends_a_request) {
+  engine::request r;
+  const auto max_pos = all_weights()->config().max_position_embedding;
+  for (std::int64_t j = 0; j < max_pos - 3; ++j) r.prompt.push_back(static_cast<std::int32_t>(j % 500));
+  r.max_new_tokens = 10;
+  const auto want = reference({r}, numerics{});
+  ASSERT_EQ(want[0].reason, engine::finish_reason::context);
+  cluster_options o;
+  o.A = 1;
+  o.F = 2;
+  o.plane.max_tokens_per_micro_batch = 256;
+  o.plane.prefill_chunk = 768;
+  o.num_blocks = 160;
+  cluster c(o);
+  c.start();
+  c.admit(0, 1, r);
+  ASSERT_TRUE(c.wait_finished(1)) << (c.failures().empty() ? "timeout" : c.failures()[0]);
+  EXPECT_TRUE(same_result(c.results().at(1), want[0]));
+}
+
+TEST(data_plane_failure, a_destroyed_ffn_engine_fails_the_step_within_the_deadline) {
+  cluster_options o;
+  o.A = 2;
+  o.F = 2;
+  o.plane.step_deadline = 400ms;
+  cluster c(o);
+  c.start();
+  engine::request r;
+  r.prompt = {3, 1, 4, 1, 5};
+  r.max_new_tokens = 1000;
+  c.admit(0, 1, r);
+  ASSERT_TRUE(c.wait_token(1));
+  const auto t0 = std::chrono::steady_clock::now();
+  c.ffn(1).reset();  // engine and its buffers gone; the transport stays up and silent
+  ASSERT_TRUE(c.wait_failure(5s));
+  const double waited = seconds_since(t0);
+  EXPECT_LT(waited, 2.0);
+  const auto f = c.failures();
+  EXPECT_NE(f[0].find("step"), std::string::npos) << f[0];
+  EXPECT_NE(f[0].find("layer"), std::string::npos) << f[0];
+  const auto stop0 = std::chrono::steady_clock::now();
+  c.stop();
+  EXPECT_LT(seconds_since(stop0), 1.0);
+}
+
+TEST(data_plane_failure, a_killed_peer_is_reported_as_peer_failed) {
+  cluster_options o;
+  o.A = 1;
+  o.F = 2;
+  o.plane.step_deadline = 10s;  // the failure must come from the transport, not the deadline
+  cluster c(o);
+  c.start();
+  engine::request r;
+  r.prompt = {2, 7, 1, 8};
+  r.max_new_tokens = 1000;
+  c.admit(0, 1, r);
+  ASSERT_TRUE(c.wait_token(1));
+  const auto t0 = std::chrono::steady_clock::now();
+  c.fabric().kill(101);
+  ASSERT_TRUE(c.wait_failure(5s));
+  EXPECT_LT(seconds_since(t0), 2.0);
+  const auto codes = c.failure_codes();
+  EXPECT_NE(std::find(codes.begin(), codes.end(), errc::peer_failed), codes.end()) << c.failures()[0];
+}
+
+TEST(data_plane_stop, stop_returns_promptly_while_blocked) {
+  cluster_options o;
+  o.A = 1;
+  o.F = 1;
+  o.plane.step_deadline = 30s;
+  {
+    cluster c(o);  // the attention engine alone: blocked waiting for results that never come
+    ASSERT_TRUE(c.attn(0).start().has_value());
+    std::this_thread::sleep_for(100ms);
+    const auto t0 = std::chrono::steady_clock::now();
+    c.attn(0).stop();
+    EXPECT_LT(seconds_since(t0), 0.5);
+    EXPECT_TRUE(c.failures().empty());
+  }
+  {
+    cluster c(o);  // the FFN engine alone: blocked waiting for dispatches
+    ASSERT_TRUE(c.ffn(0)->start().has_value());
+    std::this_thread::sleep_for(100ms);
+    const auto t0 = std::chrono::steady_clock::now();
+    c.ffn(0)->stop();
+    EXPECT_LT(seconds_since(t0), 0.5);
+    EXPECT_TRUE(c.failures().empty());
+  }
+}
+
+TEST(data_plane_idle, an_idle_cluster_does_not_spin) {
+  cluster_options o;
+  o.A = 2;
+  o.F = 1;
+  o.plane.idle_wait = 5ms;
+  cluster c(o);
+  c.start();
+  const auto cpu0 = std::clock();
+  std::this_thread::sleep_for(300ms);
+  const double cpu = double(std::clock() - cpu0) / CLOCKS_PER_SEC;
+  EXPECT_LT(cpu, 0.15);  // process CPU time over 0.3 s of idling
+  // And it still answers at once.
+  engine::request r;
+  r.prompt = {5, 6};
+  r.max_new_tokens = 2;
+  c.admit(1, 1, r);
+  ASSERT_TRUE(c.wait_finished(1, std::chrono::seconds(5)));
+  EXPECT_TRUE(same_result(c.results().at(1), reference({r}, numerics{})[0]));
+}
+
+// Throughput mode: each FFN worker pre-sums its units (f32, canonical order) and rounds once to
+// bf16; the attention side sums the partials in worker order and rounds the sum once to bf16.
+// With one FFN worker this is the reference's throughput mode bitwise. With several, each layer's
+// FFN output carries up to F extra bf16 roundings (relative 2^-9 each), so logits rows agree
+// within a relative L2 error of 5e-2 for as long as the sampled tokens agree.
+TEST(data_plane_throughput, within_tolerance_of_the_reference) {
+  numerics num;
+  num.mode = combine_mode::throughput;
+  auto reqs = workload(8, 2);
+  for (auto& r : reqs) r.logits_rows = r.max_new_tokens;
+  const auto want = reference(reqs, num);
+  for (std::uint32_t F : {1u, 3u}) {
+    SCOPED_TRACE("F=" + std::to_string(F));
+    cluster_options o;
+    o.A = 2;
+    o.F = F;
+    o.place = placement::round_robin;
+    o.plane.num = num;
+    o.plane.micro_batches = 2;
+    cluster c(o);
+    c.start();
+    for (std::size_t i = 0; i < reqs.size(); ++i)
+      c.admit(static_cast<std::uint32_t>(i % 2), static_cast<engine::request_id>(i + 1), reqs[i]);
+    ASSERT_TRUE(c.wait_finished(reqs.size())) << (c.failures().empty() ? "timeout" : c.failures()[0]);
+    const auto got = c.results();
+    double worst = 0;
+    std::size_t rows = 0, bitwise = 0;
+    for (std::size_t i = 0; i < reqs.size(); ++i) {
+      const auto& g = got.at(static_cast<engine::request_id>(i + 1));
+      if (F == 1) {
+        EXPECT_TRUE(same_result(g, want[i])) << "request " << i;
+      }
+      for (std::size_t r = 0; r < std::min(g.logits.size(), want[i].logits.size()); ++r) {
+        double num2 = 0, den2 = 0;
+        for (std::size_t v = 0; v < g.logits[r].size(); ++v) {
+          const double d = double(g.logits[r][v]) - double(want[i].logits[r][v]);
+          num2 += d * d;
+          den2 += double(want[i].logits[r][v]) * want[i].logits[r][v];
+        }
+        worst = std::max(worst, std::sqrt(num2 / den2));
+        ++rows;
+        bitwise += g.logits[r] == want[i].logits[r];
+        if (g.tokens[r] != want[i].tokens[r]) break;  // the rows after a different token are another text
+      }
+    }
+    EXPECT_GT(rows, 10u);
+    EXPECT_LT(worst, 5e-2);
+    if (F > 1) {
+      EXPECT_LT(bitwise, rows);  // pre-summing does change the values: the test can tell
+    }
+    std::printf("throughput mode, 2A%uF: %zu logits rows, worst relative L2 error %.3g, %zu bitwise equal\n", F,
+                rows, worst, bitwise);
+  }
+}
+
+}  // namespace
+}  // namespace afd::actors::testing

@@ -1,0 +1,116 @@
+// Every request's tokens, finish reason and logits rows from an AFD cluster of engine threads are
+// bitwise the reference engine's, for every A:F shape, expert placement and K.
+
+#include "tests/actors/data_plane_harness.hpp"
+
+namespace afd::actors::testing {
+namespace {
+
+struct shape_case {
+  std::uint32_t A, F;
+  placement place;
+};
+
+std::string name_of(placement p) {
+  switch (p) {
+    case placement::contiguous: return "contiguous";
+    case placement::round_robin: return "round_robin";
+    case placement::uneven: return "uneven";
+  }
+  return "?";
+}
+
+void run_case(const shape_case& s, std::uint32_t K, const numerics& num, const std::vector<engine::request>& reqs,
+              const std::vector<engine::result>& want) {
+  SCOPED_TRACE(std::to_string(s.A) + "A" + std::to_string(s.F) + "F " + name_of(s.place) + " K=" + std::to_string(K) +
+               " dispatch=" + std::string(to_string(num.dispatch)));
+  cluster_options o;
+  o.A = s.A;
+  o.F = s.F;
+  o.place = s.place;
+  o.plane.num = num;
+  o.plane.micro_batches = K;
+  o.plane.max_tokens_per_micro_batch = 12;  // small: prefill chunks get cut and spread
+  o.plane.prefill_chunk = 20;
+  o.max_running = 6;
+  cluster c(o);
+  c.start();
+  for (std::size_t i = 0; i < reqs.size(); ++i)
+    c.admit(static_cast<std::uint32_t>(i % s.A), static_cast<engine::request_id>(i + 1), reqs[i]);
+  ASSERT_TRUE(c.wait_finished(reqs.size())) << (c.failures().empty() ? "timeout" : c.failures()[0]);
+  auto got = c.results();
+  auto streamed = c.streamed();
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    const auto id = static_cast<engine::request_id>(i + 1);
+    ASSERT_TRUE(got.count(id)) << "request " << id;
+    EXPECT_TRUE(same_result(got[id], want[i])) << "request " << id;
+    // The streamed tokens are the result's, with their indices.
+    const auto& st = streamed[id];
+    ASSERT_EQ(st.size(), want[i].tokens.size()) << "request " << id;
+    for (std::size_t j = 0; j < st.size(); ++j) {
+      EXPECT_EQ(st[j].first, static_cast<std::int64_t>(j));
+      EXPECT_EQ(st[j].second, want[i].tokens[j]);
+    }
+  }
+  c.stop();
+  EXPECT_TRUE(c.failures().empty()) << c.failures()[0];
+  for (std::uint32_t a = 0; a < s.A; ++a) EXPECT_EQ(c.attn(a).free_kv_blocks(), o.num_blocks);
+}
+
+const std::vector<shape_case> shapes = {
+    {1, 1, placement::contiguous}, {2, 1, placement::contiguous}, {1, 2, placement::round_robin},
+    {2, 2, placement::contiguous}, {3, 2, placement::uneven},     {2, 3, placement::round_robin},
+    {2, 3, placement::uneven},     {1, 3, placement::contiguous},
+};
+
+class data_plane_equivalence : public ::testing::TestWithParam<dtype> {};
+
+TEST_P(data_plane_equivalence, every_shape_and_k_is_bitwise_the_reference) {
+  numerics num;  // fp8 dispatch / bf16 combine / bf16 KV by default
+  num.dispatch = GetParam();
+  auto reqs = workload(10, num.dispatch == dtype::bf16 ? 3 : 0);
+  // Stop ids that the requests do produce, so that both finish reasons occur.
+  const auto plain = reference(reqs, num);
+  ASSERT_EQ(plain.size(), reqs.size());
+  std::size_t stops = 0;
+  for (std::size_t i = 0; i < reqs.size() && stops < 2; ++i) {
+    if (plain[i].tokens.size() < 4) continue;
+    reqs[i].stop_ids = {plain[i].tokens[2]};
+    ++stops;
+  }
+  ASSERT_EQ(stops, 2u);
+  const auto want = reference(reqs, num);
+  ASSERT_EQ(want.size(), reqs.size());
+  std::set<engine::finish_reason> reasons;
+  for (const auto& r : want) reasons.insert(r.reason);
+  EXPECT_EQ(reasons.size(), 2u);  // length and stop
+  for (const auto& s : shapes)
+    for (std::uint32_t K : {1u, 2u, 3u}) run_case(s, K, num, reqs, want);
+}
+
+// The comparison can fail: a cluster with fp8 dispatch against a reference run with bf16 dispatch.
+TEST(data_plane_equivalence_control, another_rounding_point_is_detected) {
+  numerics fp8, bf16;
+  bf16.dispatch = dtype::bf16;
+  const auto reqs = workload(6);
+  const auto other = reference(reqs, bf16);
+  cluster_options o;
+  o.A = 2;
+  o.F = 2;
+  o.plane.num = fp8;
+  cluster c(o);
+  c.start();
+  for (std::size_t i = 0; i < reqs.size(); ++i)
+    c.admit(static_cast<std::uint32_t>(i % 2), static_cast<engine::request_id>(i + 1), reqs[i]);
+  ASSERT_TRUE(c.wait_finished(reqs.size()));
+  auto got = c.results();
+  std::size_t differ = 0;
+  for (std::size_t i = 0; i < reqs.size(); ++i) differ += !same_result(got[static_cast<engine::request_id>(i + 1)], other[i]);
+  EXPECT_GT(differ, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(dispatch, data_plane_equivalence, ::testing::Values(dtype::f8_e4m3, dtype::bf16),
+                         [](const auto& info) { return std::string(to_string(info.param)); });
+
+}  // namespace
+}  // namespace afd::actors::testing
