@@ -1,0 +1,427 @@
+// The client API over the cluster's actors. A receiver actor (one per client) submits on behalf of
+// the caller, so the coordinator streams that request's tokens and its end to it; the receiver
+// records them in a mutex-protected table the API threads wait on, and runs token callbacks.
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "actors/local_cluster.hpp"
+#include "actors/messages.hpp"
+#include "deploy/client/client.hpp"
+#include "deploy/client/cluster_spec_from_topology.hpp"
+#include "deploy/client/embedded.hpp"
+#include "deploy/topology/topology.hpp"
+
+namespace afd::client {
+
+namespace {
+
+using client_submit_atom = caf::atom_constant<caf::atom("csubmit")>;
+
+/// What the API threads wait on; filled by the receiver actor.
+class request_table {
+ public:
+  struct entry {
+    token_callback on_token;
+    std::vector<token> tokens;
+    std::size_t taken = 0;  ///< tokens handed out by next_token
+    bool done = false;
+    afd::error failure;     ///< set when the request ended with an error
+    response result;
+  };
+
+  void expect_callback(std::uint64_t key, token_callback cb) {
+    std::lock_guard lock(mutex_);
+    callbacks_[key] = std::move(cb);
+  }
+  void drop_callback(std::uint64_t key) {
+    std::lock_guard lock(mutex_);
+    callbacks_.erase(key);
+  }
+  /// The coordinator accepted the request: its tokens may arrive from now on.
+  void add(request_id id, std::uint64_t key) {
+    std::lock_guard lock(mutex_);
+    entry& e = entries_[id];
+    if (auto it = callbacks_.find(key); it != callbacks_.end()) {
+      e.on_token = std::move(it->second);
+      callbacks_.erase(it);
+    }
+  }
+
+  void on_tokens(const actors::token_batch_msg& m) {
+    for (const auto& t : m.tokens) {
+      token tok{t.id, t.token, t.index, t.last};
+      token_callback cb;
+      {
+        std::lock_guard lock(mutex_);
+        auto it = entries_.find(t.id);
+        if (it == entries_.end() || it->second.done) continue;
+        it->second.tokens.push_back(tok);
+        cb = it->second.on_token;
+      }
+      cv_.notify_all();
+      if (cb) cb(tok);  // outside the lock: a callback may call back into the client
+    }
+  }
+
+  void on_done(actors::finished_rec& f) {
+    {
+      std::lock_guard lock(mutex_);
+      auto it = entries_.find(f.id);
+      if (it == entries_.end() || it->second.done) return;
+      entry& e = it->second;
+      e.done = true;
+      if (f.code != 0) {
+        e.failure = afd::error{static_cast<errc>(f.code), f.message};
+      } else {
+        e.result.id = f.id;
+        e.result.tokens = std::move(f.tokens);
+        e.result.finish_reason = std::move(f.reason);
+        e.result.logits = std::move(f.logits);
+      }
+    }
+    cv_.notify_all();
+  }
+
+  /// Ends one request locally with `e` (a confirmed cancel).
+  void end(request_id id, afd::error e) {
+    {
+      std::lock_guard lock(mutex_);
+      auto it = entries_.find(id);
+      if (it == entries_.end() || it->second.done) return;
+      it->second.done = true;
+      it->second.failure = std::move(e);
+    }
+    cv_.notify_all();
+  }
+
+  /// Ends every request still pending with `e`; later calls fail with it too.
+  void close(afd::error e) {
+    {
+      std::lock_guard lock(mutex_);
+      if (closed_) return;
+      closed_ = e;
+      for (auto& [id, entry] : entries_)
+        if (!entry.done) {
+          entry.done = true;
+          entry.failure = afd::error{e.code(), "request " + std::to_string(id) + ": " + e.message()};
+        }
+    }
+    cv_.notify_all();
+  }
+
+  afd::error closed() const {
+    std::lock_guard lock(mutex_);
+    return closed_;
+  }
+
+  /// 0: unknown; 1: pending; 2: done.
+  int state(request_id id) const {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(id);
+    return it == entries_.end() ? 0 : (it->second.done ? 2 : 1);
+  }
+
+  expected<token> next_token(request_id id, std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) return fail(errc::invalid_argument, "unknown request id ", id);
+    entry& e = it->second;
+    auto ready = [&] { return e.taken < e.tokens.size() || e.done; };
+    if (!cv_.wait_for(lock, timeout, ready))
+      return fail(errc::timeout, "no token of request ", id, " within ", timeout.count(), " ms");
+    if (e.taken < e.tokens.size()) return e.tokens[e.taken++];
+    if (e.failure) return e.failure;
+    return fail(errc::out_of_range, "request ", id, " has no more tokens (", e.tokens.size(), " were produced)");
+  }
+
+  expected<response> wait(request_id id, std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) return fail(errc::invalid_argument, "unknown request id ", id);
+    entry& e = it->second;
+    if (!cv_.wait_for(lock, timeout, [&] { return e.done; }))
+      return fail(errc::timeout, "request ", id, " did not finish within ", timeout.count(), " ms (it goes on)");
+    if (e.failure) return e.failure;
+    return e.result;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::map<request_id, entry> entries_;
+  std::map<std::uint64_t, token_callback> callbacks_;
+  afd::error closed_;
+};
+
+/// Submits for the API, receives this client's tokens and request ends.
+caf::behavior receiver_behavior(caf::event_based_actor* self, caf::actor coordinator,
+                                std::shared_ptr<request_table> table) {
+  self->monitor(coordinator);
+  self->set_down_handler([table](caf::down_msg& m) {
+    table->close(fail(errc::unavailable, "lost the cluster's coordinator (", caf::to_string(m.reason), ")"));
+  });
+  return {
+      [self, coordinator, table](client_submit_atom, actors::request_msg& m, std::uint64_t key) {
+        auto rp = self->make_response_promise();
+        self->request(coordinator, std::chrono::seconds(10), std::move(m))
+            .then(
+                [rp, table, key](std::int64_t id) mutable {
+                  table->add(id, key);
+                  rp.deliver(id);
+                },
+                [rp, table, key](caf::error& e) mutable {
+                  table->drop_callback(key);
+                  rp.deliver(e);
+                });
+        return rp;
+      },
+      [table](actors::token_batch_msg& m) { table->on_tokens(m); },
+      [table](actors::finished_rec& f) { table->on_done(f); },
+  };
+}
+
+actors::request_msg to_message(const request& r) {
+  actors::request_msg m;
+  m.prompt = r.prompt;
+  m.max_new_tokens = r.max_new_tokens;
+  m.temperature = r.sampling.temperature;
+  m.top_k = r.sampling.top_k;
+  m.top_p = r.sampling.top_p;
+  m.seed = r.sampling.seed;
+  m.stop_ids = r.stop_ids;
+  m.logits_rows = r.logits_rows;
+  return m;
+}
+
+/// A request to the coordinator from a scoped actor: the answer, or an afd::error. A timeout means
+/// the cluster did not answer: unavailable.
+template <class T>
+expected<T> ask(caf::actor_system& sys, const caf::actor& to, std::chrono::milliseconds timeout, auto... xs) {
+  caf::scoped_actor self{sys};
+  std::optional<T> value;
+  afd::error failure;
+  self->request(to, timeout, xs...)
+      .receive([&](T& v) { value = std::move(v); }, [&](caf::error& e) { failure = actors::from_caf_error(e); });
+  if (value) return std::move(*value);
+  if (failure.code() == errc::timeout)
+    return fail(errc::unavailable, "the cluster did not answer within ", timeout.count(), " ms");
+  return failure;
+}
+
+class cluster_impl final : public cluster {
+ public:
+  /// Embedded.
+  explicit cluster_impl(std::unique_ptr<actors::local_cluster> local) : local_(std::move(local)) {
+    coordinator_ = local_->coordinator();
+    receiver_ = system().spawn(receiver_behavior, coordinator_, table_);
+  }
+  /// Remote.
+  cluster_impl(std::unique_ptr<caf::actor_system_config> cfg, std::unique_ptr<caf::actor_system> sys,
+               caf::actor coordinator)
+      : config_(std::move(cfg)), system_(std::move(sys)), coordinator_(std::move(coordinator)) {
+    receiver_ = system().spawn(receiver_behavior, coordinator_, table_);
+  }
+  ~cluster_impl() override { shutdown(); }
+
+  expected<request_id> submit(request r, token_callback on_token) override {
+    if (auto e = table_->closed()) return e;
+    const std::uint64_t key = next_key_++;
+    table_->expect_callback(key, std::move(on_token));
+    auto id = ask<std::int64_t>(system(), receiver_, std::chrono::seconds(15), client_submit_atom::value,
+                                to_message(r), key);
+    if (!id) table_->drop_callback(key);
+    return id;
+  }
+
+  expected<token> next_token(request_id id, std::chrono::milliseconds timeout) override {
+    return table_->next_token(id, timeout);
+  }
+
+  expected<response> wait(request_id id, std::chrono::milliseconds timeout) override {
+    return table_->wait(id, timeout);
+  }
+
+  expected<void> cancel(request_id id) override {
+    const int st = table_->state(id);
+    if (st == 0) return fail(errc::invalid_argument, "unknown request id ", id);
+    if (st == 2) return fail(errc::invalid_argument, "request ", id, " has already finished");
+    if (auto e = table_->closed()) return e;
+    auto ok = ask<bool>(system(), coordinator_, std::chrono::seconds(5), actors::cancel_atom::value, id);
+    if (!ok) return ok.err();
+    table_->end(id, fail(errc::cancelled, "request ", id, " was cancelled"));
+    return {};
+  }
+
+  expected<cluster_status> status(std::chrono::milliseconds timeout) override {
+    if (auto e = table_->closed()) return e;
+    auto s = ask<actors::cluster_status_msg>(system(), coordinator_, timeout, actors::status_atom::value);
+    if (!s) return s.err();
+    cluster_status out;
+    out.epoch = s->epoch;
+    out.ready = s->ready;
+    out.queued = s->queued;
+    out.running = s->running;
+    out.finished = s->finished;
+    for (auto& w : s->workers)
+      out.workers.push_back(worker_status{w.name, w.role, w.state, w.device, w.running, w.kv_used, w.kv_total});
+    return out;
+  }
+
+  void shutdown() override {
+    std::lock_guard lock(shutdown_mutex_);
+    if (down_) return;
+    down_ = true;
+    table_->close(fail(errc::unavailable, local_ ? "the cluster was shut down" : "disconnected from the cluster"));
+    caf::anon_send_exit(receiver_, caf::exit_reason::user_shutdown);
+    receiver_ = nullptr;
+    coordinator_ = nullptr;
+    if (local_) {
+      local_->stop();
+      local_.reset();  // joins every actor and thread of the cluster
+    } else {
+      system_.reset();
+      config_.reset();
+    }
+  }
+
+  expected<void> stop_cluster() override {
+    if (!local_) {
+      if (auto e = table_->closed()) return e;
+      auto ok = ask<bool>(system(), coordinator_, std::chrono::seconds(10), actors::shutdown_atom::value);
+      if (!ok) return ok.err();
+    }
+    shutdown();
+    return {};
+  }
+
+  expected<void> kill(const std::string& name) {
+    if (!local_) return fail(errc::unsupported, "kill_worker needs an embedded cluster");
+    return local_->kill_worker(name);
+  }
+
+ private:
+  caf::actor_system& system() { return local_ ? local_->system() : *system_; }
+
+  std::unique_ptr<actors::local_cluster> local_;
+  std::unique_ptr<caf::actor_system_config> config_;  // remote: the system keeps a reference to it
+  std::unique_ptr<caf::actor_system> system_;
+  caf::actor coordinator_;
+  caf::actor receiver_;
+  std::shared_ptr<request_table> table_ = std::make_shared<request_table>();
+  std::atomic<std::uint64_t> next_key_{1};
+  std::mutex shutdown_mutex_;
+  bool down_ = false;
+};
+
+/// A TCP connect with a deadline: CAF's own connect has none, and an unreachable host would hold
+/// the caller for the system's TCP timeout.
+afd::error probe(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(port);
+  if (int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0)
+    return fail(errc::unavailable, "cannot resolve '", host, "': ", ::gai_strerror(rc));
+  afd::error result = fail(errc::unavailable, "no address for '", host, "'");
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    int rc = ::connect(fd, a->ai_addr, a->ai_addrlen);
+    int err = rc == 0 ? 0 : errno;
+    if (rc != 0 && errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      const int n = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(0, left.count())));
+      if (n == 0) {
+        err = ETIMEDOUT;
+      } else {
+        socklen_t len = sizeof(err);
+        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      }
+    }
+    ::close(fd);
+    if (err == 0) {
+      result = afd::error{};
+      break;
+    }
+    result = fail(errc::unavailable, "cannot connect to the coordinator at ", host, ":", port, ": ",
+                  err == ETIMEDOUT ? std::string("no answer within ") + std::to_string(timeout.count()) + " ms"
+                                   : std::string(std::strerror(err)));
+  }
+  ::freeaddrinfo(found);
+  return result;
+}
+
+}  // namespace
+
+expected<std::unique_ptr<cluster>> embed_spec(actors::cluster_spec spec) {
+  try {
+    auto local = actors::local_cluster::start(std::move(spec));
+    if (!local) return local.err();
+    return std::unique_ptr<cluster>(new cluster_impl(std::move(*local)));
+  } catch (const std::exception& e) {
+    return fail(errc::internal, "embedded cluster: ", e.what());
+  }
+}
+
+expected<void> kill_worker(cluster& c, const std::string& name) {
+  auto* impl = dynamic_cast<cluster_impl*>(&c);
+  if (impl == nullptr) return fail(errc::unsupported, "kill_worker needs a cluster made by afd::client");
+  return impl->kill(name);
+}
+
+expected<std::unique_ptr<cluster>> cluster::embed(const std::string& topology_file, embed_options options) {
+  auto t = topology::load_file(topology_file);
+  if (!t) return t.err();
+  if (!options.model_path.empty()) t->model.path = options.model_path;
+  if (options.transport == "loopback")
+    t->transport.kind = topology::transport_kind::loopback;
+  else if (options.transport == "ucx")
+    t->transport.kind = topology::transport_kind::ucx;
+  else if (!options.transport.empty())
+    return fail(errc::invalid_argument, "embed_options.transport is '", options.transport,
+                "'; it must be loopback, ucx or empty");
+  auto config = topology::read_model_config(*t);
+  if (!config) return config.err();
+  auto spec = to_cluster_spec(*t, *config);
+  if (!spec) return spec.err();
+  spec->start_timeout = options.start_timeout;
+  return embed_spec(std::move(*spec));
+}
+
+expected<std::unique_ptr<cluster>> cluster::connect(const std::string& host, std::uint16_t port,
+                                                    std::chrono::milliseconds timeout) {
+  if (auto e = probe(host, port, timeout)) return e;
+  try {
+    auto cfg = std::make_unique<caf::actor_system_config>();
+    actors::register_message_types(*cfg);
+    actors::configure_scheduler(*cfg, 2);
+    cfg->load<caf::io::middleman>();
+    auto sys = std::make_unique<caf::actor_system>(*cfg);
+    auto coordinator = sys->middleman().remote_actor(host, port);
+    if (!coordinator)
+      return fail(errc::unavailable, "cannot reach the coordinator at ", host, ":", port, ": ",
+                  sys->render(coordinator.error()));
+    return std::unique_ptr<cluster>(new cluster_impl(std::move(cfg), std::move(sys), std::move(*coordinator)));
+  } catch (const std::exception& e) {
+    return fail(errc::internal, "connect: ", e.what());
+  }
+}
+
+}  // namespace afd::client

@@ -1,0 +1,71 @@
+#include "deploy/client/cluster_spec_from_topology.hpp"
+
+#include <filesystem>
+
+#include "runtime/engine/layer.hpp"
+
+namespace afd::client {
+
+expected<actors::cluster_spec> to_cluster_spec(const topology::topology& t, const model_config& config) {
+  auto resolved = topology::resolve_placement(t, config);
+  if (!resolved.ok()) return resolved.to_error(errc::invalid_config);
+  const topology::placement& p = *resolved.value;
+  if (!p.units_whole())
+    return fail(errc::unsupported, t.file, ": shared/dense units sliced across FFN workers (throughput combine) are not ",
+                "supported by the cluster engines yet; use whole units (round_robin)");
+  actors::cluster_spec s;
+  s.name = t.cluster_name;
+  s.model_path = t.model.path;
+  s.model.vocab_size = config.vocab_size;
+  s.model.max_position_embedding = config.max_position_embedding;
+  s.model.num_layers = config.num_hidden_layers;
+  s.plane.num.kv = t.model.kv_dtype;
+  s.plane.num.dispatch = t.model.dispatch_dtype;
+  s.plane.num.combine = t.model.combine_dtype;
+  s.plane.num.mode = t.model.combine == topology::combine_mode::deterministic ? combine_mode::deterministic
+                                                                              : combine_mode::throughput;
+  s.plane.micro_batches = static_cast<std::uint32_t>(t.pipeline.micro_batches);
+  s.plane.prefill_chunk = t.pipeline.prefill_chunk;
+  s.plane.step_deadline = std::chrono::milliseconds(t.pipeline.step_deadline_ms);
+  for (const auto& a : t.attention_workers) {
+    actors::attention_worker_spec w;
+    w.name = a.name;
+    w.device = a.dev.to_string();
+    w.kv_blocks = a.kv_blocks;
+    w.block_size = a.block_size;
+    w.max_batch = a.max_batch;
+    s.attention_workers.push_back(std::move(w));
+  }
+  for (std::size_t f = 0; f < t.ffn_workers.size(); ++f) {
+    actors::ffn_worker_spec w;
+    w.name = t.ffn_workers[f].name;
+    w.device = t.ffn_workers[f].dev.to_string();
+    w.assignment.units.resize(static_cast<std::size_t>(config.num_hidden_layers));
+    for (std::int64_t l = 0; l < config.num_hidden_layers; ++l) {
+      auto& units = w.assignment.units[static_cast<std::size_t>(l)];
+      for (auto e : p.experts_of(static_cast<int>(f), l)) units.push_back(static_cast<std::int32_t>(e));
+      if (p.unit_slice_of(static_cast<int>(f), l)) units.push_back(engine::shared_unit);
+    }
+    s.ffn_workers.push_back(std::move(w));
+  }
+  s.transport.type = t.transport.kind == topology::transport_kind::loopback ? actors::transport_settings::kind::loopback
+                                                                            : actors::transport_settings::kind::ucx;
+  s.transport.tls = t.transport.tls;
+  s.transport.net_devices = t.transport.net_devices;
+  s.limits.queue = t.limits.queue;
+  s.limits.max_new_tokens = t.limits.max_new_tokens;
+  s.limits.max_context = t.limits.max_context > 0 ? t.limits.max_context : config.max_position_embedding;
+  if (auto ok = s.validate(); !ok) return fail(ok.err().code(), t.file, ": ", ok.err().message());
+  return s;
+}
+
+expected<actors::cluster_spec> load_cluster_spec(const std::string& topology_file, const std::string& model_path) {
+  auto t = topology::load_file(topology_file);
+  if (!t) return t.err();
+  if (!model_path.empty()) t->model.path = model_path;
+  auto config = topology::read_model_config(*t);
+  if (!config) return config.err();
+  return to_cluster_spec(*t, *config);
+}
+
+}  // namespace afd::client
