@@ -1,0 +1,173 @@
+// Grouping workers into processes, their command lines, and the checks made before launching.
+#include "deploy/launch/launch_plan.hpp"
+
+#include <algorithm>
+
+namespace afd::launch {
+
+namespace {
+
+std::string join_names(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+}  // namespace
+
+launch_plan plan_launch(const topology::topology& t) {
+  launch_plan plan;
+  plan.coordinator_port = t.coordinator.port;
+  if (const auto* n = t.find_node(t.coordinator.node)) {
+    plan.coordinator_host = n->host;
+    plan.coordinator_local = topology::is_local_host(n->host);
+  }
+  auto node_of = [&](const std::string& worker) -> std::string {
+    if (worker == "coordinator") return t.coordinator.node;
+    if (int a = t.attention_worker_index(worker); a >= 0) return t.attention_workers[static_cast<std::size_t>(a)].node;
+    if (int f = t.ffn_worker_index(worker); f >= 0) return t.ffn_workers[static_cast<std::size_t>(f)].node;
+    return {};
+  };
+  auto place = [&](process_plan& p) {
+    if (const auto* n = t.find_node(p.node)) {
+      p.host = n->host;
+      p.local = topology::is_local_host(n->host);
+    }
+  };
+  std::vector<std::string> grouped;
+  for (const auto& spec : t.processes) {
+    process_plan p;
+    p.name = spec.name;
+    p.where = spec.where;
+    for (const auto& m : spec.members) {
+      grouped.push_back(m);
+      if (m == "coordinator") {
+        p.in_launcher = true;
+      } else {
+        p.workers.push_back(m);
+      }
+      if (p.node.empty()) p.node = node_of(m);
+    }
+    place(p);
+    if (p.in_launcher) {
+      plan.processes.insert(plan.processes.begin(), std::move(p));
+    } else if (!p.workers.empty()) {
+      plan.processes.push_back(std::move(p));
+    }
+  }
+  auto alone = [&](const std::string& name, const std::string& node, const topology::source_location& where) {
+    if (std::find(grouped.begin(), grouped.end(), name) != grouped.end()) return;
+    process_plan p;
+    p.name = name;
+    p.workers = {name};
+    p.node = node;
+    p.where = where;
+    place(p);
+    plan.processes.push_back(std::move(p));
+  };
+  for (const auto& a : t.attention_workers) alone(a.name, a.node, a.where);
+  for (const auto& f : t.ffn_workers) alone(f.name, f.node, f.where);
+  return plan;
+}
+
+std::vector<std::string> worker_command(const process_plan& p, const worker_command_options& o) {
+  std::vector<std::string> argv{o.afd_executable, "worker", "--topology", o.topology_file};
+  for (const auto& w : p.workers) {
+    argv.push_back("--name");
+    argv.push_back(w);
+  }
+  argv.push_back("--coordinator");
+  argv.push_back(o.coordinator);
+  if (!o.model_override.empty()) {
+    argv.push_back("--model");
+    argv.push_back(o.model_override);
+  }
+  return argv;
+}
+
+std::vector<std::string> remote_worker_command(const process_plan& p, const worker_command_options& o) {
+  worker_command_options remote = o;
+  remote.afd_executable = "afd";  // found through the remote shell's PATH
+  std::vector<std::string> argv{"ssh", "-o", "BatchMode=yes", p.host, "--"};
+  for (auto& a : worker_command(p, remote)) argv.push_back(std::move(a));
+  return argv;
+}
+
+topology::diagnostics check_launchable(const topology::topology& t, const launch_plan& plan,
+                                       const worker_command_options& o) {
+  topology::diagnostics out;
+  if (!plan.coordinator_local)
+    out.push_back({t.location_of("coordinator.node"),
+                   "the coordinator is on node '" + t.coordinator.node + "' (host " + plan.coordinator_host +
+                       "), not this machine: `afd launch` hosts the coordinator itself, so run it on " +
+                       plan.coordinator_host});
+  for (const auto& p : plan.processes) {
+    if (p.local) continue;
+    out.push_back({p.where, "process '" + p.name + "' (workers " + join_names(p.workers) + ") is on node '" +
+                                p.node + "' (host " + p.host +
+                                "): workers on other hosts are not supported by `afd launch` yet; it will start "
+                                "them over ssh as `" +
+                                shell_join(remote_worker_command(p, o)) +
+                                "` (same file and model paths there). Until then, run that `afd worker` command on " +
+                                p.host + " yourself, or place the node on this machine"});
+  }
+  std::size_t worker_processes = 0;
+  for (const auto& p : plan.processes)
+    if (!p.workers.empty()) ++worker_processes;
+  const bool launcher_has_workers = !plan.processes.empty() && plan.processes.front().in_launcher;
+  const bool all_in_launcher = worker_processes == 1 && launcher_has_workers;
+  if (t.transport.kind == topology::transport_kind::loopback && !all_in_launcher)
+    out.push_back({t.location_of("transport.kind"),
+                   "transport 'loopback' connects workers inside one process, but this cluster runs in " +
+                       std::to_string(worker_processes + (launcher_has_workers ? 0 : 1)) +
+                       " processes; expected 'ucx' (or one process with the coordinator and every worker)"});
+  return out;
+}
+
+std::string shell_join(const std::vector<std::string>& argv) {
+  std::string out;
+  for (const auto& a : argv) {
+    if (!out.empty()) out += ' ';
+    const bool plain = !a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                         "0123456789_-./:=,@+%[]") == std::string::npos;
+    if (plain) {
+      out += a;
+      continue;
+    }
+    out += '\'';
+    for (char c : a) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    out += '\'';
+  }
+  return out;
+}
+
+std::string host_port(const std::string& host, int port) {
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+expected<std::pair<std::string, int>> parse_host_port(const std::string& text) {
+  std::string host, port;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':')
+      return fail(errc::invalid_argument, "'", text, "' is not HOST:PORT (IPv6 as [::1]:7600)");
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string::npos || text.find(':') != colon)
+      return fail(errc::invalid_argument, "'", text, "' is not HOST:PORT (e.g. 127.0.0.1:7600)");
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  int value = 0;
+  const bool digits = !port.empty() && port.size() <= 5 &&
+                      std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (digits) value = std::stoi(port);
+  if (host.empty() || !digits || value < 1 || value > 65535)
+    return fail(errc::invalid_argument, "'", text, "' is not HOST:PORT with a port in 1..65535");
+  return std::pair<std::string, int>{host, value};
+}
+
+}  // namespace afd::launch

@@ -1,0 +1,68 @@
+#pragma once
+/// What `afd launch FILE` starts where: the topology's workers grouped into processes (one per
+/// worker unless the file's `processes` groups them), each process placed on its node's host, the
+/// command line that starts it (`afd worker ...` here, `ssh HOST afd worker ...` on another host),
+/// and the checks made before anything starts. No CAF, no process is started here.
+
+#include <string>
+#include <vector>
+
+#include "deploy/topology/topology.hpp"
+#include "runtime/core/error.hpp"
+
+namespace afd::launch {
+
+/// One operating-system process of a launched cluster.
+struct process_plan {
+  std::string name;                  ///< the file's process name, or the worker's name
+  std::vector<std::string> workers;  ///< worker names it runs (may be empty for the launcher)
+  std::string node;                  ///< node name in the topology
+  std::string host;                  ///< that node's host
+  bool local = true;                 ///< the host is this machine
+  bool in_launcher = false;          ///< runs inside the launcher (grouped with the coordinator)
+  topology::source_location where;   ///< where the file defines it (the process or the worker)
+};
+
+/// Every process of the cluster, and where the coordinator is reached.
+struct launch_plan {
+  std::vector<process_plan> processes;  ///< the launcher's own (in_launcher) first when it hosts workers
+  std::string coordinator_host;         ///< host workers and clients connect to
+  int coordinator_port = 0;
+  bool coordinator_local = true;
+};
+
+/// Options that travel to every worker process.
+struct worker_command_options {
+  std::string afd_executable = "afd";  ///< path of the `afd` program on the worker's host
+  std::string topology_file;           ///< absolute path of the topology file
+  std::string model_override;          ///< --model, when given
+  std::string coordinator;             ///< HOST:PORT
+};
+
+/// Groups the workers of `t` into processes and places them on hosts.
+launch_plan plan_launch(const topology::topology& t);
+
+/// The argv of the process that runs `p`'s workers on its own host:
+/// `afd worker --topology FILE --name W [--name W2...] --coordinator HOST:PORT [--model DIR]`.
+std::vector<std::string> worker_command(const process_plan& p, const worker_command_options& o);
+
+/// The same for a process on another host, as it will be started: `ssh -o BatchMode=yes HOST --
+/// afd worker ...` (the file and the model must be at the same paths there).
+std::vector<std::string> remote_worker_command(const process_plan& p, const worker_command_options& o);
+
+/// Checks made before anything starts, one diagnostic each: processes on other hosts (not
+/// supported yet: the message names the node and the ssh command it will run), the coordinator on
+/// another host, and a loopback transport across several processes.
+topology::diagnostics check_launchable(const topology::topology& t, const launch_plan& plan,
+                                       const worker_command_options& o);
+
+/// A command line as a shell would read it (arguments with spaces or quotes are quoted).
+std::string shell_join(const std::vector<std::string>& argv);
+
+/// "HOST:PORT", bracketing IPv6 addresses ("[::1]:7600").
+std::string host_port(const std::string& host, int port);
+
+/// Splits "HOST:PORT" or "[V6]:PORT"; errc::invalid_argument naming `text` otherwise.
+expected<std::pair<std::string, int>> parse_host_port(const std::string& text);
+
+}  // namespace afd::launch
