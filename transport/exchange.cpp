@@ -371,6 +371,7 @@ combine_view attention_exchange::received(std::uint32_t slot, std::uint32_t f) c
   combine_view v;
   v.token_count = h.token_count;
   v.vector_count = h.vector_count;
+  v.cluster_tokens = h.cluster_tokens;
   v.vectors = reinterpret_cast<std::uint16_t*>(payload + l.vectors_offset);
   v.entries = shape_.mode == combine_mode::deterministic
                   ? reinterpret_cast<combine_entry*>(payload + l.entries_offset)
@@ -564,6 +565,7 @@ op_status ffn_exchange::post_combine(std::uint32_t slot, std::uint32_t a) noexce
   h.token_count = ps.recv_tokens;
   h.vector_count = c.vectors;
   h.byte_count = l.bytes;
+  for (std::uint32_t p = 0; p < peers_.size(); ++p) h.cluster_tokens += at(slot, p).recv_tokens;
   write_header(ps.send.data, h);
   op_status s = t_.post_send(peers_[a], tag_of(message_kind::combine, slot), arena_region_,
                              ps.send.offset, header_bytes + l.bytes, ps.send_op);

@@ -67,6 +67,7 @@ struct dispatch_view {
 struct combine_view {
   std::uint32_t token_count = 0;      ///< tokens of the attention worker's micro-batch
   std::uint32_t vector_count = 0;     ///< deterministic: vectors; throughput: = token_count
+  std::uint32_t cluster_tokens = 0;   ///< received: tokens of every attention worker in this exchange
   std::uint16_t* vectors = nullptr;   ///< [V, H] BF16 bits
   combine_entry* entries = nullptr;   ///< [V] (deterministic only, else null)
 };
@@ -201,7 +202,8 @@ class ffn_exchange final : public exchange_base {
   /// must equal the worker's token count). Waits for the previous send to a from this slot.
   combine_view begin_combine(std::uint32_t slot, std::uint32_t a, std::uint32_t vectors,
                              deadline until) noexcept;
-  /// Sends what was written since begin_combine to attention worker a.
+  /// Sends what was written since begin_combine to attention worker a; the header carries the
+  /// token count of every attention worker's dispatch of the slot (cluster_tokens).
   op_status post_combine(std::uint32_t slot, std::uint32_t a) noexcept;
   /// Waits for the slot's combine sends.
   op_status wait_combine_sent(std::uint32_t slot, deadline until) noexcept;

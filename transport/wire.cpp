@@ -37,6 +37,7 @@ void write_header(std::byte* out, const header_fields& f) noexcept {
   h.vector_count = f.vector_count;
   h.byte_count = f.byte_count;
   h.hidden = f.hidden;
+  h.cluster_tokens = f.kind == message_kind::combine ? f.cluster_tokens : 0;
   h.checksum = fnv1a(reinterpret_cast<const std::byte*>(&h), checksummed_bytes);
   std::memcpy(out, &h, sizeof h);
 }
@@ -86,7 +87,9 @@ header_check check_header(std::span<const std::byte> message,
     return header_check::bad_dtype;
   }
   if (h.byte_count != message.size() - header_bytes) return header_check::bad_length;
-  if (h.reserved0 != 0 || h.reserved1 != 0 || h.reserved2 != 0) return header_check::reserved_nonzero;
+  if (h.reserved0 != 0 || h.reserved2 != 0) return header_check::reserved_nonzero;
+  if (h.kind == static_cast<std::uint8_t>(message_kind::dispatch) && h.cluster_tokens != 0)
+    return header_check::reserved_nonzero;
   if (h.source != expect.source) return header_check::wrong_source;
   if (h.epoch < expect.id.epoch) return header_check::stale_epoch;
   if (h.epoch > expect.id.epoch) return header_check::future_epoch;

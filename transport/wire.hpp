@@ -57,7 +57,10 @@ struct wire_header {
   std::uint32_t vector_count;  ///< combine: BF16 vectors carried; dispatch: equals token_count
   std::uint64_t byte_count;    ///< payload bytes after the header
   std::uint32_t hidden;
-  std::uint32_t reserved1;
+  /// Combine: tokens of all attention workers in this (step, micro-batch, layer) as the FFN
+  /// worker received them, so that an idle attention worker knows whether the whole cluster is
+  /// idle (DESIGN.md); dispatch: 0.
+  std::uint32_t cluster_tokens;
   std::uint32_t reserved2;
   std::uint32_t checksum;      ///< FNV-1a over the 60 bytes before it
 };
@@ -76,6 +79,7 @@ struct header_fields {
   std::uint32_t token_count = 0;
   std::uint32_t vector_count = 0;
   std::uint64_t byte_count = 0;
+  std::uint32_t cluster_tokens = 0;  ///< combine only (see wire_header)
 };
 
 /// Writes a complete header (with checksum) at `out` (64 bytes).
