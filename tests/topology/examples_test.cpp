@@ -1,5 +1,7 @@
 // The shipped examples parse, name only this machine, and resolve against both model shapes.
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "tests/topology/test_support.hpp"
 
@@ -57,6 +59,29 @@ TEST(topology_examples_files, missing_file_is_an_error_naming_it) {
   auto e = load_file("/nonexistent/topology.yaml");
   ASSERT_FALSE(e.has_value());
   EXPECT_EQ(e.err().code(), errc::invalid_config);
+}
+
+// The complete example in the schema reference stays valid.
+TEST(topology_examples_files, readme_example_parses_and_resolves) {
+  std::ifstream in(std::string(AFD_SOURCE_DIR) + "/deploy/topology/README.md");
+  ASSERT_TRUE(in);
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string readme = text.str();
+  const auto begin = readme.find("```yaml\n");
+  ASSERT_NE(begin, std::string::npos);
+  const auto end = readme.find("```", begin + 8);
+  ASSERT_NE(end, std::string::npos);
+  auto t = parse_text(readme.substr(begin + 8, end - begin - 8), "README.md", "/x/deploy/topology");
+  ASSERT_TRUE(t.ok()) << testing::dump(t.errors);
+  EXPECT_EQ(t.value->model.path, "/x/build/models/tiny");
+  auto p = resolve_placement(*t.value, testing::tiny_config());
+  ASSERT_TRUE(p.ok()) << testing::dump(p.errors);
+  EXPECT_EQ(p.value->experts_of(0, 1), (std::vector<std::int64_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(p.value->experts_of(1, 2), (std::vector<std::int64_t>{1, 3, 5, 7}));  // layers 2-3: round robin
+  EXPECT_EQ(p.value->layers[1].unit.size(), 2u);                                   // sliced shared expert
+  EXPECT_EQ(p.value->layers[2].unit, (std::vector<unit_slice>{{0, 0, 32}}));       // override: whole on f0
+  EXPECT_EQ(p.value->layers[0].unit, (std::vector<unit_slice>{{1, 0, 96}}));       // dense whole on f1
 }
 
 }  // namespace
