@@ -95,6 +95,7 @@ struct attention_engine::state {
   engine::attention_workspace ws;
   std::vector<float> scratch;
   step_timing timing;
+  std::uint64_t cluster_tokens = 0;  // every attention worker's tokens in the last step (FFN headers)
 
   state(std::shared_ptr<const engine::model_weights> w, attention_engine_options o, transport::transport& tr,
         std::vector<transport::peer_id> peers, report_fn rep, failure_fn fail_fn, engine::kv_cache k)
@@ -469,8 +470,11 @@ struct attention_engine::state {
         if (auto o = attend_and_dispatch(m, l); o != detail::wait_outcome::done) return o;
       }
     }
-    for (std::uint32_t m = 0; m < K; ++m)
+    cluster_tokens = 0;
+    for (std::uint32_t m = 0; m < K; ++m) {
       if (auto o = combine(m, c.num_hidden_layers - 1); o != detail::wait_outcome::done) return o;
+      cluster_tokens += ex->received(m, 0).cluster_tokens;
+    }
     return detail::wait_outcome::done;
   }
 
@@ -527,9 +531,10 @@ struct attention_engine::state {
   void run() {
     bool was_idle = false;
     while (!stop.load()) {
-      // An idle worker (nothing ran last step, nothing to run now) waits for work a little before
-      // the next empty step, so that an idle cluster does not spin; the empty steps keep the
-      // FFN workers' deadlines fed.
+      // When the whole cluster was idle in the last step (the FFN workers' headers count every
+      // attention worker's tokens) and nothing waits here, wait for work a little before the
+      // next empty step, so that an idle cluster does not spin while a busy one is never slowed;
+      // the empty steps keep the FFN workers' deadlines fed.
       if (was_idle && running.empty() && waiting.empty() && options.plane.idle_wait.count() > 0) {
         std::unique_lock lock(mu);
         cv.wait_for(lock, options.plane.idle_wait, [&] { return stop.load() || !commands.empty(); });
@@ -546,7 +551,7 @@ struct attention_engine::state {
       auto o = forward();
       if (o != detail::wait_outcome::done) break;  // failure reported, or stopping
       finish_step(rep);
-      was_idle = chunks.empty();
+      was_idle = cluster_tokens == 0;
       free_blocks = kv.free_blocks();
       timing.total_seconds = detail::seconds(start, transport::clock::now());
       if (on_report && (changed || !rep.tokens.empty() || !rep.finished.empty())) {

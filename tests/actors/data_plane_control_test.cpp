@@ -262,6 +262,26 @@ TEST(data_plane_idle, an_idle_cluster_does_not_spin) {
   EXPECT_TRUE(same_result(c.results().at(1), reference({r}, numerics{})[0]));
 }
 
+TEST(data_plane_idle, an_idle_worker_does_not_slow_a_busy_one) {
+  cluster_options o;
+  o.A = 2;
+  o.F = 1;
+  o.plane.idle_wait = 40ms;  // were the busy worker's steps paced by it, 24 steps would take > 0.9 s
+  cluster c(o);
+  c.start();
+  std::this_thread::sleep_for(100ms);  // both idle now
+  engine::request r;
+  r.prompt = {5, 6, 7};
+  r.max_new_tokens = 24;
+  const auto t0 = std::chrono::steady_clock::now();
+  c.admit(1, 1, r);
+  ASSERT_TRUE(c.wait_finished(1, std::chrono::seconds(10)));
+  const double took = seconds_since(t0);
+  EXPECT_LT(took, 0.5);
+  EXPECT_TRUE(same_result(c.results().at(1), reference({r}, numerics{})[0]));
+  std::printf("24 tokens beside an idle worker (idle_wait 40 ms): %.3f s\n", took);
+}
+
 // Throughput mode: each FFN worker pre-sums its units (f32, canonical order) and rounds once to
 // bf16; the attention side sums the partials in worker order and rounds the sum once to bf16.
 // With one FFN worker this is the reference's throughput mode bitwise. With several, each layer's
