@@ -39,10 +39,11 @@ dispatch_layout dispatch_layout::of(const exchange_shape& s, std::uint32_t token
 combine_layout combine_layout::of(const exchange_shape& s, std::uint32_t vectors) noexcept {
   combine_layout l;
   l.vectors_offset = 0;
-  l.entries_offset = align_up(std::size_t{vectors} * s.hidden * sizeof(std::uint16_t), section_align);
+  const std::size_t vector_bytes = std::size_t{vectors} * s.hidden * afd::size_of(s.combine_dtype);
+  l.entries_offset = align_up(vector_bytes, section_align);
   l.bytes = s.mode == combine_mode::deterministic
                 ? l.entries_offset + std::size_t{vectors} * sizeof(combine_entry)
-                : std::size_t{vectors} * s.hidden * sizeof(std::uint16_t);
+                : vector_bytes;
   if (vectors == 0) l = {};
   return l;
 }
@@ -249,9 +250,14 @@ expected<void> check_shape(const exchange_shape& s, std::size_t peers) {
                 "transport: exchange shape needs hidden, max_tokens, micro_batches and "
                 "scale_block > 0");
   }
-  if (s.dispatch_dtype != afd::dtype::f8_e4m3 && s.dispatch_dtype != afd::dtype::bf16) {
-    return fail(errc::dtype_mismatch, "transport: dispatch dtype must be f8_e4m3 or bf16, not ",
+  if (s.dispatch_dtype != afd::dtype::f8_e4m3 && s.dispatch_dtype != afd::dtype::bf16 &&
+      s.dispatch_dtype != afd::dtype::f32) {
+    return fail(errc::dtype_mismatch, "transport: dispatch dtype must be f8_e4m3, bf16 or f32, not ",
                 afd::to_string(s.dispatch_dtype));
+  }
+  if (s.combine_dtype != afd::dtype::bf16 && s.combine_dtype != afd::dtype::f32) {
+    return fail(errc::dtype_mismatch, "transport: combine dtype must be bf16 or f32, not ",
+                afd::to_string(s.combine_dtype));
   }
   if (s.micro_batches > 0xFFFF) return fail(errc::invalid_argument, "transport: too many micro-batches");
   if (peers == 0) return fail(errc::invalid_argument, "transport: an exchange needs at least one peer");
@@ -340,7 +346,7 @@ header_check attention_exchange::check_payload(std::uint32_t slot,
   if (h.hidden != shape_.hidden || h.mode != static_cast<std::uint8_t>(shape_.mode)) {
     return header_check::bad_length;
   }
-  if (h.dtype != static_cast<std::uint8_t>(afd::dtype::bf16)) return header_check::bad_dtype;
+  if (h.dtype != static_cast<std::uint8_t>(shape_.combine_dtype)) return header_check::bad_dtype;
   if (h.token_count != d.tokens) return header_check::bad_length;
   std::uint32_t max_vectors = shape_.mode == combine_mode::throughput
                                   ? d.tokens
@@ -372,7 +378,11 @@ combine_view attention_exchange::received(std::uint32_t slot, std::uint32_t f) c
   v.token_count = h.token_count;
   v.vector_count = h.vector_count;
   v.cluster_tokens = h.cluster_tokens;
-  v.vectors = reinterpret_cast<std::uint16_t*>(payload + l.vectors_offset);
+  if (shape_.combine_dtype == afd::dtype::f32) {
+    v.vectors_f32 = reinterpret_cast<float*>(payload + l.vectors_offset);
+  } else {
+    v.vectors = reinterpret_cast<std::uint16_t*>(payload + l.vectors_offset);
+  }
   v.entries = shape_.mode == combine_mode::deterministic
                   ? reinterpret_cast<combine_entry*>(payload + l.entries_offset)
                   : nullptr;
@@ -388,10 +398,14 @@ op_status attention_exchange::reduce(std::uint32_t slot, float* out) noexcept {
     if (!at(slot, f).recv_ok) return record(slot, errc::internal, f, header_check::ok, true);
   }
   std::fill(out, out + std::size_t{d.tokens} * hidden, 0.0f);
+  // Element i of a received vector section, as f32.
+  auto value = [](const combine_view& v, std::size_t i) {
+    return v.vectors_f32 != nullptr ? v.vectors_f32[i] : afd::bf16_to_f32(v.vectors[i]);
+  };
   if (shape_.mode == combine_mode::throughput) {
     for (std::uint32_t f = 0; f < n; ++f) {
-      const std::uint16_t* v = received(slot, f).vectors;
-      for (std::size_t i = 0; i < std::size_t{d.tokens} * hidden; ++i) out[i] += afd::bf16_to_f32(v[i]);
+      const combine_view v = received(slot, f);
+      for (std::size_t i = 0; i < std::size_t{d.tokens} * hidden; ++i) out[i] += value(v, i);
     }
     return op_status::done;
   }
@@ -434,8 +448,9 @@ op_status attention_exchange::reduce(std::uint32_t slot, float* out) noexcept {
         return record(slot, errc::bad_message, f, header_check::ok, true);
       }
       const sort_entry& e = sort_scratch_[next++];
-      const std::uint16_t* v = received(slot, e.source).vectors + std::size_t{e.vector} * hidden;
-      for (std::size_t h = 0; h < hidden; ++h) row[h] += afd::bf16_to_f32(v[h]);
+      const combine_view v = received(slot, e.source);
+      const std::size_t base = std::size_t{e.vector} * hidden;
+      for (std::size_t h = 0; h < hidden; ++h) row[h] += value(v, base + h);
     }
   }
   if (next != sort_scratch_.size()) {
@@ -540,7 +555,11 @@ combine_view ffn_exchange::begin_combine(std::uint32_t slot, std::uint32_t a,
   combine_view v;
   v.token_count = tokens;
   v.vector_count = vectors;
-  v.vectors = reinterpret_cast<std::uint16_t*>(payload + l.vectors_offset);
+  if (shape_.combine_dtype == afd::dtype::f32) {
+    v.vectors_f32 = reinterpret_cast<float*>(payload + l.vectors_offset);
+  } else {
+    v.vectors = reinterpret_cast<std::uint16_t*>(payload + l.vectors_offset);
+  }
   v.entries = shape_.mode == combine_mode::deterministic
                   ? reinterpret_cast<combine_entry*>(payload + l.entries_offset)
                   : nullptr;
@@ -556,7 +575,7 @@ op_status ffn_exchange::post_combine(std::uint32_t slot, std::uint32_t a) noexce
   combine_layout l = combine_layout::of(shape_, c.vectors);
   header_fields h;
   h.kind = message_kind::combine;
-  h.payload_dtype = afd::dtype::bf16;
+  h.payload_dtype = shape_.combine_dtype;
   h.mode = shape_.mode;
   h.id = received_id_[slot];
   h.source = t_.rank();

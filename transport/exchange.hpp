@@ -24,9 +24,10 @@ struct exchange_shape {
   std::uint32_t top_k = 0;           ///< routed experts per token (0: dense layers only)
   std::uint32_t max_tokens = 0;      ///< tokens per attention worker per micro-batch
   std::uint32_t micro_batches = 1;   ///< slots: one set of buffers per micro-batch
-  afd::dtype dispatch_dtype = afd::dtype::f8_e4m3;  ///< f8_e4m3 or bf16
+  afd::dtype dispatch_dtype = afd::dtype::f8_e4m3;  ///< f8_e4m3, bf16 or f32
   std::uint32_t scale_block = 128;   ///< FP8: one f32 scale per token per block of hidden
   combine_mode mode = combine_mode::deterministic;
+  afd::dtype combine_dtype = afd::dtype::bf16;  ///< bf16 or f32 (results F -> A)
 };
 
 /// Unit id of the shared expert (MoE layer) or the dense MLP (dense layer): sorts after every
@@ -41,7 +42,7 @@ struct dispatch_layout {
   static dispatch_layout of(const exchange_shape& s, std::uint32_t tokens, bool routed) noexcept;
 };
 
-/// Payload offsets of a combine message carrying `vectors` BF16 vectors.
+/// Payload offsets of a combine message carrying `vectors` vectors of combine_dtype.
 struct combine_layout {
   std::size_t vectors_offset = 0, entries_offset = 0;
   std::size_t bytes = 0;
@@ -68,7 +69,8 @@ struct combine_view {
   std::uint32_t token_count = 0;      ///< tokens of the attention worker's micro-batch
   std::uint32_t vector_count = 0;     ///< deterministic: vectors; throughput: = token_count
   std::uint32_t cluster_tokens = 0;   ///< received: tokens of every attention worker in this exchange
-  std::uint16_t* vectors = nullptr;   ///< [V, H] BF16 bits
+  std::uint16_t* vectors = nullptr;   ///< [V, H] BF16 bits (combine_dtype bf16, else null)
+  float* vectors_f32 = nullptr;       ///< [V, H] (combine_dtype f32, else null)
   combine_entry* entries = nullptr;   ///< [V] (deterministic only, else null)
 };
 

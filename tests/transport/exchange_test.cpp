@@ -200,7 +200,7 @@ TEST(exchange, rejects_bad_shapes) {
   EXPECT_FALSE(attention_exchange::create(*t, s, {0}));
   s.hidden = 8;
   s.max_tokens = 1;
-  s.dispatch_dtype = afd::dtype::f32;
+  s.dispatch_dtype = afd::dtype::f16;  // f8_e4m3, bf16 and f32 are the wire's dtypes
   EXPECT_FALSE(ffn_exchange::create(*t, s, {0}));
 }
 
