@@ -329,6 +329,8 @@ struct attention_engine::state {
         // The codes and scales round_activations would produce: the FFN side dequantizes them
         // into exactly the reference engine's x_f.
         cpu::quantize_fp8(mb.n.data(), T, hidden, reinterpret_cast<std::uint8_t*>(v.tokens), v.scales);
+      } else if (options.plane.num.dispatch == dtype::f32) {
+        std::memcpy(v.tokens, mb.n.data(), mb.n.size() * sizeof(float));
       } else {
         auto* out = reinterpret_cast<std::uint16_t*>(v.tokens);
         for (std::size_t i = 0; i < mb.n.size(); ++i) out[i] = f32_to_bf16(mb.n[i]);
@@ -398,7 +400,7 @@ struct attention_engine::state {
         const transport::combine_view v = ex->received(m, f);
         for (std::uint32_t i = 0; i < T; ++i) {
           float* row = mb.units.data() + (next++) * H;
-          for (std::size_t j = 0; j < H; ++j) row[j] = bf16_to_f32(v.vectors[i * H + j]);
+          detail::read_vector(v, i, H, row);
           mb.unit_ptrs[static_cast<std::size_t>(i) * F + f] = row;
         }
       }
@@ -436,7 +438,7 @@ struct attention_engine::state {
                  ") sent unit " + std::to_string(unit) + " for token " + std::to_string(e.token) +
                  (slot == per ? ", which that token did not choose" : " a second time");
         float* row = mb.units.data() + (next++) * H;
-        for (std::size_t j = 0; j < H; ++j) row[j] = bf16_to_f32(v.vectors[i * H + j]);
+        detail::read_vector(v, i, H, row);
         mb.unit_ptrs[e.token * per + slot] = row;
       }
     }

@@ -7,14 +7,13 @@ namespace afd::actors::detail {
 
 expected<void> check_plane_options(const data_plane_options& o, const model_config& c) {
   const numerics& n = o.num;
-  // The wire carries fp8 codes + scales or bf16 bits A -> F and bf16 bits F -> A; f32 payloads
-  // would need another message format, so such numerics are refused rather than rounded silently.
-  if (n.dispatch != dtype::f8_e4m3 && n.dispatch != dtype::bf16)
-    return fail(errc::unsupported, "data plane: numerics.dispatch must be f8_e4m3 or bf16 (the transport carries "
-                                   "no f32 dispatch payloads), got ", to_string(n.dispatch));
-  if (n.combine != dtype::bf16)
-    return fail(errc::unsupported, "data plane: numerics.combine must be bf16 (the transport carries no f32 "
-                                   "combine payloads), got ", to_string(n.combine));
+  // The wire carries exactly these payloads: fp8 codes + scales, bf16 bits or f32 A -> F, bf16
+  // bits or f32 F -> A. Anything else would need a rounding the reference engine does not do.
+  if (n.dispatch != dtype::f8_e4m3 && n.dispatch != dtype::bf16 && n.dispatch != dtype::f32)
+    return fail(errc::unsupported, "data plane: numerics.dispatch must be f8_e4m3, bf16 or f32, got ",
+                to_string(n.dispatch));
+  if (n.combine != dtype::bf16 && n.combine != dtype::f32)
+    return fail(errc::unsupported, "data plane: numerics.combine must be bf16 or f32, got ", to_string(n.combine));
   if (n.kv != dtype::f32 && n.kv != dtype::bf16 && n.kv != dtype::f8_e4m3)
     return fail(errc::invalid_argument, "data plane: KV cache dtype must be f32, bf16 or fp8, got ", to_string(n.kv));
   if (o.micro_batches < 1 || o.micro_batches > 0xFFFF)
@@ -43,6 +42,7 @@ transport::exchange_shape exchange_shape_of(const data_plane_options& o, const m
   s.micro_batches = o.micro_batches;
   s.dispatch_dtype = o.num.dispatch;
   s.scale_block = static_cast<std::uint32_t>(kernels::cpu::fp8_activation_block);
+  s.combine_dtype = o.num.combine;
   s.mode = o.num.mode == combine_mode::deterministic ? transport::combine_mode::deterministic
                                                      : transport::combine_mode::throughput;
   return s;

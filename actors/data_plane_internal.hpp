@@ -3,6 +3,7 @@
 /// shape both sides must agree on, and waits cut into short slices so that stop() is prompt
 /// while the total wait stays bounded by the step deadline.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <string>
@@ -42,6 +43,24 @@ wait_outcome sliced_wait(Attempt&& attempt, const std::atomic<bool>& stop, trans
     if (s == transport::op_status::error) return wait_outcome::failed;
     if (transport::clock::now() >= limit) return wait_outcome::timed_out;
   }
+}
+
+/// Reads vector `index` of a combine payload (bf16 bits or f32) into out[H] as f32.
+inline void read_vector(const transport::combine_view& v, std::size_t index, std::size_t H, float* out) {
+  if (v.vectors_f32 != nullptr) {
+    std::copy(v.vectors_f32 + index * H, v.vectors_f32 + (index + 1) * H, out);
+    return;
+  }
+  for (std::size_t j = 0; j < H; ++j) out[j] = bf16_to_f32(v.vectors[index * H + j]);
+}
+
+/// Writes row[H] (already rounded to the combine dtype) as vector `index` of a combine payload.
+inline void write_vector(const transport::combine_view& v, std::size_t index, std::size_t H, const float* row) {
+  if (v.vectors_f32 != nullptr) {
+    std::copy(row, row + H, v.vectors_f32 + index * H);
+    return;
+  }
+  for (std::size_t j = 0; j < H; ++j) v.vectors[index * H + j] = f32_to_bf16(row[j]);
 }
 
 /// Seconds between two steady-clock points.

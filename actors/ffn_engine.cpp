@@ -97,6 +97,8 @@ struct ffn_engine::state {
       if (options.num.dispatch == dtype::f8_e4m3) {
         cpu::dequantize_fp8(reinterpret_cast<const std::uint8_t*>(v.tokens), v.scales, static_cast<std::int64_t>(T),
                             c.hidden_size, x);
+      } else if (options.num.dispatch == dtype::f32) {
+        std::memcpy(x, v.tokens, T * H * sizeof(float));
       } else {
         const auto* in = reinterpret_cast<const std::uint16_t*>(v.tokens);
         for (std::size_t i = 0; i < T * H; ++i) x[i] = bf16_to_f32(in[i]);
@@ -181,7 +183,7 @@ struct ffn_engine::state {
       auto o = detail::sliced_wait(
           [&](transport::deadline until) {
             v = ex->begin_combine(m, a, vectors, until);
-            if (v.vectors != nullptr || (vectors == 0 && ex->last_error(m).code() == errc::none)) return op_status::done;
+            if (v.vectors != nullptr || v.vectors_f32 != nullptr || (vectors == 0 && ex->last_error(m).code() == errc::none)) return op_status::done;
             return ex->last_error(m).code() == errc::timeout ? op_status::timeout : op_status::error;
           },
           stop, transport::after(options.step_deadline));
@@ -198,8 +200,7 @@ struct ffn_engine::state {
           auto put = [&](std::int32_t unit, const float* y) {
             v.entries[out] = {i - first, unit == engine::shared_unit ? transport::shared_unit
                                                                      : static_cast<std::uint32_t>(unit)};
-            std::uint16_t* dst = v.vectors + static_cast<std::size_t>(out) * H;
-            for (std::size_t h = 0; h < H; ++h) dst[h] = f32_to_bf16(y[h]);  // exact: y is rounded to bf16
+            detail::write_vector(v, out, H, y);  // exact: y is rounded to numerics.combine
             ++out;
           };
           for (std::size_t j = 0; j < k; ++j)
@@ -207,15 +208,14 @@ struct ffn_engine::state {
           if (shared) put(engine::shared_unit, shared_out.data() + static_cast<std::size_t>(i) * H);
         } else {
           // Throughput: this worker's units of the token summed in canonical order in f32, rounded
-          // once to numerics.combine (zeros when it owns none of them).
+          // once to numerics.combine (zeros when it owns none of them) by the wire.
           partial.assign(H, 0.0f);
           for (std::size_t j = 0; j < k; ++j)
             if (const float* y = unit_of[i * E + static_cast<std::size_t>(sorted[j])])
               for (std::size_t h = 0; h < H; ++h) partial[h] += y[h];
           if (shared)
             for (std::size_t h = 0; h < H; ++h) partial[h] += shared_out[static_cast<std::size_t>(i) * H + h];
-          std::uint16_t* dst = v.vectors + static_cast<std::size_t>(out) * H;
-          for (std::size_t h = 0; h < H; ++h) dst[h] = f32_to_bf16(partial[h]);
+          detail::write_vector(v, out, H, partial.data());
           ++out;
         }
       }

@@ -69,15 +69,21 @@ TEST(data_plane_weights, an_unloaded_unit_is_refused) {
   ASSERT_FALSE(attn.has_value());  // no attention side
 }
 
-TEST(data_plane_options_check, f32_payloads_are_refused_with_a_reason) {
+TEST(data_plane_options_check, payloads_the_wire_cannot_carry_are_refused) {
   auto fabric = transport::loopback_fabric::create();
   auto t = transport::make_loopback_transport(fabric, 5);
   ASSERT_TRUE(t.has_value());
+  for (numerics num : {numerics{dtype::bf16, dtype::f16, dtype::bf16, combine_mode::deterministic},
+                       numerics{dtype::bf16, dtype::bf16, dtype::f8_e4m3, combine_mode::deterministic}}) {
+    attention_engine_options ao;
+    ao.plane.num = num;
+    auto e = attention_engine::create(load(engine::weight_selection::attention_side()), ao, **t, {0}, {}, {});
+    ASSERT_FALSE(e.has_value());
+    EXPECT_EQ(e.err().code(), errc::unsupported);
+  }
   attention_engine_options ao;
-  ao.plane.num = numerics::exact();
-  auto e = attention_engine::create(load(engine::weight_selection::attention_side()), ao, **t, {0}, {}, {});
-  ASSERT_FALSE(e.has_value());
-  EXPECT_EQ(e.err().code(), errc::unsupported);
+  ao.max_running = 1000;  // more decode tokens than 3 micro-batches of 256 hold
+  EXPECT_FALSE(attention_engine::create(load(engine::weight_selection::attention_side()), ao, **t, {0}, {}, {}));
 }
 
 TEST(data_plane_cancel, cancellation_frees_kv_and_others_continue) {

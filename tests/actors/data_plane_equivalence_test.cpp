@@ -63,12 +63,18 @@ const std::vector<shape_case> shapes = {
     {2, 3, placement::uneven},     {1, 3, placement::contiguous},
 };
 
-class data_plane_equivalence : public ::testing::TestWithParam<dtype> {};
+struct numerics_case {
+  const char* name;
+  numerics num;
+};
+
+numerics with(dtype kv, dtype dispatch, dtype combine) { return {kv, dispatch, combine, combine_mode::deterministic}; }
+
+class data_plane_equivalence : public ::testing::TestWithParam<numerics_case> {};
 
 TEST_P(data_plane_equivalence, every_shape_and_k_is_bitwise_the_reference) {
-  numerics num;  // fp8 dispatch / bf16 combine / bf16 KV by default
-  num.dispatch = GetParam();
-  auto reqs = workload(10, num.dispatch == dtype::bf16 ? 3 : 0);
+  const numerics num = GetParam().num;
+  auto reqs = workload(10, static_cast<std::uint64_t>(num.dispatch) + 3 * static_cast<std::uint64_t>(num.kv));
   // Stop ids that the requests do produce, so that both finish reasons occur.
   const auto plain = reference(reqs, num);
   ASSERT_EQ(plain.size(), reqs.size());
@@ -109,8 +115,14 @@ TEST(data_plane_equivalence_control, another_rounding_point_is_detected) {
   EXPECT_GT(differ, 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(dispatch, data_plane_equivalence, ::testing::Values(dtype::f8_e4m3, dtype::bf16),
-                         [](const auto& info) { return std::string(to_string(info.param)); });
+// The default (fp8 dispatch, bf16 combine, bf16 KV), bf16 dispatch, everything f32, and a mix
+// with f32 results and an fp8 KV cache.
+INSTANTIATE_TEST_SUITE_P(numerics, data_plane_equivalence,
+                         ::testing::Values(numerics_case{"default", numerics{}},
+                                           numerics_case{"bf16_dispatch", with(dtype::bf16, dtype::bf16, dtype::bf16)},
+                                           numerics_case{"exact", numerics::exact()},
+                                           numerics_case{"fp8kv_bf16_f32", with(dtype::f8_e4m3, dtype::bf16, dtype::f32)}),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace afd::actors::testing
