@@ -180,7 +180,16 @@ class coordinator_state {
   }
 
   void on_worker_failed(worker_failed_msg& m) {
-    if (m.epoch != epoch_) return;
+    if (m.epoch != epoch_ || failure_) return;
+    // A worker whose peer died usually notices (transport error) before the monitor's down
+    // message names the worker that died: wait a moment so that the error names the cause.
+    if (reported_failures_.empty()) self_->delayed_send(self_, failure_grace, confirm_failure_atom::value);
+    reported_failures_.push_back(std::move(m));
+  }
+
+  void on_confirm_failure() {
+    if (failure_ || reported_failures_.empty()) return;
+    const auto& m = reported_failures_.front();
     if (worker_entry* w = find(m.name)) w->state = "failed";
     fail_cluster(fail(errc::unavailable, "worker '", m.name, "' failed: ", m.message));
   }
@@ -437,6 +446,8 @@ class coordinator_state {
   std::int64_t next_id_ = 1;
   std::int64_t finished_count_ = 0;
   std::vector<caf::response_promise> ready_waiters_;
+  std::vector<worker_failed_msg> reported_failures_;  ///< engine failures waiting for a root cause
+  static constexpr std::chrono::milliseconds failure_grace{300};
 };
 
 caf::behavior coordinator_behavior(coordinator_actor* self, cluster_spec spec) {
@@ -451,6 +462,7 @@ caf::behavior coordinator_behavior(coordinator_actor* self, cluster_spec spec) {
       [&s](status_atom) { return s.on_status(); },
       [&s](await_ready_atom) { return s.on_await_ready(); },
       [&s](shutdown_atom) { return s.on_shutdown(); },
+      [&s](confirm_failure_atom) { s.on_confirm_failure(); },
   };
 }
 

@@ -23,7 +23,7 @@ using stop_engine_atom = caf::atom_constant<caf::atom("stopengine")>;  ///< a wo
 using ready_atom = caf::atom_constant<caf::atom("ready")>;             ///< a worker's answer to start_epoch
 using report_atom = caf::atom_constant<caf::atom("report")>;           ///< engine thread -> own actor
 using failure_atom = caf::atom_constant<caf::atom("failure")>;         ///< engine thread -> own actor
-using kill_atom = caf::atom_constant<caf::atom("killworker")>;         ///< test hook: simulate a worker's death
+using confirm_failure_atom = caf::atom_constant<caf::atom("cfailure")>; ///< coordinator -> itself: a reported failure stands
 
 /// Worker -> coordinator: join the cluster. Answered with the coordinator's epoch, or an error
 /// (unknown or duplicate name, role mismatch).

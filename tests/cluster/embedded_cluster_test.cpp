@@ -1,0 +1,323 @@
+// Embedded clusters of the example shapes through the client API: tokens bitwise the reference
+// engine's, streaming, cancel, admission limits, invalid input, shutdown, a worker's death.
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "deploy/client/embedded.hpp"
+#include "kernels/cpu/cpu_kernels.hpp"
+#include "tests/cluster/test_cluster.hpp"
+
+namespace afd::cluster_testing {
+namespace {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+struct shape {
+  const char* topology;
+  int micro_batches;
+};
+
+std::string shape_name(const ::testing::TestParamInfo<shape>& p) {
+  return std::string(p.param.topology) + "_k" + std::to_string(p.param.micro_batches);
+}
+
+std::unique_ptr<client::cluster> start(const actors::cluster_spec& spec) {
+  auto c = client::embed_spec(spec);
+  EXPECT_TRUE(c.has_value()) << (c ? "" : c.err().to_string());
+  return c ? std::move(*c) : nullptr;
+}
+
+class cluster_shapes : public ::testing::TestWithParam<shape> {};
+
+// Many concurrent requests of different lengths, greedy and seeded sampling; half streamed by
+// callback, half by next_token: every token bitwise the reference engine's, in order.
+TEST_P(cluster_shapes, tokens_equal_the_reference_engine) {
+  const auto spec = example_spec(GetParam().topology, GetParam().micro_batches);
+  auto c = start(spec);
+  ASSERT_TRUE(c);
+  const std::int64_t lengths[] = {1, 23, 7, 40, 3, 17, 64, 9, 31, 5};
+  const std::int64_t news[] = {6, 3, 10, 1, 8, 5, 4, 12, 2, 7};
+  const int n = 10;
+  std::vector<client::request> reqs;
+  for (int i = 0; i < n; ++i) reqs.push_back(make_request(i, lengths[i], news[i], i % 2 == 1));
+  reqs[4].stop_ids = {reference_result(spec, reqs[4]).tokens[2]};  // ends early with "stop"
+
+  std::mutex m;
+  std::map<client::request_id, std::vector<client::token>> streamed;
+  std::vector<client::request_id> ids;
+  for (int i = 0; i < n; ++i) {
+    client::token_callback cb;
+    if (i % 2 == 0)
+      cb = [&](const client::token& t) {
+        std::lock_guard lock(m);
+        streamed[t.id].push_back(t);
+      };
+    auto id = c->submit(reqs[static_cast<std::size_t>(i)], cb);
+    ASSERT_TRUE(id.has_value()) << id.err().to_string();
+    ids.push_back(*id);
+  }
+  for (int i = 0; i < n; ++i) {
+    const auto expected = reference_result(spec, reqs[static_cast<std::size_t>(i)]);
+    std::vector<client::token> iterated;
+    if (i % 2 == 1) {
+      for (;;) {
+        auto t = c->next_token(ids[static_cast<std::size_t>(i)], 30s);
+        if (!t) {
+          EXPECT_EQ(t.err().code(), errc::out_of_range) << t.err().to_string();
+          break;
+        }
+        iterated.push_back(*t);
+      }
+    }
+    auto r = c->wait(ids[static_cast<std::size_t>(i)], 30s);
+    ASSERT_TRUE(r.has_value()) << "request " << i << ": " << r.err().to_string();
+    EXPECT_EQ(r->tokens, expected.tokens) << "request " << i;
+    EXPECT_EQ(r->finish_reason, engine::to_string(expected.reason)) << "request " << i;
+    std::vector<client::token> seen;
+    if (i % 2 == 1) {
+      seen = iterated;
+    } else {
+      std::lock_guard lock(m);
+      seen = streamed[ids[static_cast<std::size_t>(i)]];
+    }
+    ASSERT_EQ(seen.size(), r->tokens.size()) << "request " << i;
+    for (std::size_t k = 0; k < seen.size(); ++k) {
+      EXPECT_EQ(seen[k].value, r->tokens[k]);
+      EXPECT_EQ(seen[k].index, static_cast<std::int64_t>(k));
+      EXPECT_EQ(seen[k].last, k + 1 == seen.size());
+    }
+  }
+  EXPECT_EQ(reference_result(spec, reqs[4]).reason, engine::finish_reason::stop);
+  auto st = c->status();
+  ASSERT_TRUE(st.has_value()) << st.err().to_string();
+  EXPECT_TRUE(st->ready);
+  EXPECT_EQ(st->finished, n);
+  EXPECT_EQ(st->workers.size(), spec.attention_workers.size() + spec.ffn_workers.size());
+}
+
+INSTANTIATE_TEST_SUITE_P(example_topologies, cluster_shapes,
+                         ::testing::Values(shape{"1a1f", 1}, shape{"1a1f", 3}, shape{"2a2f", 3}, shape{"2a2f", 2},
+                                           shape{"3a2f", 2}, shape{"2a3f", 3}, shape{"2a3f", 1}),
+                         shape_name);
+
+TEST(cluster, cancel_ends_the_request_and_frees_its_kv) {
+  auto c = start(example_spec("1a1f", 3));
+  ASSERT_TRUE(c);
+  auto id = c->submit(make_request(1, 40, 1000, false));
+  ASSERT_TRUE(id.has_value()) << id.err().to_string();
+  auto first = c->next_token(*id, 30s);
+  ASSERT_TRUE(first.has_value()) << first.err().to_string();
+  auto before = c->status();
+  ASSERT_TRUE(before.has_value());
+  EXPECT_GT(before->workers[0].kv_blocks_used, 0);
+  ASSERT_TRUE(c->cancel(*id).has_value());
+  auto r = c->wait(*id, 5s);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.err().code(), errc::cancelled) << r.err().to_string();
+  // Tokens already streamed stay readable; then the iterator ends with the cancellation.
+  for (;;) {
+    auto t = c->next_token(*id, 5s);
+    if (!t) {
+      EXPECT_EQ(t.err().code(), errc::cancelled);
+      break;
+    }
+  }
+  // KV is freed at the next step boundary: status shows it.
+  const auto until = clock_type::now() + 5s;
+  std::int64_t used = -1;
+  while (clock_type::now() < until) {
+    auto st = c->status();
+    ASSERT_TRUE(st.has_value());
+    used = st->workers[0].kv_blocks_used;
+    if (used == 0) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(used, 0);
+  EXPECT_EQ(c->cancel(*id).err().code(), errc::invalid_argument);
+}
+
+TEST(cluster, a_full_queue_rejects_with_a_clear_error) {
+  auto c = start(example_spec("1a1f", 3, [](actors::cluster_spec& s) {
+    s.attention_workers[0].max_batch = 1;
+    s.limits.queue = 1;
+  }));
+  ASSERT_TRUE(c);
+  auto running = c->submit(make_request(1, 8, 1000, false));
+  auto queued = c->submit(make_request(2, 8, 1000, false));
+  ASSERT_TRUE(running.has_value());
+  ASSERT_TRUE(queued.has_value());
+  auto rejected = c->submit(make_request(3, 8, 4, false));
+  ASSERT_FALSE(rejected.has_value());
+  EXPECT_EQ(rejected.err().code(), errc::rejected);
+  EXPECT_NE(rejected.err().message().find("queue"), std::string::npos) << rejected.err().message();
+  auto st = c->status();
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->queued, 1);
+  // Cancelling the running request lets the queued one in; it produces tokens.
+  ASSERT_TRUE(c->cancel(*running).has_value());
+  auto t = c->next_token(*queued, 30s);
+  EXPECT_TRUE(t.has_value()) << t.err().to_string();
+  ASSERT_TRUE(c->cancel(*queued).has_value());
+}
+
+TEST(cluster, invalid_requests_are_values) {
+  auto c = start(example_spec("1a1f", 3));
+  ASSERT_TRUE(c);
+  client::request empty;
+  EXPECT_EQ(c->submit(empty).err().code(), errc::invalid_argument);
+  auto outside = make_request(1, 4, 4, false);
+  outside.prompt[2] = 512;  // vocab is 512
+  auto e = c->submit(outside);
+  ASSERT_FALSE(e.has_value());
+  EXPECT_EQ(e.err().code(), errc::invalid_argument);
+  EXPECT_NE(e.err().message().find("vocabulary"), std::string::npos) << e.err().message();
+  auto zero = make_request(1, 4, 0, false);
+  EXPECT_EQ(c->submit(zero).err().code(), errc::invalid_argument);
+  auto bad_p = make_request(1, 4, 4, true);
+  bad_p.sampling.top_p = 0.0f;
+  EXPECT_EQ(c->submit(bad_p).err().code(), errc::invalid_argument);
+  auto too_long = make_request(1, 2048, 4, false);
+  EXPECT_EQ(c->submit(too_long).err().code(), errc::rejected);
+  EXPECT_EQ(c->wait(12345, 10ms).err().code(), errc::invalid_argument);
+  EXPECT_EQ(c->cancel(12345).err().code(), errc::invalid_argument);
+  // The cluster still serves.
+  auto ok = c->submit(make_request(1, 4, 2, false));
+  ASSERT_TRUE(ok.has_value());
+  EXPECT_TRUE(c->wait(*ok, 30s).has_value());
+  auto timeout = c->wait(*ok + 1, 1ms);
+  EXPECT_EQ(timeout.err().code(), errc::invalid_argument);
+}
+
+TEST(cluster, wait_times_out_and_the_request_goes_on) {
+  auto c = start(example_spec("1a1f", 3));
+  ASSERT_TRUE(c);
+  auto id = c->submit(make_request(1, 30, 64, false));
+  ASSERT_TRUE(id.has_value());
+  auto early = c->wait(*id, 1ms);
+  ASSERT_FALSE(early.has_value());
+  EXPECT_EQ(early.err().code(), errc::timeout);
+  EXPECT_TRUE(c->wait(*id, 60s).has_value());
+}
+
+TEST(cluster, connect_to_a_closed_port_is_unavailable_within_the_timeout) {
+  // A port that was free a moment ago: bind, read it, close.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  socklen_t len = sizeof(a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  const auto t0 = clock_type::now();
+  auto c = client::cluster::connect("127.0.0.1", ntohs(a.sin_port), 2s);
+  ASSERT_FALSE(c.has_value());
+  EXPECT_EQ(c.err().code(), errc::unavailable) << c.err().to_string();
+  EXPECT_LT(clock_type::now() - t0, 3s);
+}
+
+TEST(cluster, embed_reports_bad_files_as_values) {
+  auto missing = client::cluster::embed("/nonexistent/topology.yaml");
+  ASSERT_FALSE(missing.has_value());
+  client::embed_options o;
+  o.transport = "carrier-pigeon";
+  auto bad = client::cluster::embed(std::string(AFD_SOURCE_DIR) + "/deploy/examples/1a1f.yaml", o);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.err().code(), errc::invalid_argument);
+}
+
+TEST(cluster, embed_from_a_topology_file) {
+  client::embed_options o;
+  o.model_path = tiny_model();
+  o.transport = "loopback";
+  auto c = client::cluster::embed(std::string(AFD_SOURCE_DIR) + "/deploy/examples/2a2f.yaml", o);
+  ASSERT_TRUE(c.has_value()) << c.err().to_string();
+  auto req = make_request(3, 12, 5, true);
+  auto id = (*c)->submit(req);
+  ASSERT_TRUE(id.has_value());
+  auto r = (*c)->wait(*id, 30s);
+  ASSERT_TRUE(r.has_value()) << r.err().to_string();
+  EXPECT_EQ(r->tokens, reference_result(example_spec("2a2f", 3), req).tokens);
+}
+
+TEST(cluster, shutdown_is_clean_and_prompt) {
+  (void)reference_result(example_spec("1a1f", 3), make_request(1, 4, 2, false));  // kernel pool started
+  const auto threads_before = thread_count();
+  const auto names_before = thread_names();
+  SCOPED_TRACE("threads before: " + names_before);
+  {
+    auto c = start(example_spec("2a2f", 3));
+    ASSERT_TRUE(c);
+    auto id = c->submit(make_request(1, 20, 1000, false));
+    ASSERT_TRUE(id.has_value());
+    ASSERT_TRUE(c->next_token(*id, 30s).has_value());
+    const auto t0 = clock_type::now();
+    c->shutdown();
+    EXPECT_LT(clock_type::now() - t0, 5s);
+    // A request in flight ends with a value; calls after shutdown fail as values.
+    auto r = c->wait(*id, 1s);
+    ASSERT_FALSE(r.has_value());
+    EXPECT_EQ(r.err().code(), errc::unavailable);
+    EXPECT_EQ(c->submit(make_request(1, 4, 2, false)).err().code(), errc::unavailable);
+    EXPECT_EQ(c->status().err().code(), errc::unavailable);
+    c->shutdown();  // idempotent
+  }
+  EXPECT_EQ(thread_count_settled(threads_before, 1s), threads_before) << thread_names();
+  const auto t0 = clock_type::now();
+  { auto c = start(example_spec("1a1f", 2)); }  // destructor alone
+  EXPECT_LT(clock_type::now() - t0, 30s);
+  EXPECT_EQ(thread_count_settled(threads_before, 1s), threads_before) << thread_names();
+}
+
+void expect_worker_loss_fails_requests(const char* victim) {
+  auto c = start(example_spec("2a2f", 3));
+  ASSERT_TRUE(c);
+  std::vector<client::request_id> ids;
+  for (int i = 0; i < 6; ++i) {
+    auto id = c->submit(make_request(i, 10 + i, 1000, i % 2 == 0));
+    ASSERT_TRUE(id.has_value());
+    ids.push_back(*id);
+  }
+  ASSERT_TRUE(c->next_token(ids[0], 30s).has_value());
+  ASSERT_TRUE(client::kill_worker(*c, victim).has_value());
+  const auto t0 = clock_type::now();
+  for (auto id : ids) {
+    auto r = c->wait(id, 20s);
+    ASSERT_FALSE(r.has_value());
+    EXPECT_EQ(r.err().code(), errc::unavailable) << r.err().to_string();
+    EXPECT_NE(r.err().message().find(victim), std::string::npos) << r.err().message();
+  }
+  EXPECT_LT(clock_type::now() - t0, 10s);
+  auto again = c->submit(make_request(1, 4, 2, false));
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.err().code(), errc::unavailable);
+  auto st = c->status();
+  ASSERT_TRUE(st.has_value());
+  EXPECT_FALSE(st->ready);
+  bool marked = false;
+  for (const auto& w : st->workers)
+    if (w.name == victim) marked = w.state == "failed";
+  EXPECT_TRUE(marked);
+  const auto t1 = clock_type::now();
+  c.reset();
+  EXPECT_LT(clock_type::now() - t1, 15s);
+}
+
+TEST(cluster, a_killed_ffn_worker_fails_pending_requests_without_hanging) { expect_worker_loss_fails_requests("f1"); }
+
+TEST(cluster, a_killed_attention_worker_fails_pending_requests_without_hanging) {
+  expect_worker_loss_fails_requests("a0");
+}
+
+}  // namespace
+}  // namespace afd::cluster_testing

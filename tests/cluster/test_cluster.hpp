@@ -1,0 +1,171 @@
+#pragma once
+// Shared by the cluster tests: the tiny generated model, cluster specs made from the example
+// topologies, and the reference engine's tokens for a request (the oracle: the single-process
+// engine of runtime/engine on the same numerics).
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <string>
+#include <vector>
+
+#include "actors/cluster_spec.hpp"
+#include "deploy/client/client.hpp"
+#include "deploy/client/cluster_spec_from_topology.hpp"
+#include "deploy/topology/topology.hpp"
+#include "runtime/engine/model_weights.hpp"
+#include "runtime/engine/reference_engine.hpp"
+#include "runtime/model/make_model.hpp"
+
+namespace afd::cluster_testing {
+
+/// A directory removed at process exit.
+inline const std::filesystem::path& scratch_root() {
+  static const std::filesystem::path root = [] {
+    auto p = std::filesystem::temp_directory_path() / ("afd-cluster-test-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(p);
+    return p;
+  }();
+  static const struct cleanup {
+    ~cleanup() {
+      std::error_code ec;
+      std::filesystem::remove_all(root, ec);
+    }
+  } remover;
+  (void)remover;
+  return root;
+}
+
+/// The tiny preset, bf16, written once per process.
+inline std::string tiny_model() {
+  static const std::string dir = [] {
+    const auto d = scratch_root() / "tiny";
+    model::synthetic_options o;
+    auto c = model::preset_config("tiny");
+    EXPECT_TRUE(c.has_value());
+    o.config = *c;
+    o.seed = 11;
+    auto written = model::write_synthetic_checkpoint(o, d.string(), true);
+    EXPECT_TRUE(written.has_value()) << (written ? "" : written.err().to_string());
+    return d.string();
+  }();
+  return dir;
+}
+
+/// The example topology `name` (deploy/examples/<name>.yaml) on the tiny model, loopback transport,
+/// `micro_batches` micro-batches; `edit` may change the spec further.
+template <class Edit = void (*)(actors::cluster_spec&)>
+actors::cluster_spec example_spec(const std::string& name, int micro_batches, Edit edit = [](actors::cluster_spec&) {}) {
+  auto t = topology::load_file(std::string(AFD_SOURCE_DIR) + "/deploy/examples/" + name + ".yaml");
+  EXPECT_TRUE(t.has_value()) << (t ? "" : t.err().to_string());
+  t->model.path = tiny_model();
+  t->transport.kind = topology::transport_kind::loopback;
+  t->pipeline.micro_batches = micro_batches;
+  // Bitwise equality with the reference engine is a property of the deterministic combine with
+  // whole units (2a3f.yaml slices the shared expert for the throughput mode): same shape, whole units.
+  t->model.combine = topology::combine_mode::deterministic;
+  if (t->placement.shared.how == topology::unit_rule::policy::sliced) {
+    t->placement.shared.how = topology::unit_rule::policy::round_robin;
+    t->placement.shared.shares.clear();
+  }
+  auto config = topology::read_model_config(*t);
+  EXPECT_TRUE(config.has_value()) << (config ? "" : config.err().to_string());
+  auto spec = client::to_cluster_spec(*t, *config);
+  EXPECT_TRUE(spec.has_value()) << (spec ? "" : spec.err().to_string());
+  spec->start_timeout = std::chrono::seconds(60);
+  edit(*spec);
+  return *spec;
+}
+
+/// A request of the test mix: prompt of `len` tokens, `max_new` tokens, greedy or seeded sampling.
+inline client::request make_request(int i, std::int64_t len, std::int64_t max_new, bool sampled) {
+  client::request r;
+  std::uint32_t s = 977u * static_cast<std::uint32_t>(i + 1);
+  for (std::int64_t t = 0; t < len; ++t) {
+    s = s * 1664525u + 1013904223u;
+    r.prompt.push_back(static_cast<std::int32_t>((s >> 9) % 512u));
+  }
+  r.max_new_tokens = max_new;
+  if (sampled) {
+    r.sampling.temperature = 0.9f;
+    r.sampling.top_k = 40;
+    r.sampling.top_p = 0.95f;
+    r.sampling.seed = 1000u + static_cast<std::uint64_t>(i);
+  }
+  return r;
+}
+
+/// What the reference engine generates for `r` with the numerics of `spec` (cached).
+inline engine::result reference_result(const actors::cluster_spec& spec, const client::request& r) {
+  static std::mutex m;
+  static std::shared_ptr<const engine::model_weights> weights;
+  static std::map<std::string, engine::result> cache;
+  std::lock_guard lock(m);
+  std::string key = std::to_string(static_cast<int>(spec.plane.num.kv)) + "/" +
+                    std::to_string(static_cast<int>(spec.plane.num.dispatch)) + "/" +
+                    std::to_string(static_cast<int>(spec.plane.num.combine)) + "/" +
+                    std::to_string(r.max_new_tokens) + "/" + std::to_string(r.sampling.seed) + "/" +
+                    std::to_string(r.sampling.temperature) + "/";
+  for (auto t : r.prompt) key += std::to_string(t) + ",";
+  for (auto t : r.stop_ids) key += "s" + std::to_string(t) + ",";
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  if (!weights) {
+    auto w = engine::model_weights::load(tiny_model());
+    EXPECT_TRUE(w.has_value());
+    weights = *w;
+  }
+  engine::engine_options o;
+  o.num = spec.plane.num;
+  auto eng = engine::reference_engine::create(weights, o);
+  EXPECT_TRUE(eng.has_value());
+  engine::request er;
+  er.prompt = r.prompt;
+  er.max_new_tokens = r.max_new_tokens;
+  er.sampling.temperature = r.sampling.temperature;
+  er.sampling.top_k = r.sampling.top_k;
+  er.sampling.top_p = r.sampling.top_p;
+  er.sampling.seed = r.sampling.seed;
+  er.stop_ids = r.stop_ids;
+  auto res = eng->generate({er});
+  EXPECT_TRUE(res.has_value()) << (res ? "" : res.err().to_string());
+  cache[key] = (*res)[0];
+  return (*res)[0];
+}
+
+/// Threads of this process.
+inline std::size_t thread_count() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
+/// thread_count() once it drops to `n` or after `grace` (threads that were told to end may take a
+/// moment to leave the kernel's list after they were joined or detached).
+inline std::size_t thread_count_settled(std::size_t n, std::chrono::milliseconds grace) {
+  const auto until = std::chrono::steady_clock::now() + grace;
+  std::size_t c = thread_count();
+  while (c > n && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    c = thread_count();
+  }
+  return c;
+}
+
+/// Names of this process's threads, for failure messages.
+inline std::string thread_names() {
+  std::string out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream in(e.path() / "comm");
+    std::string name;
+    std::getline(in, name);
+    out += name + " ";
+  }
+  return out;
+}
+
+}  // namespace afd::cluster_testing
