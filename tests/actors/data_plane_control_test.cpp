@@ -223,6 +223,55 @@ TEST(data_plane_failure, a_killed_peer_is_reported_as_peer_failed) {
   EXPECT_NE(std::find(codes.begin(), codes.end(), errc::peer_failed), codes.end()) << c.failures()[0];
 }
 
+// The recovery the control plane runs: an FFN worker dies mid-run, the epoch is bumped, engines are
+// rebuilt over the survivors (the lost worker's experts move), unfinished requests are re-admitted
+// with the tokens streamed so far: every request ends with the reference engine's tokens.
+TEST(data_plane_recovery, a_rebuilt_cluster_finishes_every_request_bitwise) {
+  auto reqs = workload(8, 4);
+  for (auto& r : reqs) {
+    r.max_new_tokens = 12 + static_cast<std::int64_t>(r.prompt.size() % 5);
+    r.logits_rows = 0;
+    r.stop_ids.clear();
+  }
+  const auto want = reference(reqs, numerics{});
+  cluster_options o;
+  o.A = 2;
+  o.F = 3;
+  o.place = placement::round_robin;
+  o.plane.step_deadline = 2s;
+  o.plane.micro_batches = 2;
+  cluster c(o);
+  c.start();
+  for (std::size_t i = 0; i < reqs.size(); ++i)
+    c.admit(static_cast<std::uint32_t>(i % 2), static_cast<engine::request_id>(i + 1), reqs[i]);
+  ASSERT_TRUE(c.wait_token(8));
+  c.fabric().kill(101);
+  ASSERT_TRUE(c.wait_failure(5s));
+  c.rebuild(2, {0, 2});
+  c.clear_failures();
+  c.start();
+  const auto done = c.results();
+  const auto streamed = c.streamed();
+  std::size_t readmitted = 0;
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    const auto id = static_cast<engine::request_id>(i + 1);
+    if (done.count(id)) continue;
+    std::vector<std::int32_t> generated;
+    if (auto it = streamed.find(id); it != streamed.end())
+      for (auto [index, token] : it->second) {
+        ASSERT_EQ(index, static_cast<std::int64_t>(generated.size()));
+        generated.push_back(token);
+      }
+    c.admit(static_cast<std::uint32_t>((i + 1) % 2), id, reqs[i], generated);  // the other worker
+    ++readmitted;
+  }
+  EXPECT_GT(readmitted, 0u);
+  ASSERT_TRUE(c.wait_finished(reqs.size())) << (c.failures().empty() ? "timeout" : c.failures()[0]);
+  const auto got = c.results();
+  for (std::size_t i = 0; i < reqs.size(); ++i)
+    EXPECT_TRUE(same_result(got.at(static_cast<engine::request_id>(i + 1)), want[i])) << "request " << i + 1;
+}
+
 TEST(data_plane_stop, stop_returns_promptly_while_blocked) {
   cluster_options o;
   o.A = 1;

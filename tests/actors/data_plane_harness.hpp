@@ -129,43 +129,39 @@ class cluster {
     fabric_ = transport::loopback_fabric::create();
     for (std::uint32_t a = 0; a < o.A; ++a) attn_t_.push_back(make(static_cast<transport::rank_t>(a)));
     for (std::uint32_t f = 0; f < o.F; ++f) ffn_t_.push_back(make(static_cast<transport::rank_t>(100 + f)));
-    std::vector<std::vector<transport::peer_id>> ap(o.A), fp(o.F);
+    ap_.resize(o.A);
+    fp_.resize(o.F);
     for (std::uint32_t a = 0; a < o.A; ++a)
       for (std::uint32_t f = 0; f < o.F; ++f) {
         auto p = attn_t_[a]->connect(ffn_t_[f]->address());
         auto q = ffn_t_[f]->connect(attn_t_[a]->address());
         EXPECT_TRUE(p.has_value() && q.has_value());
-        ap[a].push_back(*p);
-        fp[f].push_back(*q);
+        ap_[a].push_back(*p);
+        fp_[f].push_back(*q);
       }
     attn_weights_ = load(engine::weight_selection::attention_side());
-    const model_config& c = attn_weights_->config();
-    for (std::uint32_t f = 0; f < o.F; ++f) {
-      assignments_.push_back(assignment_of(c, o.place, o.F, f));
-      ffn_weights_.push_back(load(ffn_selection(assignments_.back())));
-      auto e = ffn_engine::create(
-          ffn_weights_.back(), o.plane, assignments_.back(), *ffn_t_[f], fp[f], [](step_report&&) {},
-          [this, f](const error& e) { note_failure("ffn " + std::to_string(f) + ": " + e.to_string(), e.code()); });
-      EXPECT_TRUE(e.has_value()) << (e ? "" : e.err().to_string());
-      ffn_.push_back(std::move(*e));
-    }
-    for (std::uint32_t a = 0; a < o.A; ++a) {
-      attention_engine_options ao;
-      ao.plane = o.plane;
-      ao.block_size = o.block_size;
-      ao.num_blocks = o.num_blocks;
-      ao.max_running = o.max_running;
-      auto e = attention_engine::create(
-          attn_weights_, ao, *attn_t_[a], ap[a], [this](step_report&& r) { on_report(std::move(r)); },
-          [this, a](const error& e) { note_failure("attention " + std::to_string(a) + ": " + e.to_string(), e.code()); });
-      EXPECT_TRUE(e.has_value()) << (e ? "" : e.err().to_string());
-      attn_.push_back(std::move(*e));
-    }
+    std::vector<std::uint32_t> all(o.F);
+    for (std::uint32_t f = 0; f < o.F; ++f) all[f] = f;
+    build(o.plane.epoch, all);
   }
   ~cluster() { stop(); }
 
+  /// What the control plane does on a membership change: drops every engine, then builds new
+  /// ones for `epoch` over the FFN workers `alive` (units placed anew over them). Requests must
+  /// be re-admitted.
+  void rebuild(std::uint32_t epoch, const std::vector<std::uint32_t>& alive) {
+    stop();
+    attn_.clear();
+    ffn_.clear();
+    build(epoch, alive);
+  }
+
   void start() {
-    for (auto& e : ffn_) ASSERT_TRUE(e->start().has_value());
+    for (auto& e : ffn_) {
+      if (e) {
+        ASSERT_TRUE(e->start().has_value());
+      }
+    }
     for (auto& e : attn_) ASSERT_TRUE(e->start().has_value());
   }
   void stop() {
@@ -203,6 +199,12 @@ class cluster {
     std::lock_guard lock(mu_);
     return failures_;
   }
+  /// Forgets the failures reported so far (after a rebuild).
+  void clear_failures() {
+    std::lock_guard lock(mu_);
+    failures_.clear();
+    codes_.clear();
+  }
   std::vector<errc> failure_codes() {
     std::lock_guard lock(mu_);
     return codes_;
@@ -221,6 +223,41 @@ class cluster {
   const std::vector<ffn_assignment>& assignments() const { return assignments_; }
 
  private:
+  void build(std::uint32_t epoch, const std::vector<std::uint32_t>& alive) {
+    const model_config& c = attn_weights_->config();
+    data_plane_options plane = o_.plane;
+    plane.epoch = epoch;
+    const auto F = static_cast<std::uint32_t>(alive.size());
+    assignments_.clear();
+    ffn_weights_.clear();
+    ffn_.clear();
+    ffn_.resize(o_.F);
+    for (std::uint32_t i = 0; i < F; ++i) {
+      const std::uint32_t f = alive[i];
+      assignments_.push_back(assignment_of(c, o_.place, F, i));
+      ffn_weights_.push_back(load(ffn_selection(assignments_.back())));
+      auto e = ffn_engine::create(
+          ffn_weights_.back(), plane, assignments_.back(), *ffn_t_[f], fp_[f], [](step_report&&) {},
+          [this, f](const error& e) { note_failure("ffn " + std::to_string(f) + ": " + e.to_string(), e.code()); });
+      EXPECT_TRUE(e.has_value()) << (e ? "" : e.err().to_string());
+      ffn_[f] = std::move(*e);
+    }
+    for (std::uint32_t a = 0; a < o_.A; ++a) {
+      attention_engine_options ao;
+      ao.plane = plane;
+      ao.block_size = o_.block_size;
+      ao.num_blocks = o_.num_blocks;
+      ao.max_running = o_.max_running;
+      std::vector<transport::peer_id> peers;
+      for (std::uint32_t f : alive) peers.push_back(ap_[a][f]);
+      auto e = attention_engine::create(
+          attn_weights_, ao, *attn_t_[a], peers, [this](step_report&& r) { on_report(std::move(r)); },
+          [this, a](const error& e) { note_failure("attention " + std::to_string(a) + ": " + e.to_string(), e.code()); });
+      EXPECT_TRUE(e.has_value()) << (e ? "" : e.err().to_string());
+      attn_.push_back(std::move(*e));
+    }
+  }
+
   std::unique_ptr<transport::transport> make(transport::rank_t r) {
     auto t = transport::make_loopback_transport(fabric_, r);
     EXPECT_TRUE(t.has_value());
@@ -242,6 +279,7 @@ class cluster {
   cluster_options o_;
   std::shared_ptr<transport::loopback_fabric> fabric_;
   std::vector<std::unique_ptr<transport::transport>> attn_t_, ffn_t_;
+  std::vector<std::vector<transport::peer_id>> ap_, fp_;
   std::shared_ptr<const engine::model_weights> attn_weights_;
   std::vector<std::shared_ptr<const engine::model_weights>> ffn_weights_;
   std::vector<ffn_assignment> assignments_;
