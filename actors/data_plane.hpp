@@ -39,7 +39,9 @@ struct data_plane_options {
 
 /// A request as an attention worker runs it. `generated` holds tokens already produced elsewhere
 /// (re-admission after a failure): the worker prefills prompt + generated and continues, so the
-/// tokens that follow are those an uninterrupted run gives.
+/// tokens that follow are those an uninterrupted run gives. Its result's tokens include
+/// `generated`; only new tokens are streamed (with their true index); logits rows are kept for
+/// new indices below req.logits_rows, so they start at index generated.size().
 struct admitted_request {
   engine::request_id id = 0;
   engine::request req;
@@ -70,6 +72,15 @@ struct step_report {
 /// ascending, and engine::shared_unit when it owns the layer's shared expert or dense MLP.
 struct ffn_assignment {
   std::vector<std::vector<std::int32_t>> units;
+  /// Throughput mode only (tensor parallel, as the paper does): columns [first, first + count)
+  /// of the inner width of a layer's shared expert / dense MLP that this worker computes and
+  /// pre-sums with its routed experts. shared_slices[layer]; count 0 (or past the end): no
+  /// slice. A layer may not have both a slice and shared_unit in `units`.
+  struct slice {
+    std::int64_t first = 0;
+    std::int64_t count = 0;
+  };
+  std::vector<slice> shared_slices;
 };
 
 /// Called on the engine thread; must return quickly (it hands the report to the worker actor).

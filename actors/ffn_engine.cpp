@@ -15,6 +15,19 @@ namespace afd::actors {
 namespace cpu = kernels::cpu;
 using transport::op_status;
 
+namespace {
+
+/// A column slice of a shared expert / dense MLP (throughput mode): gate and up rows
+/// [first, first + count) viewed in place, down's columns copied once (exactly, as f32).
+struct sliced_unit {
+  bool active = false;
+  cpu::weight_view gate, up, down;
+  std::vector<float> down_columns;  // [H, count]
+  std::int64_t width = 0;
+};
+
+}  // namespace
+
 struct ffn_engine::state {
   std::shared_ptr<const engine::model_weights> weights;
   data_plane_options options;
@@ -34,8 +47,9 @@ struct ffn_engine::state {
   std::uint64_t step = 0;
   std::vector<std::vector<bool>> owned;  // [layer][expert]
   std::vector<bool> owns_shared;          // [layer]
+  std::vector<sliced_unit> slices;        // [layer]
   std::vector<std::uint32_t> offset;      // first token of each attention worker in the concatenation
-  std::vector<float> x_f, topk_w, units, shared_out, gathered, partial;
+  std::vector<float> x_f, topk_w, units, shared_out, slice_out, slice_scratch, gathered, partial;
   std::vector<std::int32_t> topk_ids, order;
   std::vector<const float*> unit_of;      // [token * E + expert] -> its output row
   engine::ffn_workspace ws;
@@ -58,6 +72,24 @@ struct ffn_engine::state {
           owned[l][static_cast<std::size_t>(u)] = true;
       }
     offset.resize(attention_peers.size() + 1);
+    slices.resize(static_cast<std::size_t>(c.num_hidden_layers));
+    for (std::size_t l = 0; l < assignment.shared_slices.size() && l < slices.size(); ++l) {
+      const ffn_assignment::slice sl = assignment.shared_slices[l];
+      if (sl.count <= 0) continue;
+      const engine::swiglu_weights& u = weights->ffn(static_cast<std::int64_t>(l)).shared;
+      sliced_unit& s = slices[l];
+      s.active = true;
+      s.width = sl.count;
+      s.gate = u.gate.row_slice(sl.first, sl.count);
+      s.up = u.up.row_slice(sl.first, sl.count);
+      const std::int64_t H = c.hidden_size, I = u.width();
+      s.down_columns.resize(static_cast<std::size_t>(H * sl.count));
+      for (std::int64_t r = 0; r < H; ++r)
+        for (std::int64_t j = 0; j < sl.count; ++j)
+          s.down_columns[static_cast<std::size_t>(r * sl.count + j)] =
+              load_as_f32(u.down.type, u.down.data, static_cast<std::size_t>(r * I + sl.first + j));
+      s.down = {dtype::f32, s.down_columns.data(), H, sl.count};
+    }
   }
 
   const model_config& config() const { return weights->config(); }
@@ -132,6 +164,14 @@ struct ffn_engine::state {
       shared_out.resize(N * H);
       engine::ffn_unit(*weights, layer, engine::shared_unit, x_f.data(), static_cast<std::int64_t>(N), nullptr,
                        unit_type, shared_out.data(), ws);
+    }
+    if (slices[l].active && N > 0) {
+      // This worker's columns of the shared/dense MLP: a partial sum of its down projection.
+      const sliced_unit& s = slices[l];
+      slice_out.resize(N * H);
+      slice_scratch.resize(2 * N * static_cast<std::size_t>(s.width));
+      cpu::swiglu(x_f.data(), static_cast<std::int64_t>(N), s.gate, s.up, s.down, slice_out.data(),
+                  slice_scratch.data());
     }
     if (!moe) return;
     const std::int64_t k = c.moe_top_k, E = c.moe_num_experts;
@@ -215,6 +255,8 @@ struct ffn_engine::state {
               for (std::size_t h = 0; h < H; ++h) partial[h] += y[h];
           if (shared)
             for (std::size_t h = 0; h < H; ++h) partial[h] += shared_out[static_cast<std::size_t>(i) * H + h];
+          else if (slices[static_cast<std::size_t>(layer)].active)
+            for (std::size_t h = 0; h < H; ++h) partial[h] += slice_out[static_cast<std::size_t>(i) * H + h];
           detail::write_vector(v, out, H, partial.data());
           ++out;
         }
@@ -325,6 +367,27 @@ expected<std::unique_ptr<ffn_engine>> ffn_engine::create(std::shared_ptr<const e
       if (!f.experts[static_cast<std::size_t>(u)].loaded())
         return fail(errc::invalid_argument, "ffn_engine: layer ", l, " owns expert ", u,
                     " but its weights are not loaded");
+    }
+  }
+  for (std::size_t l = 0; l < assignment.shared_slices.size(); ++l) {
+    const ffn_assignment::slice sl = assignment.shared_slices[l];
+    if (sl.count <= 0) continue;
+    const auto layer = static_cast<std::int64_t>(l);
+    if (options.num.mode != combine_mode::throughput)
+      return fail(errc::invalid_argument, "ffn_engine: layer ", l,
+                  ": a slice of the shared/dense unit needs throughput mode (deterministic mode returns whole units)");
+    if (layer >= c.num_hidden_layers || !detail::has_shared_unit(c, layer))
+      return fail(errc::invalid_argument, "ffn_engine: layer ", l, " has no shared/dense unit to slice");
+    const engine::swiglu_weights& u = weights->ffn(layer).shared;
+    if (!u.loaded())
+      return fail(errc::invalid_argument, "ffn_engine: layer ", l, " slices its shared/dense unit but its weights are not loaded");
+    if (sl.first < 0 || sl.first + sl.count > u.width())
+      return fail(errc::invalid_argument, "ffn_engine: layer ", l, " slice [", sl.first, ", ", sl.first + sl.count,
+                  ") is outside the unit's width ", u.width());
+    if (l < assignment.units.size()) {
+      const auto& units = assignment.units[l];
+      if (std::find(units.begin(), units.end(), engine::shared_unit) != units.end())
+        return fail(errc::invalid_argument, "ffn_engine: layer ", l, " owns its shared/dense unit whole and a slice of it");
     }
   }
   auto s = std::make_unique<state>(std::move(weights), options, std::move(assignment), t, std::move(attention_peers),

@@ -101,6 +101,7 @@ inline ffn_assignment assignment_of(const model_config& c, placement p, std::uin
 inline engine::weight_selection ffn_selection(const ffn_assignment& a) {
   std::vector<std::vector<std::int32_t>> experts;
   bool shared = false;
+  for (const auto& s : a.shared_slices) shared = shared || s.count > 0;
   for (const auto& layer : a.units) {
     experts.emplace_back();
     for (std::int32_t u : layer) {
@@ -120,7 +121,20 @@ struct cluster_options {
   std::int64_t block_size = 16;
   std::int64_t num_blocks = 64;
   std::int64_t max_running = 8;
+  /// Throughput mode: every layer's shared/dense unit cut into F column slices, one per worker.
+  bool slice_shared = false;
 };
+
+/// Worker f of F computes columns [f * I / F, (f + 1) * I / F) of every layer's shared/dense unit.
+inline void slice_shared_units(const model_config& c, std::uint32_t F, std::uint32_t f, ffn_assignment& a) {
+  a.shared_slices.resize(static_cast<std::size_t>(c.num_hidden_layers));
+  for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    auto& u = a.units[static_cast<std::size_t>(l)];
+    u.erase(std::remove(u.begin(), u.end(), engine::shared_unit), u.end());
+    const std::int64_t I = all_weights()->ffn(l).shared.width();
+    a.shared_slices[static_cast<std::size_t>(l)] = {f * I / F, (f + 1) * I / F - f * I / F};
+  }
+}
 
 /// A running cluster: engines, transports, and what they reported.
 class cluster {
@@ -235,6 +249,7 @@ class cluster {
     for (std::uint32_t i = 0; i < F; ++i) {
       const std::uint32_t f = alive[i];
       assignments_.push_back(assignment_of(c, o_.place, F, i));
+      if (o_.slice_shared) slice_shared_units(c, F, i, assignments_.back());
       ffn_weights_.push_back(load(ffn_selection(assignments_.back())));
       auto e = ffn_engine::create(
           ffn_weights_.back(), plane, assignments_.back(), *ffn_t_[f], fp_[f], [](step_report&&) {},
