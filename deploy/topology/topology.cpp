@@ -203,6 +203,13 @@ std::string range_text(std::int64_t first, std::int64_t last) {
   return first == last ? std::to_string(first) : std::to_string(first) + "-" + std::to_string(last);
 }
 
+// "line 12", or "line 12, column 9" when `here` is on the same line (flow mappings).
+std::string position_text(const source_location& there, const source_location& here) {
+  std::string s = "line " + std::to_string(there.line);
+  if (there.line == here.line) s += ", column " + std::to_string(there.column);
+  return s;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The reader: positions, diagnostics, typed getters.
 
@@ -710,7 +717,7 @@ struct parser {
         r.error(later.where, std::string(x.first == last ? "expert " : "experts ") + range_text(x.first, last) +
                                  (x.first == last ? " is" : " are") + " owned twice in " + scope + ": " +
                                  (same ? "listed twice for " + *x.worker
-                                       : "by " + *earlier.worker + " (line " + std::to_string(earlier.where.line) +
+                                       : "by " + *earlier.worker + " (" + position_text(earlier.where, later.where) +
                                              ") and by " + *later.worker) +
                                  "; each expert must have exactly one owner");
         ok = false;
@@ -809,7 +816,7 @@ struct parser {
       if (s.whole) {
         if (whole) {
           r.error(s.where, std::string(unit_name) + " of " + scope + " is owned twice: whole by " + whole->worker +
-                               " (line " + std::to_string(whole->where.line) + ") and whole by " + s.worker +
+                               " (" + position_text(whole->where, s.where) + ") and whole by " + s.worker +
                                "; expected exactly one owner");
           ok = false;
         } else {
@@ -821,7 +828,7 @@ struct parser {
     }
     if (whole && !slices.empty()) {
       r.error(slices.front()->where, std::string(unit_name) + " of " + scope + " is owned twice: whole by " +
-                                         whole->worker + " (line " + std::to_string(whole->where.line) +
+                                         whole->worker + " (" + position_text(whole->where, slices.front()->where) +
                                          ") and in part by " + slices.front()->worker +
                                          "; expected one 'whole' owner or slices only");
       ok = false;
@@ -832,8 +839,9 @@ struct parser {
         r.error(slices[i]->where, "columns [" + std::to_string(slices[i]->begin) + ", " +
                                       std::to_string(std::min(slices[i]->end, slices[i - 1]->end)) + ") of the " +
                                       std::string(unit_name) + " of " + scope + " are owned twice: by " +
-                                      slices[i - 1]->worker + " (line " +
-                                      std::to_string(slices[i - 1]->where.line) + ") and by " + slices[i]->worker);
+                                      slices[i - 1]->worker + " (" +
+                                      position_text(slices[i - 1]->where, slices[i]->where) + ") and by " +
+                                      slices[i]->worker);
         ok = false;
       }
     }

@@ -246,11 +246,11 @@ TEST(topology_placement, sliced_units_need_throughput_mode) {
 TEST(topology_placement, unit_owned_twice_or_by_nobody) {
   auto y = with_workers(3, {"placement:", "  shared: {f0: whole, f1: whole}"});
   auto t = testing::parse(y);
-  expect_error(t.errors, "shared expert of every MoE layer is owned twice: whole by f0 (line 10) and whole by f1", 10,
+  expect_error(t.errors, "shared expert of every MoE layer is owned twice: whole by f0 (line 10, column " + std::to_string(y.column(10, "whole")) + ") and whole by f1", 10,
                y.column(10, "whole}"));
   y = with_workers(3, {"placement:", "  shared: {f0: {begin: 0, end: 20}, f1: {begin: 10, end: 32}}"}, "throughput");
   t = testing::parse(y);
-  expect_error(t.errors, "columns [10, 20) of the shared expert of every MoE layer are owned twice: by f0 (line 10) and by f1",
+  expect_error(t.errors, "columns [10, 20) of the shared expert of every MoE layer are owned twice: by f0 (line 10, column " + std::to_string(y.column(10, "{begin")) + ") and by f1",
                10, y.column(10, "{begin: 10"));
   y = with_workers(3, {"placement:", "  shared: {f0: {begin: 0, end: 10}, f1: {begin: 12, end: 40}}"}, "throughput");
   auto r = resolve(y, tiny_config());
