@@ -142,12 +142,16 @@ std::string tail_lines(const std::string& path, int lines) {
   return out;
 }
 
-expected<std::string> make_run_directory(const std::string& cluster_name, int port) {
+std::string run_directory_path(const std::string& cluster_name, int port) {
   std::string base = "/tmp";
   if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg && *xdg && ::access(xdg, W_OK | X_OK) == 0) base = xdg;
   std::string name;
   for (char c : cluster_name) name += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') ? c : '_';
-  const std::string dir = base + "/afd-" + name + "-" + std::to_string(port);
+  return base + "/afd-" + name + "-" + std::to_string(port);
+}
+
+expected<std::string> make_run_directory(const std::string& cluster_name, int port) {
+  const std::string dir = run_directory_path(cluster_name, port);
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
     return fail(errc::io_error, "cannot create the run directory '", dir, "': ", std::strerror(errno));
   struct stat st{};

@@ -56,6 +56,10 @@ bool exited_cleanly(int status);
 /// The last `lines` lines of the file at `path` (empty when it cannot be read).
 std::string tail_lines(const std::string& path, int lines);
 
+/// The run directory's path (not created): $XDG_RUNTIME_DIR/afd-NAME-PORT when that variable names
+/// a writable directory, else /tmp/afd-NAME-PORT.
+std::string run_directory_path(const std::string& cluster_name, int port);
+
 /// Creates (mode 0700) and returns the run directory of a cluster: $XDG_RUNTIME_DIR/afd-NAME-PORT
 /// when that variable names a writable directory, else /tmp/afd-NAME-PORT. errc::io_error naming the
 /// path when it cannot be created.

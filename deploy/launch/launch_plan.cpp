@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "deploy/launch/child_process.hpp"
+
 namespace afd::launch {
 
 namespace {
@@ -121,6 +123,29 @@ topology::diagnostics check_launchable(const topology::topology& t, const launch
                    "transport 'loopback' connects workers inside one process, but this cluster runs in " +
                        std::to_string(worker_processes + (launcher_has_workers ? 0 : 1)) +
                        " processes; expected 'ucx' (or one process with the coordinator and every worker)"});
+  return out;
+}
+
+expected<cluster_address> resolve_cluster_address(const std::string& topology_file, const std::string& connect) {
+  if (topology_file.empty() == connect.empty())
+    return fail(errc::invalid_argument, "give either a topology FILE or --connect HOST:PORT");
+  cluster_address out;
+  if (!connect.empty()) {
+    auto hp = parse_host_port(connect);
+    if (!hp) return hp.err();
+    out.host = hp->first;
+    out.port = hp->second;
+    return out;
+  }
+  auto t = topology::load_file(topology_file);
+  if (!t) return t.err();
+  const auto* node = t->find_node(t->coordinator.node);
+  out.host = node ? node->host : "127.0.0.1";
+  if (out.host == "0.0.0.0") out.host = "127.0.0.1";
+  if (out.host == "::") out.host = "::1";
+  out.port = t->coordinator.port;
+  out.cluster_name = t->cluster_name;
+  out.run_directory = run_directory_path(out.cluster_name, out.port);
   return out;
 }
 

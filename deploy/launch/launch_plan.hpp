@@ -56,6 +56,19 @@ std::vector<std::string> remote_worker_command(const process_plan& p, const work
 topology::diagnostics check_launchable(const topology::topology& t, const launch_plan& plan,
                                        const worker_command_options& o);
 
+/// Where a cluster's coordinator is reached, from a topology file or "HOST:PORT".
+struct cluster_address {
+  std::string host;
+  int port = 0;
+  std::string cluster_name;  ///< from the file; empty for HOST:PORT
+  std::string run_directory; ///< the launcher's run directory when known (a file on this machine)
+};
+
+/// `afd stop` / `afd status`: exactly one of `topology_file` and `connect` must be given. A file's
+/// coordinator host 0.0.0.0 / :: is reached at the loopback address. errc::invalid_argument (usage),
+/// errc::invalid_config (the file's diagnostics).
+expected<cluster_address> resolve_cluster_address(const std::string& topology_file, const std::string& connect);
+
 /// A command line as a shell would read it (arguments with spaces or quotes are quoted).
 std::string shell_join(const std::vector<std::string>& argv);
 

@@ -1,0 +1,585 @@
+// `afd launch FILE`: starts the cluster a topology file describes on this machine. The launcher
+// validates everything first (exit 2 with FILE:LINE:COLUMN diagnostics), hosts the coordinator,
+// starts one `afd worker` process per worker (or per `processes` group; a group with the
+// coordinator runs inside the launcher), waits until every worker is ready, prints a summary and
+// serves until `afd stop`, SIGINT or SIGTERM; then stops the workers and reaps every process.
+// Without --foreground it returns once the cluster is ready and serves from the background.
+// Exit codes: 0 served and stopped (or started, in the background), 1 failed to start, 2 invalid
+// topology or usage.
+#ifdef AFD_HAVE_LAUNCH
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include <CLI/CLI.hpp>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "actors/coordinator.hpp"
+#include "actors/messages.hpp"
+#include "actors/worker.hpp"
+#include "deploy/cli/command_registry.hpp"
+#include "deploy/client/cluster_spec_from_topology.hpp"
+#include "deploy/launch/child_process.hpp"
+#include "deploy/launch/launch_plan.hpp"
+#include "deploy/launch/signals.hpp"
+#include "deploy/topology/topology.hpp"
+#include "runtime/engine/layer.hpp"
+#include "transport/loopback.hpp"
+
+namespace afd::cli {
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+/// What the watcher actor learns about the coordinator; read by the launcher's main loop.
+struct coordinator_events {
+  std::mutex mutex;
+  bool ready = false;
+  bool down = false;
+  std::string failure;      ///< await_ready answered with an error
+  std::string down_reason;
+};
+
+caf::behavior watch_coordinator(caf::event_based_actor* self, caf::actor coordinator,
+                                std::shared_ptr<coordinator_events> ev) {
+  self->monitor(coordinator);
+  self->set_down_handler([self, ev](caf::down_msg& m) {
+    {
+      std::lock_guard lock(ev->mutex);
+      ev->down = true;
+      ev->down_reason = caf::to_string(m.reason);
+    }
+    self->quit();
+  });
+  self->request(coordinator, caf::infinite, actors::await_ready_atom::value)
+      .then(
+          [ev](bool) {
+            std::lock_guard lock(ev->mutex);
+            ev->ready = true;
+          },
+          [ev](caf::error& e) {
+            std::lock_guard lock(ev->mutex);
+            ev->failure = actors::from_caf_error(e).message();
+          });
+  return {[](actors::status_atom) {}};  // nothing to answer; the behavior keeps it alive
+}
+
+/// One worker process started by the launcher.
+struct worker_process {
+  launch::process_plan plan;
+  std::optional<launch::child_process> child;
+  std::string log;
+  bool reported = false;  ///< its exit was reported while serving
+};
+
+std::string join(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+void report_exit(const worker_process& w, int status, const char* when) {
+  std::fprintf(stderr, "afd launch: worker process '%s' (workers %s, pid %d) %s %s\n", w.plan.name.c_str(),
+               join(w.plan.workers).c_str(), static_cast<int>(w.child->pid()),
+               launch::describe_wait_status(status).c_str(), when);
+  const std::string tail = launch::tail_lines(w.log, 15);
+  if (tail.empty()) {
+    std::fprintf(stderr, "  (its log %s is empty)\n", w.log.c_str());
+  } else {
+    std::fprintf(stderr, "  last lines of %s:\n", w.log.c_str());
+    std::size_t pos = 0;
+    while (pos < tail.size()) {
+      const auto end = tail.find('\n', pos);
+      std::fprintf(stderr, "    %s\n", tail.substr(pos, end - pos).c_str());
+      pos = end == std::string::npos ? tail.size() : end + 1;
+    }
+  }
+}
+
+/// The address the coordinator is published on: the loopback address for a loopback node (not
+/// reachable from elsewhere, as the file says), every interface otherwise.
+std::string publish_host(const std::string& host) {
+  if (host == "localhost" || host.rfind("127.", 0) == 0) return host == "localhost" ? "127.0.0.1" : host;
+  if (host == "::1") return host;
+  return "";
+}
+
+/// Where workers of this machine reach the coordinator.
+std::string connect_host(const std::string& host) {
+  if (host == "0.0.0.0") return "127.0.0.1";
+  if (host == "::") return "::1";
+  return host;
+}
+
+std::string units_summary(const actors::ffn_worker_spec& f) {
+  std::size_t experts = 0, shared = 0, moe_layers = 0;
+  for (const auto& layer : f.assignment.units) {
+    bool routed = false;
+    for (auto u : layer) {
+      if (u == engine::shared_unit) {
+        ++shared;
+      } else {
+        ++experts;
+        routed = true;
+      }
+    }
+    if (routed) ++moe_layers;
+  }
+  return std::to_string(experts) + " routed experts in " + std::to_string(moe_layers) + " layers, " +
+         std::to_string(shared) + " shared/dense units";
+}
+
+void print_summary(const topology::topology& t, const actors::cluster_spec& spec, const std::string& file,
+                   const std::string& coordinator, const std::vector<worker_process>& procs,
+                   const std::string& run_dir, double seconds, bool foreground) {
+  auto process_of = [&](const std::string& worker) -> std::pair<std::string, long> {
+    for (const auto& p : procs)
+      for (const auto& w : p.plan.workers)
+        if (w == worker)
+          return {p.plan.name, p.child ? static_cast<long>(p.child->pid()) : static_cast<long>(::getpid())};
+    return {"launcher", static_cast<long>(::getpid())};
+  };
+  std::printf("cluster '%s': %zu attention + %zu FFN workers ready in %.1f s\n", spec.name.c_str(),
+              spec.attention_workers.size(), spec.ffn_workers.size(), seconds);
+  std::printf("  coordinator  %s (launcher, pid %ld)\n", coordinator.c_str(), static_cast<long>(::getpid()));
+  std::string transport(topology::to_string(t.transport.kind));
+  if (t.transport.kind == topology::transport_kind::ucx)
+    transport += " (tls " + (t.transport.tls.empty() ? std::string("UCX default") : t.transport.tls) +
+                 ", net devices " + (t.transport.net_devices.empty() ? std::string("all") : t.transport.net_devices) +
+                 ")";
+  std::printf("  transport    %s\n", transport.c_str());
+  std::printf("  model        %s\n", spec.model_path.c_str());
+  std::printf("  numerics     kv %s, dispatch %s, combine %s, %s; %u micro-batches\n",
+              std::string(to_string(t.model.kv_dtype)).c_str(), std::string(to_string(t.model.dispatch_dtype)).c_str(),
+              std::string(to_string(t.model.combine_dtype)).c_str(),
+              std::string(topology::to_string(t.model.combine)).c_str(), spec.plane.micro_batches);
+  std::printf("  %-10s %-10s %-8s %-10s %-8s %s\n", "worker", "role", "device", "process", "pid", "owns");
+  for (const auto& a : spec.attention_workers) {
+    auto [proc, pid] = process_of(a.name);
+    std::printf("  %-10s %-10s %-8s %-10s %-8ld %lld KV blocks of %lld tokens, batch %lld\n", a.name.c_str(),
+                "attention", a.device.c_str(), proc.c_str(), pid, static_cast<long long>(a.kv_blocks),
+                static_cast<long long>(a.block_size), static_cast<long long>(a.max_batch));
+  }
+  for (const auto& f : spec.ffn_workers) {
+    auto [proc, pid] = process_of(f.name);
+    std::printf("  %-10s %-10s %-8s %-10s %-8ld %s\n", f.name.c_str(), "ffn", f.device.c_str(), proc.c_str(), pid,
+                units_summary(f).c_str());
+  }
+  std::printf("  run dir      %s (one log per process)\n", run_dir.c_str());
+  if (foreground) {
+    std::printf("serving at %s; stop with `afd stop %s` or Ctrl-C\n", coordinator.c_str(), file.c_str());
+  } else {
+    std::printf("serving at %s in the background (pid %ld, log %s/launcher.log); stop with `afd stop %s`\n",
+                coordinator.c_str(), static_cast<long>(::getpid()), run_dir.c_str(), file.c_str());
+  }
+  std::fflush(stdout);
+}
+
+/// The launcher after validation: owns the actor system, the coordinator and the worker processes.
+class launcher {
+ public:
+  launcher(topology::topology t, actors::cluster_spec spec, launch::launch_plan plan,
+           launch::worker_command_options options, std::string file, std::chrono::seconds start_timeout)
+      : t_(std::move(t)), spec_(std::move(spec)), plan_(std::move(plan)), options_(std::move(options)),
+        file_(std::move(file)), start_timeout_(start_timeout) {}
+
+  /// Starts everything and waits until ready; false (after stopping what started) on failure.
+  bool start(const std::string& run_dir) {
+    run_dir_ = run_dir;
+    const auto t0 = clock::now();
+    actors::register_message_types(config_);
+    actors::configure_scheduler(config_, 2);
+    config_.load<caf::io::middleman>();
+    system_ = std::make_unique<caf::actor_system>(config_);
+
+    auto coordinator = actors::start_coordinator(*system_, spec_, static_cast<std::uint16_t>(plan_.coordinator_port),
+                                                 publish_host(plan_.coordinator_host));
+    if (!coordinator) {
+      std::fprintf(stderr, "afd launch: %s\n", coordinator.err().message().c_str());
+      return false;
+    }
+    coordinator_ = coordinator->handle;
+    events_ = std::make_shared<coordinator_events>();
+    watcher_ = system_->spawn(watch_coordinator, coordinator_, events_);
+
+    actors::worker_environment env;
+    if (spec_.transport.type == actors::transport_settings::kind::loopback)
+      env.fabric = transport::loopback_fabric::create();
+    for (const auto& p : plan_.processes) {
+      if (p.in_launcher) {
+        for (const auto& name : p.workers) {
+          auto w = actors::spawn_worker(*system_, spec_, name, coordinator_, env);
+          if (!w) {
+            std::fprintf(stderr, "afd launch: %s\n", w.err().message().c_str());
+            stop();
+            return false;
+          }
+        }
+        procs_.push_back(worker_process{p, std::nullopt, {}});
+        continue;
+      }
+      worker_process w{p, std::nullopt, run_dir + "/" + p.name + ".log"};
+      std::ofstream(w.log, std::ios::trunc).close();
+      auto child = launch::child_process::spawn(launch::worker_command(p, options_), w.log);
+      if (!child) {
+        std::fprintf(stderr, "afd launch: cannot start worker process '%s': %s\n", p.name.c_str(),
+                     child.err().message().c_str());
+        stop();
+        return false;
+      }
+      w.child.emplace(std::move(*child));
+      procs_.push_back(std::move(w));
+    }
+    write_process_file();
+
+    const auto deadline = t0 + start_timeout_;
+    for (;;) {
+      if (int sig = launch::stop_signal()) {
+        std::fprintf(stderr, "afd launch: signal %d during start; stopping\n", sig);
+        stop();
+        return false;
+      }
+      {
+        std::lock_guard lock(events_->mutex);
+        if (events_->ready) break;
+        if (!events_->failure.empty() || events_->down) {
+          std::fprintf(stderr, "afd launch: cluster '%s' failed to start: %s\n", spec_.name.c_str(),
+                       events_->failure.empty() ? ("the coordinator stopped: " + events_->down_reason).c_str()
+                                                : events_->failure.c_str());
+          break;  // reported below with the processes that ended
+        }
+      }
+      bool exited = false;
+      for (auto& w : procs_)
+        if (w.child)
+          if (auto status = w.child->poll()) {
+            report_exit(w, *status, "while the cluster was starting");
+            exited = true;
+          }
+      if (exited) {
+        stop();
+        return false;
+      }
+      if (clock::now() >= deadline) {
+        report_not_ready();
+        stop();
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    {
+      std::lock_guard lock(events_->mutex);
+      if (!events_->ready) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let a crashed process be reaped
+        for (auto& w : procs_)
+          if (w.child)
+            if (auto status = w.child->poll(); status && !launch::exited_cleanly(*status))
+              report_exit(w, *status, "while the cluster was starting");
+        stop();
+        return false;
+      }
+    }
+    ready_seconds_ = std::chrono::duration<double>(clock::now() - t0).count();
+    return true;
+  }
+
+  void print(bool foreground) const {
+    print_summary(t_, spec_, file_, options_.coordinator, procs_, run_dir_, ready_seconds_, foreground);
+  }
+
+  /// Serves until a stop signal or the coordinator's end (`afd stop`); then stops everything.
+  int serve() {
+    for (;;) {
+      if (int sig = launch::stop_signal()) {
+        std::fprintf(stderr, "afd launch: signal %d: stopping cluster '%s'\n", sig, spec_.name.c_str());
+        break;
+      }
+      {
+        std::lock_guard lock(events_->mutex);
+        if (events_->down) {
+          std::fprintf(stderr, "afd launch: the coordinator stopped (%s): stopping cluster '%s'\n",
+                       events_->down_reason.c_str(), spec_.name.c_str());
+          break;
+        }
+      }
+      for (auto& w : procs_)
+        if (w.child && !w.reported)
+          if (auto status = w.child->poll()) {
+            w.reported = true;
+            report_exit(w, *status, "while serving");
+            std::fprintf(stderr,
+                         "afd launch: cluster '%s' stopped serving (its requests ended with an error); `afd status` "
+                         "shows it, `afd stop %s` ends it\n",
+                         spec_.name.c_str(), file_.c_str());
+          }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    stop();
+    std::fprintf(stderr, "afd launch: cluster '%s' stopped\n", spec_.name.c_str());
+    return 0;
+  }
+
+  /// Stops the coordinator (which stops every worker), then reaps every process: those that do not
+  /// exit get SIGTERM, then SIGKILL. Idempotent.
+  void stop() {
+    if (stopped_) return;
+    stopped_ = true;
+    if (coordinator_) caf::anon_send(coordinator_, actors::shutdown_atom::value);
+    auto wait_all = [&](int ms) {
+      const auto until = clock::now() + std::chrono::milliseconds(ms);
+      for (auto& w : procs_)
+        if (w.child) {
+          const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - clock::now()).count();
+          w.child->wait_for(static_cast<int>(std::max<long long>(0, left)));
+        }
+    };
+    wait_all(10000);
+    for (int sig : {SIGTERM, SIGKILL}) {
+      bool any = false;
+      for (auto& w : procs_)
+        if (w.child && w.child->running()) {
+          std::fprintf(stderr, "afd launch: worker process '%s' (pid %d) did not stop; sending %s\n",
+                       w.plan.name.c_str(), static_cast<int>(w.child->pid()), sig == SIGTERM ? "SIGTERM" : "SIGKILL");
+          w.child->signal(sig);
+          any = true;
+        }
+      if (any) wait_all(5000);
+    }
+    if (watcher_) caf::anon_send_exit(watcher_, caf::exit_reason::user_shutdown);
+    if (system_) {
+      // In-process workers end with the coordinator; a stuck one must not hold the launcher forever.
+      std::thread([] {
+        std::this_thread::sleep_for(std::chrono::seconds(20));
+        std::fprintf(stderr, "afd launch: actors did not stop within 20 s; exiting\n");
+        std::_Exit(1);
+      }).detach();
+      coordinator_ = nullptr;
+      watcher_ = nullptr;
+      system_.reset();
+    }
+    std::remove((run_dir_ + "/launcher.pid").c_str());
+  }
+
+ private:
+  void write_process_file() const {
+    std::ofstream pids(run_dir_ + "/processes");
+    pids << "launcher " << ::getpid() << " coordinator";
+    for (const auto& w : procs_)
+      if (!w.child)
+        for (const auto& n : w.plan.workers) pids << ' ' << n;
+    pids << '\n';
+    for (const auto& w : procs_)
+      if (w.child) pids << w.plan.name << ' ' << w.child->pid() << ' ' << join(w.plan.workers) << '\n';
+    std::ofstream(run_dir_ + "/launcher.pid") << ::getpid() << '\n';
+  }
+
+  void report_not_ready() {
+    std::vector<std::string> waiting;
+    caf::scoped_actor self{*system_};
+    self->request(coordinator_, std::chrono::seconds(3), actors::status_atom::value)
+        .receive(
+            [&](actors::cluster_status_msg& s) {
+              for (const auto& w : s.workers)
+                if (w.state != "ready") waiting.push_back(w.name + " (" + w.state + ")");
+            },
+            [&](caf::error&) {});
+    std::fprintf(stderr,
+                 "afd launch: cluster '%s' was not ready after %lld s; workers not ready (never registered, or "
+                 "still loading/connecting): %s\n",
+                 spec_.name.c_str(), static_cast<long long>(start_timeout_.count()),
+                 waiting.empty() ? "unknown (the coordinator did not answer)" : join(waiting).c_str());
+    for (const auto& w : procs_)
+      if (w.child) std::fprintf(stderr, "  log of process '%s': %s\n", w.plan.name.c_str(), w.log.c_str());
+  }
+
+  topology::topology t_;
+  actors::cluster_spec spec_;
+  launch::launch_plan plan_;
+  launch::worker_command_options options_;
+  std::string file_;
+  std::chrono::seconds start_timeout_;
+  std::string run_dir_;
+  caf::actor_system_config config_;
+  std::unique_ptr<caf::actor_system> system_;
+  caf::actor coordinator_;
+  caf::actor watcher_;
+  std::shared_ptr<coordinator_events> events_;
+  std::vector<worker_process> procs_;
+  double ready_seconds_ = 0;
+  bool stopped_ = false;
+};
+
+void print_diagnostics(const topology::diagnostics& errors) {
+  for (const auto& d : errors) std::fprintf(stderr, "%s\n", d.to_string().c_str());
+}
+
+/// Forks the background launcher. In the parent: relays its output until it is ready (or failed)
+/// and returns the exit code to return; in the background process: returns nullopt with
+/// `ready_fd` set (write one byte to it once ready, then detach the output).
+std::optional<int> daemonize(int& ready_fd) {
+  int out_pipe[2], ready_pipe[2];
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(ready_pipe, O_CLOEXEC) != 0) {
+    std::perror("afd launch: pipe");
+    return 1;
+  }
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    std::perror("afd launch: fork");
+    return 1;
+  }
+  if (pid == 0) {
+    ::setsid();  // no terminal: a Ctrl-C or a closed terminal does not reach the background cluster
+    ::dup2(out_pipe[1], 1);
+    ::dup2(out_pipe[1], 2);
+    ::close(out_pipe[0]);
+    ::close(out_pipe[1]);
+    ::close(ready_pipe[0]);
+    ready_fd = ready_pipe[1];
+    return std::nullopt;
+  }
+  ::close(out_pipe[1]);
+  ::close(ready_pipe[1]);
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(out_pipe[0], buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    std::fwrite(buf, 1, static_cast<std::size_t>(n), stdout);
+    std::fflush(stdout);
+  }
+  char ok = 0;
+  ssize_t got;
+  do {
+    got = ::read(ready_pipe[0], &ok, 1);
+  } while (got < 0 && errno == EINTR);
+  if (got == 1) return 0;
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) != 0 ? WEXITSTATUS(status) : 1;
+}
+
+int run_launch(int argc, char** argv) {
+  CLI::App app{"Starts the cluster a topology file describes: the coordinator in this process and one\n"
+               "`afd worker` process per worker placed on this machine; waits until all are ready, prints\n"
+               "a summary and serves until `afd stop FILE`, SIGINT or SIGTERM.\n"
+               "Exit codes: 0 stopped cleanly (or started, in the background), 1 failed to start,\n"
+               "2 invalid topology or usage.",
+               "afd launch"};
+  std::string file, model_dir;
+  bool foreground = false;
+  int start_timeout_s = 120;
+  app.add_option("FILE", file, "topology file (YAML)")->required();
+  app.add_option("--model", model_dir, "checkpoint directory to use instead of the file's model.path");
+  app.add_flag("--foreground", foreground, "stay attached: serve until Ctrl-C or `afd stop`");
+  app.add_option("--start-timeout", start_timeout_s,
+                 "seconds to wait for every worker to register and load its weights (default 120)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (start_timeout_s < 1) {
+    std::fprintf(stderr, "afd launch: --start-timeout must be >= 1\n");
+    return 2;
+  }
+
+  // Everything is checked before anything starts.
+  auto parsed = topology::parse_file(file);
+  if (!parsed.ok()) {
+    print_diagnostics(parsed.errors);
+    std::fprintf(stderr, "%s: %zu error(s); nothing started\n", file.c_str(), parsed.errors.size());
+    return 2;
+  }
+  topology::topology t = std::move(*parsed.value);
+  std::error_code ec;
+  const std::string file_abs = std::filesystem::absolute(file, ec).lexically_normal().string();
+  std::string model_abs;
+  if (!model_dir.empty()) {
+    model_abs = std::filesystem::absolute(model_dir, ec).lexically_normal().string();
+    t.model.path = model_abs;
+  }
+  const launch::launch_plan plan = launch::plan_launch(t);
+  launch::worker_command_options options;
+  options.afd_executable = launch::self_executable();
+  options.topology_file = file_abs;
+  options.model_override = model_abs;
+  options.coordinator = launch::host_port(connect_host(plan.coordinator_host), plan.coordinator_port);
+
+  topology::diagnostics errors = launch::check_launchable(t, plan, options);
+  auto env_errors = topology::check_environment(t);
+  errors.insert(errors.end(), env_errors.begin(), env_errors.end());
+  std::optional<actors::cluster_spec> spec;
+  std::string spec_error;
+  if (auto config = topology::read_model_config(t); !config) {
+    errors.push_back({t.location_of("model.path"), "cannot read the model config: " + config.err().message()});
+  } else if (auto s = client::to_cluster_spec(t, *config); !s) {
+    spec_error = s.err().message();
+  } else {
+    spec = std::move(*s);
+    spec->start_timeout = std::chrono::seconds(start_timeout_s);
+  }
+  if (!errors.empty() || !spec_error.empty()) {
+    print_diagnostics(errors);
+    if (!spec_error.empty()) std::fprintf(stderr, "%s\n", spec_error.c_str());
+    std::fprintf(stderr, "%s: cannot launch; nothing started\n", file.c_str());
+    return 2;
+  }
+
+  auto run_dir = launch::make_run_directory(t.cluster_name, plan.coordinator_port);
+  if (!run_dir) {
+    std::fprintf(stderr, "afd launch: %s\n", run_dir.err().message().c_str());
+    return 1;
+  }
+
+  int ready_fd = -1;
+  if (!foreground)
+    if (auto code = daemonize(ready_fd)) return *code;
+  launch::install_stop_signals();
+
+  launcher l(std::move(t), std::move(*spec), plan, options, file, std::chrono::seconds(start_timeout_s));
+  if (!l.start(*run_dir)) {
+    std::fprintf(stderr, "afd launch: cluster not started; logs in %s\n", run_dir->c_str());
+    return 1;
+  }
+  l.print(foreground);
+  if (!foreground) {
+    // Ready: tell the waiting parent, then write to the launcher's log instead of its pipe.
+    const std::string log = *run_dir + "/launcher.log";
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    [[maybe_unused]] auto n = ::write(ready_fd, "1", 1);
+    ::close(ready_fd);
+    std::fflush(stdout);
+    std::fflush(stderr);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      ::close(fd);
+    }
+  }
+  return l.serve();
+}
+
+const bool registered = register_command(
+    {"launch", "start the cluster a topology file describes on this machine and serve until stopped", run_launch});
+
+}  // namespace
+}  // namespace afd::cli
+
+#endif  // AFD_HAVE_LAUNCH

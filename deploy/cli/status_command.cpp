@@ -1,0 +1,90 @@
+// `afd status FILE | --connect HOST:PORT [--json]`: the state of a launched cluster as its
+// coordinator sees it: per worker its role, device, state, running requests and KV blocks used.
+// Exit codes: 0 answered, 1 unreachable, 2 bad usage.
+#ifdef AFD_HAVE_LAUNCH
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <string>
+
+#include "deploy/cli/command_registry.hpp"
+#include "deploy/client/client.hpp"
+#include "deploy/launch/launch_plan.hpp"
+
+namespace afd::cli {
+namespace {
+
+int run_status(int argc, char** argv) {
+  CLI::App app{"Shows a launched cluster's workers: role, device, state, running requests, KV use.\n"
+               "Exit codes: 0 answered, 1 unreachable, 2 bad usage.",
+               "afd status"};
+  std::string file, connect;
+  bool json = false;
+  int timeout_s = 5;
+  app.add_option("FILE", file, "topology file the cluster was launched from");
+  app.add_option("--connect", connect, "HOST:PORT of the coordinator, instead of FILE");
+  app.add_flag("--json", json, "print one JSON object");
+  app.add_option("--timeout", timeout_s, "seconds to wait for the answer (default 5)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  auto address = launch::resolve_cluster_address(file, connect);
+  if (!address) {
+    std::fprintf(stderr, "afd status: %s\n", address.err().message().c_str());
+    return 2;
+  }
+  const std::string where = launch::host_port(address->host, address->port);
+  const auto timeout = std::chrono::seconds(timeout_s);
+  auto c = client::cluster::connect(address->host, static_cast<std::uint16_t>(address->port), timeout);
+  if (!c) {
+    std::fprintf(stderr, "afd status: %s\n", c.err().message().c_str());
+    return 1;
+  }
+  auto s = (*c)->status(timeout);
+  (*c)->shutdown();
+  if (!s) {
+    std::fprintf(stderr, "afd status: cluster at %s: %s\n", where.c_str(), s.err().message().c_str());
+    return 1;
+  }
+  if (json) {
+    nlohmann::json out{{"coordinator", where}, {"epoch", s->epoch},   {"ready", s->ready},
+                       {"queued", s->queued},  {"running", s->running}, {"finished", s->finished}};
+    out["workers"] = nlohmann::json::array();
+    for (const auto& w : s->workers)
+      out["workers"].push_back({{"name", w.name},
+                                {"role", w.role},
+                                {"device", w.device},
+                                {"state", w.state},
+                                {"running", w.running},
+                                {"kv_blocks_used", w.kv_blocks_used},
+                                {"kv_blocks_total", w.kv_blocks_total}});
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  std::printf("cluster%s%s at %s: %s, epoch %u; requests: %lld queued, %lld running, %lld finished\n",
+              address->cluster_name.empty() ? "" : " '",
+              address->cluster_name.empty() ? "" : (address->cluster_name + "'").c_str(), where.c_str(),
+              s->ready ? "ready" : "not ready", s->epoch, static_cast<long long>(s->queued),
+              static_cast<long long>(s->running), static_cast<long long>(s->finished));
+  std::printf("%-12s %-10s %-8s %-9s %8s %16s\n", "WORKER", "ROLE", "DEVICE", "STATE", "RUNNING", "KV USED/TOTAL");
+  for (const auto& w : s->workers) {
+    const bool attention = w.role == "attention";
+    const std::string running = attention ? std::to_string(w.running) : "-";
+    const std::string kv =
+        attention ? std::to_string(w.kv_blocks_used) + "/" + std::to_string(w.kv_blocks_total) : "-";
+    std::printf("%-12s %-10s %-8s %-9s %8s %16s\n", w.name.c_str(), w.role.c_str(), w.device.c_str(),
+                w.state.c_str(), running.c_str(), kv.c_str());
+  }
+  return 0;
+}
+
+const bool registered = register_command({"status", "show a launched cluster's workers, load and KV use", run_status});
+
+}  // namespace
+}  // namespace afd::cli
+
+#endif  // AFD_HAVE_LAUNCH

@@ -1,0 +1,79 @@
+// `afd stop FILE | --connect HOST:PORT`: asks a launched cluster's coordinator to stop; the
+// launcher then stops every worker and exits. Given the topology file of a cluster launched on
+// this machine, it also waits (up to --timeout) until the launcher has exited.
+// Exit codes: 0 stopped, 1 unreachable or still running after the timeout, 2 bad usage.
+#ifdef AFD_HAVE_LAUNCH
+
+#include <CLI/CLI.hpp>
+#include <signal.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "deploy/cli/command_registry.hpp"
+#include "deploy/client/client.hpp"
+#include "deploy/launch/launch_plan.hpp"
+
+namespace afd::cli {
+namespace {
+
+int run_stop(int argc, char** argv) {
+  CLI::App app{"Stops a launched cluster: the coordinator stops every worker and the launcher exits.\n"
+               "Exit codes: 0 stopped, 1 unreachable or still running after --timeout, 2 bad usage.",
+               "afd stop"};
+  std::string file, connect;
+  int timeout_s = 30;
+  app.add_option("FILE", file, "topology file the cluster was launched from");
+  app.add_option("--connect", connect, "HOST:PORT of the coordinator, instead of FILE");
+  app.add_option("--timeout", timeout_s, "seconds to wait for the cluster to stop (default 30)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  auto address = launch::resolve_cluster_address(file, connect);
+  if (!address) {
+    std::fprintf(stderr, "afd stop: %s\n", address.err().message().c_str());
+    return 2;
+  }
+  // The launcher's pid, read before it removes the file, to wait for its exit.
+  long launcher_pid = 0;
+  if (!address->run_directory.empty()) std::ifstream(address->run_directory + "/launcher.pid") >> launcher_pid;
+
+  const auto timeout = std::chrono::seconds(timeout_s);
+  const std::string where = launch::host_port(address->host, address->port);
+  auto c = client::cluster::connect(address->host, static_cast<std::uint16_t>(address->port),
+                                    std::chrono::milliseconds(std::min<std::int64_t>(timeout_s, 10) * 1000));
+  if (!c) {
+    std::fprintf(stderr, "afd stop: %s\n", c.err().message().c_str());
+    return 1;
+  }
+  if (auto ok = (*c)->stop_cluster(); !ok) {
+    std::fprintf(stderr, "afd stop: cluster at %s: %s\n", where.c_str(), ok.err().message().c_str());
+    return 1;
+  }
+  if (launcher_pid > 0) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    while (::kill(static_cast<pid_t>(launcher_pid), 0) == 0 || errno == EPERM) {
+      if (std::chrono::steady_clock::now() >= until) {
+        std::fprintf(stderr, "afd stop: the launcher (pid %ld) still runs after %d s\n", launcher_pid, timeout_s);
+        return 1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  std::printf("stopped cluster%s%s at %s\n", address->cluster_name.empty() ? "" : " '",
+              address->cluster_name.empty() ? "" : (address->cluster_name + "'").c_str(), where.c_str());
+  return 0;
+}
+
+const bool registered = register_command({"stop", "stop a launched cluster", run_stop});
+
+}  // namespace
+}  // namespace afd::cli
+
+#endif  // AFD_HAVE_LAUNCH

@@ -1,0 +1,159 @@
+// `afd worker --topology FILE --name W [--name W2...] --coordinator HOST:PORT`: one process of a
+// launched cluster. Builds the cluster spec from the same file as every other process, starts the
+// named workers (each registers with the coordinator, then connects its transport and loads the
+// weights it owns) and runs until they end: the coordinator stops them (`afd stop`), the
+// coordinator is lost, or SIGTERM / SIGINT arrives (the launcher's death sends SIGTERM).
+// `afd launch` starts it; it can also be started by hand on another machine.
+// Exit codes: 0 stopped by the cluster or a signal, 1 failed or lost the coordinator, 2 bad usage
+// or topology.
+#ifdef AFD_HAVE_LAUNCH
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "actors/messages.hpp"
+#include "actors/worker.hpp"
+#include "deploy/cli/command_registry.hpp"
+#include "deploy/client/cluster_spec_from_topology.hpp"
+#include "deploy/launch/launch_plan.hpp"
+#include "deploy/launch/signals.hpp"
+
+namespace afd::cli {
+namespace {
+
+/// How the process's worker actors ended; filled by the watcher actor.
+struct worker_ends {
+  std::mutex mutex;
+  std::size_t ended = 0;
+  bool failed = false;
+  std::vector<std::string> reasons;
+};
+
+caf::behavior watch_workers(caf::event_based_actor* self, std::vector<std::pair<std::string, caf::actor>> workers,
+                            std::shared_ptr<worker_ends> ends) {
+  auto names = std::make_shared<std::vector<std::pair<std::string, caf::actor_addr>>>();
+  for (auto& [name, handle] : workers) {
+    self->monitor(handle);
+    names->emplace_back(name, handle.address());
+  }
+  self->set_down_handler([ends, names](caf::down_msg& m) {
+    std::string name = "?";
+    for (const auto& [n, addr] : *names)
+      if (addr == m.source) name = n;
+    const bool clean = m.reason == caf::exit_reason::user_shutdown || m.reason == caf::exit_reason::normal ||
+                       m.reason == caf::error{};
+    std::lock_guard lock(ends->mutex);
+    ++ends->ended;
+    if (!clean) ends->failed = true;
+    ends->reasons.push_back("worker '" + name + "' ended: " + (m.reason ? caf::to_string(m.reason) : "normal"));
+  });
+  return {[](actors::status_atom) {}};  // nothing to answer; the behavior keeps it alive
+}
+
+int run_worker(int argc, char** argv) {
+  CLI::App app{"Runs workers of a launched cluster in this process (`afd launch` starts it).\n"
+               "Exit codes: 0 stopped, 1 failed or lost the coordinator, 2 bad usage or topology.",
+               "afd worker"};
+  std::string file, coordinator, model_dir;
+  std::vector<std::string> names;
+  app.add_option("--topology", file, "topology file (YAML), the same the launcher read")->required();
+  app.add_option("--name", names, "worker to run (repeat for several in one process)")->required();
+  app.add_option("--coordinator", coordinator, "HOST:PORT of the coordinator")->required();
+  app.add_option("--model", model_dir, "checkpoint directory to use instead of the file's model.path");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  auto address = launch::parse_host_port(coordinator);
+  if (!address) {
+    std::fprintf(stderr, "afd worker: --coordinator: %s\n", address.err().message().c_str());
+    return 2;
+  }
+  auto spec = client::load_cluster_spec(file, model_dir);
+  if (!spec) {
+    std::fprintf(stderr, "afd worker: %s\n", spec.err().message().c_str());
+    return 2;
+  }
+  for (const auto& n : names)
+    if (spec->attention_index(n) < 0 && spec->ffn_index(n) < 0) {
+      std::fprintf(stderr, "afd worker: '%s' is not a worker of cluster '%s' (%s)\n", n.c_str(), spec->name.c_str(),
+                   file.c_str());
+      return 2;
+    }
+  launch::install_stop_signals();
+
+  caf::actor_system_config cfg;
+  actors::register_message_types(cfg);
+  actors::configure_scheduler(cfg, 2);
+  cfg.load<caf::io::middleman>();
+  auto system = std::make_unique<caf::actor_system>(cfg);
+
+  std::vector<std::pair<std::string, caf::actor>> workers;
+  int code = 0;
+  for (const auto& n : names) {
+    auto w = actors::start_worker(*system, *spec, n, address->first, static_cast<std::uint16_t>(address->second));
+    if (!w) {
+      std::fprintf(stderr, "afd worker: %s\n", w.err().message().c_str());
+      code = 1;
+      break;
+    }
+    std::fprintf(stderr, "afd worker: %s (%s) started, pid %ld, coordinator %s\n", n.c_str(),
+                 spec->attention_index(n) >= 0 ? "attention" : "ffn", static_cast<long>(::getpid()),
+                 coordinator.c_str());
+    workers.emplace_back(n, *w);
+  }
+
+  auto ends = std::make_shared<worker_ends>();
+  caf::actor watcher;
+  if (code == 0) {
+    watcher = system->spawn(watch_workers, workers, ends);
+    for (;;) {
+      if (int sig = launch::stop_signal()) {
+        std::fprintf(stderr, "afd worker: signal %d: stopping\n", sig);
+        break;
+      }
+      {
+        std::lock_guard lock(ends->mutex);
+        if (ends->ended == workers.size()) {
+          for (const auto& r : ends->reasons) std::fprintf(stderr, "afd worker: %s\n", r.c_str());
+          code = ends->failed ? 1 : 0;
+          break;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  for (auto& [n, w] : workers) caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
+  if (watcher) caf::anon_send_exit(watcher, caf::exit_reason::user_shutdown);
+  workers.clear();
+  watcher = nullptr;
+  // A worker blocked in its engine must not keep the process (and its GPU) forever.
+  std::thread([] {
+    std::this_thread::sleep_for(std::chrono::seconds(15));
+    std::fprintf(stderr, "afd worker: actors did not stop within 15 s; exiting\n");
+    std::_Exit(1);
+  }).detach();
+  system.reset();
+  return code;
+}
+
+const bool registered =
+    register_command({"worker", "run workers of a launched cluster (started by `afd launch`)", run_worker});
+
+}  // namespace
+}  // namespace afd::cli
+
+#endif  // AFD_HAVE_LAUNCH
