@@ -639,7 +639,9 @@ void attention_engine::stop() {
     s_->stop = true;
   }
   s_->cv.notify_all();
-  if (s_->thread.joinable()) s_->thread.join();
+  // Called from a callback on the engine thread itself: the loop ends on return; joining is left
+  // to the owner's later stop() or destructor.
+  if (s_->thread.joinable() && s_->thread.get_id() != std::this_thread::get_id()) s_->thread.join();
 }
 
 std::int64_t attention_engine::free_kv_blocks() const { return s_->free_blocks.load(); }

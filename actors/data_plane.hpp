@@ -114,7 +114,9 @@ class attention_engine {
   expected<void> admit(admitted_request r);
   /// Thread-safe. The request leaves the batch and its KV is freed at the next step boundary.
   void cancel(engine::request_id id);
-  /// Stops the loop (after the step in flight, or at once when it is blocked) and joins.
+  /// Stops the loop (after the step in flight, or at once when it is blocked) and joins. Called
+  /// from on_report / on_failure (the engine thread), it only asks: the loop ends when the
+  /// callback returns, and a later stop() or the destructor joins.
   void stop();
   /// Thread-safe snapshot.
   std::int64_t free_kv_blocks() const;

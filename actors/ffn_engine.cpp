@@ -408,7 +408,8 @@ expected<void> ffn_engine::start() {
 void ffn_engine::stop() {
   if (!s_) return;
   s_->stop = true;
-  if (s_->thread.joinable()) s_->thread.join();
+  // From a callback on the engine thread itself: the loop ends on return (see attention_engine).
+  if (s_->thread.joinable() && s_->thread.get_id() != std::this_thread::get_id()) s_->thread.join();
 }
 
 }  // namespace afd::actors

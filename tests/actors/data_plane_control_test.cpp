@@ -297,6 +297,48 @@ TEST(data_plane_stop, stop_returns_promptly_while_blocked) {
   }
 }
 
+TEST(data_plane_stop, stop_from_the_report_callback_does_not_deadlock) {
+  auto fabric = transport::loopback_fabric::create();
+  auto ta = std::move(*transport::make_loopback_transport(fabric, 1));
+  auto tf = std::move(*transport::make_loopback_transport(fabric, 2));
+  auto pa = ta->connect(tf->address());
+  auto pf = tf->connect(ta->address());
+  ASSERT_TRUE(pa.has_value() && pf.has_value());
+  const model_config& cfg = all_weights()->config();
+  ffn_assignment all;
+  all.units.resize(static_cast<std::size_t>(cfg.num_hidden_layers));
+  for (std::int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    if (cfg.is_moe_layer(l))
+      for (std::int32_t e = 0; e < cfg.moe_num_experts; ++e) all.units[static_cast<std::size_t>(l)].push_back(e);
+    all.units[static_cast<std::size_t>(l)].push_back(engine::shared_unit);
+  }
+  data_plane_options plane;
+  auto ffn = ffn_engine::create(all_weights(), plane, all, *tf, {*pf}, {}, {});
+  ASSERT_TRUE(ffn.has_value());
+  std::atomic<attention_engine*> self{nullptr};
+  std::atomic<int> reports{0};
+  attention_engine_options ao;
+  ao.plane = plane;
+  auto attn = attention_engine::create(all_weights(), ao, *ta, {*pa}, [&](step_report&&) {
+    ++reports;
+    self.load()->stop();
+  }, {});
+  ASSERT_TRUE(attn.has_value());
+  self = attn->get();
+  ASSERT_TRUE((*ffn)->start().has_value());
+  ASSERT_TRUE((*attn)->start().has_value());
+  engine::request r;
+  r.prompt = {1, 2, 3};
+  r.max_new_tokens = 50;
+  ASSERT_TRUE((*attn)->admit({1, r, {}}).has_value());
+  const auto t0 = std::chrono::steady_clock::now();
+  while (reports.load() == 0 && seconds_since(t0) < 10) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(reports.load(), 1);  // the loop ended after the callback that asked
+  (*attn)->stop();
+  (*ffn)->stop();
+}
+
 TEST(data_plane_idle, an_idle_cluster_does_not_spin) {
   cluster_options o;
   o.A = 2;
