@@ -397,6 +397,7 @@ expected<std::unique_ptr<cluster>> cluster::embed(const std::string& topology_fi
   else if (!options.transport.empty())
     return fail(errc::invalid_argument, "embed_options.transport is '", options.transport,
                 "'; it must be loopback, ucx or empty");
+  if (options.prefill_chunk > 0) t->pipeline.prefill_chunk = options.prefill_chunk;
   auto config = topology::read_model_config(*t);
   if (!config) return config.err();
   auto spec = to_cluster_spec(*t, *config);

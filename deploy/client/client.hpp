@@ -88,6 +88,7 @@ struct embed_options {
   std::string model_path;  ///< overrides the topology's model path when not empty
   std::chrono::milliseconds start_timeout{60000};
   std::string transport;   ///< "loopback" or "ucx" overrides the file's transport.kind when not empty
+  int prefill_chunk = 0;   ///< overrides the file's pipeline.prefill_chunk when > 0
 };
 
 /// A cluster to send requests to: embedded in this process, or remote.
