@@ -94,6 +94,34 @@ TEST_P(data_plane_equivalence, every_shape_and_k_is_bitwise_the_reference) {
     for (std::uint32_t K : {1u, 2u, 3u}) run_case(s, K, num, reqs, want);
 }
 
+// A model without a shared expert (MoE tokens get top-k units only), renormalised top-2 routing,
+// dense layers between MoE layers.
+TEST(data_plane_equivalence_variant, no_shared_expert_and_interleaved_dense_layers) {
+  const auto all = load(engine::weight_selection::all(), variant_model());
+  const auto reqs = workload(8, 9);
+  for (numerics num : {numerics{}, numerics::exact()}) {
+    const auto want = reference(reqs, num, all);
+    for (auto [A, F, K] : {std::tuple{2u, 3u, 2u}, std::tuple{1u, 2u, 3u}, std::tuple{3u, 1u, 1u}}) {
+      SCOPED_TRACE(std::to_string(A) + "A" + std::to_string(F) + "F K=" + std::to_string(K));
+      cluster_options o;
+      o.A = A;
+      o.F = F;
+      o.model = variant_model();
+      o.place = placement::round_robin;
+      o.plane.num = num;
+      o.plane.micro_batches = K;
+      cluster c(o);
+      c.start();
+      for (std::size_t i = 0; i < reqs.size(); ++i)
+        c.admit(static_cast<std::uint32_t>(i % A), static_cast<engine::request_id>(i + 1), reqs[i]);
+      ASSERT_TRUE(c.wait_finished(reqs.size())) << (c.failures().empty() ? "timeout" : c.failures()[0]);
+      const auto got = c.results();
+      for (std::size_t i = 0; i < reqs.size(); ++i)
+        EXPECT_TRUE(same_result(got.at(static_cast<engine::request_id>(i + 1)), want[i])) << "request " << i + 1;
+    }
+  }
+}
+
 // The comparison can fail: a cluster with fp8 dispatch against a reference run with bf16 dispatch.
 TEST(data_plane_equivalence_control, another_rounding_point_is_detected) {
   numerics fp8, bf16;

@@ -57,8 +57,29 @@ inline const std::string& tiny_model() {
   return dir;
 }
 
-inline std::shared_ptr<const engine::model_weights> load(const engine::weight_selection& s) {
-  auto w = engine::model_weights::load(tiny_model(), s);
+/// The tiny preset without a shared expert, renormalised top-2 routing, and dense layers 0 and 2.
+inline const std::string& variant_model() {
+  static const std::string dir = [] {
+    auto c = model::preset_config("tiny");
+    EXPECT_TRUE(c.has_value());
+    model::synthetic_options o;
+    o.config = *c;
+    o.config.share_expert_dim = 0;
+    o.config.norm_expert_weight = true;
+    o.config.moe_top_k = 2;
+    o.config.moe_layers = {false, true, false, true};
+    o.seed = 23;
+    const auto d = scratch_root() / "variant";
+    auto w = model::write_synthetic_checkpoint(o, d.string(), true);
+    EXPECT_TRUE(w.has_value()) << (w ? "" : w.err().to_string());
+    return d.string();
+  }();
+  return dir;
+}
+
+inline std::shared_ptr<const engine::model_weights> load(const engine::weight_selection& s,
+                                                         const std::string& dir = tiny_model()) {
+  auto w = engine::model_weights::load(dir, s);
   EXPECT_TRUE(w.has_value()) << (w ? "" : w.err().to_string());
   return w ? *w : nullptr;
 }
@@ -121,6 +142,7 @@ struct cluster_options {
   std::int64_t block_size = 16;
   std::int64_t num_blocks = 64;
   std::int64_t max_running = 8;
+  std::string model;  ///< checkpoint directory; empty: tiny_model()
   /// Throughput mode: every layer's shared/dense unit cut into F column slices, one per worker.
   bool slice_shared = false;
 };
@@ -153,7 +175,8 @@ class cluster {
         ap_[a].push_back(*p);
         fp_[f].push_back(*q);
       }
-    attn_weights_ = load(engine::weight_selection::attention_side());
+    if (o_.model.empty()) o_.model = tiny_model();
+    attn_weights_ = load(engine::weight_selection::attention_side(), o_.model);
     std::vector<std::uint32_t> all(o.F);
     for (std::uint32_t f = 0; f < o.F; ++f) all[f] = f;
     build(o.plane.epoch, all);
@@ -250,7 +273,7 @@ class cluster {
       const std::uint32_t f = alive[i];
       assignments_.push_back(assignment_of(c, o_.place, F, i));
       if (o_.slice_shared) slice_shared_units(c, F, i, assignments_.back());
-      ffn_weights_.push_back(load(ffn_selection(assignments_.back())));
+      ffn_weights_.push_back(load(ffn_selection(assignments_.back()), o_.model));
       auto e = ffn_engine::create(
           ffn_weights_.back(), plane, assignments_.back(), *ffn_t_[f], fp_[f], [](step_report&&) {},
           [this, f](const error& e) { note_failure("ffn " + std::to_string(f) + ": " + e.to_string(), e.code()); });
@@ -331,11 +354,12 @@ inline std::vector<engine::request> workload(std::size_t n, std::uint64_t salt =
 }
 
 /// The reference engine's results for `requests` under `num`.
-inline std::vector<engine::result> reference(const std::vector<engine::request>& requests, const numerics& num) {
+inline std::vector<engine::result> reference(const std::vector<engine::request>& requests, const numerics& num,
+                                             std::shared_ptr<const engine::model_weights> weights = all_weights()) {
   engine::engine_options eo;
   eo.num = num;
   eo.num_blocks = 256;
-  auto e = engine::reference_engine::create(all_weights(), eo);
+  auto e = engine::reference_engine::create(std::move(weights), eo);
   EXPECT_TRUE(e.has_value()) << (e ? "" : e.err().to_string());
   auto r = e->generate(requests);
   EXPECT_TRUE(r.has_value()) << (r ? "" : r.err().to_string());
