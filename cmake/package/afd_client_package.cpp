@@ -1,0 +1,16 @@
+// The translation unit of the installed libafd_client.so. The library is the static afd libraries
+// linked into one shared object; the references below make the linker keep the whole public API
+// (client.hpp and error.hpp: the entry points; the rest is reached through the cluster's vtable).
+#include "deploy/client/client.hpp"
+
+namespace afd::client::detail {
+
+/// Addresses of the public functions, so that none is left out of the shared library.
+[[maybe_unused]] void* const package_entry_points[] = {
+    reinterpret_cast<void*>(&cluster::embed),
+    reinterpret_cast<void*>(&cluster::connect),
+    reinterpret_cast<void*>(static_cast<const char* (*)(errc) noexcept>(&afd::to_string)),
+};
+[[maybe_unused]] std::string (afd::error::*const package_error_to_string)() const = &afd::error::to_string;
+
+}  // namespace afd::client::detail
