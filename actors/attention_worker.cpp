@@ -41,12 +41,20 @@ struct attention_worker_state {
   const attention_worker_spec& spec() const { return ctx.spec.attention_workers[static_cast<std::size_t>(ctx.index)]; }
 
   caf::result<ready_atom, std::uint32_t> on_start_epoch(start_epoch_msg& m) {
-    if (engine) return to_caf_error(fail(errc::internal, "worker '", ctx.name, "' is already running an epoch"));
-    auto peers = connect_all(*ctx.transport, m.ffn_addresses, "FFN worker");
+    // A new epoch (after a failure) starts from a fresh engine: the requests come back through
+    // admissions carrying the tokens generated so far.
+    if (engine) engine->stop();
+    engine.reset();
+    figures->failed.store(false);
+    figures->running.store(0);
+    auto peers = connect_all(*ctx.transport, m.ffn_addresses, "FFN worker", peers_known);
     if (!peers) return to_caf_error(peers.err());
-    auto weights = engine::model_weights::load(ctx.spec.model_path, engine::weight_selection::attention_side());
-    if (!weights)
-      return to_caf_error(fail(weights.err().code(), "worker '", ctx.name, "': ", weights.err().message()));
+    if (!weights) {
+      auto loaded = engine::model_weights::load(ctx.spec.model_path, engine::weight_selection::attention_side());
+      if (!loaded)
+        return to_caf_error(fail(loaded.err().code(), "worker '", ctx.name, "': ", loaded.err().message()));
+      weights = *loaded;
+    }
     attention_engine_options o;
     o.plane = ctx.spec.plane;
     o.plane.epoch = m.epoch;
@@ -85,7 +93,7 @@ struct attention_worker_state {
       caf::anon_send(coordinator,
                      worker_failed_msg{ep, name, static_cast<std::uint8_t>(e.code()), e.message()});
     };
-    auto created = attention_engine::create(std::move(*weights), o, *ctx.transport, std::move(*peers),
+    auto created = attention_engine::create(weights, o, *ctx.transport, std::move(*peers),
                                             std::move(on_report), std::move(on_failure));
     if (!created) return to_caf_error(created.err());
     engine = std::move(*created);
@@ -134,14 +142,18 @@ struct attention_worker_state {
     return s;
   }
 
-  void on_stop_engine() {
+  bool on_stop_engine() {
     if (engine) engine->stop();
+    engine.reset();  // releases its transport operations before another epoch's engine posts any
     if (state != "failed") state = "stopped";
+    return true;
   }
 
   attention_actor* self;
   worker_context ctx;
   std::unique_ptr<attention_engine> engine;
+  std::shared_ptr<const engine::model_weights> weights;  ///< the attention side, loaded once
+  peer_table peers_known;
   std::shared_ptr<live_figures> figures = std::make_shared<live_figures>();
   std::string state = "starting";
   std::uint32_t epoch = 0;
@@ -156,7 +168,7 @@ caf::behavior attention_worker_behavior(attention_actor* self, worker_context ct
       [&s](admit_msg& m) { s.on_admit(m); },
       [&s](cancel_atom, std::int64_t id) { s.on_cancel(id); },
       [&s](status_atom) { return s.on_status(); },
-      [&s](stop_engine_atom) { s.on_stop_engine(); },
+      [&s](stop_engine_atom) { return s.on_stop_engine(); },
   };
 }
 

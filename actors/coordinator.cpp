@@ -77,6 +77,7 @@ class coordinator_state {
       w.device = spec_.ffn_workers[i].device;
       ffn_.push_back(std::move(w));
     }
+    for (const auto& f : spec_.ffn_workers) units_.push_back(f.assignment.units);
     self_->set_down_handler([this](caf::down_msg& m) { on_down(m); });
   }
 
@@ -97,7 +98,10 @@ class coordinator_state {
     w->address = std::move(m.address);
     if (!m.device.empty()) w->device = m.device;
     self_->monitor(w->handle);
-    if (all_of([](const worker_entry& x) { return x.registered; })) start_epoch();
+    if (all_of([](const worker_entry& x) { return x.registered; })) {
+      started_ = true;
+      start_epoch();
+    }
     return epoch_;
   }
 
@@ -188,6 +192,9 @@ class coordinator_state {
   }
 
   void on_confirm_failure() {
+    reported_failures_.erase(std::remove_if(reported_failures_.begin(), reported_failures_.end(),
+                                            [this](const worker_failed_msg& x) { return x.epoch != epoch_; }),
+                             reported_failures_.end());
     if (failure_ || reported_failures_.empty()) return;
     const auto& m = reported_failures_.front();
     if (worker_entry* w = find(m.name)) w->state = "failed";
@@ -350,6 +357,12 @@ class coordinator_state {
         queue_.pop_front();
         continue;
       }
+      if (finish_if_complete(it->second)) {
+        queue_.pop_front();
+        requests_.erase(it);
+        ++finished_count_;
+        continue;
+      }
       const int w = pick_worker(it->second.req);
       if (w < 0) return;
       queue_.pop_front();
@@ -361,28 +374,121 @@ class coordinator_state {
     }
   }
 
+  static bool live(const worker_entry& w) { return w.state != "failed"; }
+
+  /// A request whose tokens were all forwarded before its worker's epoch ended (its end record
+  /// was lost with the epoch): ends it from the tokens the coordinator kept.
+  bool finish_if_complete(request_entry& r) {
+    const auto& g = r.generated;
+    if (g.empty()) return false;
+    const bool stopped = std::find(r.req.stop_ids.begin(), r.req.stop_ids.end(), g.back()) != r.req.stop_ids.end();
+    const bool full = static_cast<std::int64_t>(g.size()) >= r.req.max_new_tokens;
+    if (!stopped && !full) return false;
+    finished_rec done;
+    done.id = r.id;
+    done.tokens = g;
+    done.reason = stopped ? "stop" : "length";
+    self_->send(r.client, std::move(done));
+    return true;
+  }
+
   void start_epoch() {
     start_epoch_msg m;
     m.epoch = epoch_;
     for (const auto& w : attention_) m.attention_addresses.push_back(w.address);
-    for (const auto& w : ffn_) m.ffn_addresses.push_back(w.address);
-    for (const auto& f : spec_.ffn_workers) m.ffn_units.push_back(f.assignment.units);
+    for (std::size_t f = 0; f < ffn_.size(); ++f)
+      if (live(ffn_[f])) {
+        m.ffn_names.push_back(ffn_[f].name);
+        m.ffn_addresses.push_back(ffn_[f].address);
+        m.ffn_units.push_back(units_[f]);
+      }
     for (auto* list : {&attention_, &ffn_})
       for (auto& w : *list) {
+        if (!live(w)) continue;
+        w.ready = false;
         const std::string name = w.name;
+        const std::uint32_t epoch = epoch_;
         self_->request(w.handle, spec_.start_timeout, m)
             .then(
-                [this, name](ready_atom, std::uint32_t epoch) {
-                  if (epoch != epoch_ || failure_) return;
+                [this, name](ready_atom, std::uint32_t answered) {
+                  if (answered != epoch_ || failure_) return;
                   worker_entry* x = find(name);
                   x->ready = true;
                   x->state = "ready";
-                  if (all_of([](const worker_entry& y) { return y.ready; })) become_ready();
+                  if (all_of([](const worker_entry& y) { return y.ready || !live(y); })) become_ready();
                 },
-                [this, name](caf::error& e) {
+                [this, name, epoch](caf::error& e) {
+                  if (epoch != epoch_) return;
                   if (worker_entry* x = find(name)) x->state = "failed";
-                  fail_cluster(fail(errc::unavailable, "worker '", name,
-                                    "' did not start: ", from_caf_error(e).message()));
+                  fail_cluster(fail(errc::unavailable, "worker '", name, "' did not start epoch ", epoch, ": ",
+                                    from_caf_error(e).message()));
+                });
+      }
+  }
+
+  /// FFN worker `lost` is gone and others survive: a new epoch in which the survivors own its units
+  /// (spread one unit at a time, so each survivor loads a share), and every request in flight is
+  /// re-admitted with the tokens generated so far (the engines prefill prompt + generated; in
+  /// deterministic mode the tokens that follow are those of an uninterrupted run).
+  void recover_from_ffn_loss(std::size_t lost) {
+    std::vector<std::size_t> survivors;
+    for (std::size_t f = 0; f < ffn_.size(); ++f)
+      if (live(ffn_[f])) survivors.push_back(f);
+    for (std::size_t l = 0; l < units_[lost].size(); ++l) {
+      std::size_t k = l;
+      for (auto u : units_[lost][l]) units_[survivors[k++ % survivors.size()]][l].push_back(u);
+      units_[lost][l].clear();
+      for (auto f : survivors) {
+        auto& list = units_[f][l];
+        // Routed experts ascending, the shared/dense unit (negative id) last.
+        std::sort(list.begin(), list.end(), [](std::int32_t a, std::int32_t b) {
+          if ((a < 0) != (b < 0)) return b < 0;
+          return a < b;
+        });
+      }
+    }
+    ++epoch_;
+    ready_ = false;
+    reported_failures_.clear();
+    for (auto& w : attention_) w.ready = false;
+    for (auto& w : ffn_) w.ready = false;
+    // Every request in flight goes back to the front of the queue, in submission order.
+    std::vector<std::int64_t> in_flight;
+    for (auto& [id, r] : requests_)
+      if (r.worker >= 0) {
+        in_flight.push_back(id);
+        r.worker = -1;
+      }
+    queue_.insert(queue_.begin(), in_flight.begin(), in_flight.end());
+    for (auto& w : attention_) {
+      w.assigned = 0;
+      w.reserved_since_report = 0;
+      w.reported_free = w.kv_total;
+    }
+    stop_engines_then_start_epoch();
+  }
+
+  /// Every live worker stops its engine (an old engine's posted receives would otherwise take the
+  /// new epoch's first messages), then the new epoch starts.
+  void stop_engines_then_start_epoch() {
+    const std::uint32_t epoch = epoch_;
+    auto pending = std::make_shared<std::size_t>(0);
+    for (auto* list : {&attention_, &ffn_})
+      for (auto& w : *list)
+        if (live(w) && w.handle) ++*pending;
+    for (auto* list : {&attention_, &ffn_})
+      for (auto& w : *list) {
+        if (!live(w) || !w.handle) continue;
+        const std::string name = w.name;
+        self_->request(w.handle, spec_.start_timeout, stop_engine_atom::value)
+            .then(
+                [this, epoch, pending](bool) {
+                  if (--*pending == 0 && epoch == epoch_ && !failure_) start_epoch();
+                },
+                [this, epoch, name](caf::error& e) {
+                  if (epoch != epoch_) return;
+                  fail_cluster(fail(errc::unavailable, "worker '", name, "' did not stop its engine for epoch ",
+                                    epoch, ": ", from_caf_error(e).message()));
                 });
       }
   }
@@ -418,7 +524,8 @@ class coordinator_state {
     ready_waiters_.clear();
     for (auto* list : {&attention_, &ffn_})
       for (auto& w : *list)
-        if (w.handle && w.state != "failed") self_->send(w.handle, stop_engine_atom::value);
+        if (w.handle && w.state != "failed")
+          self_->request(w.handle, std::chrono::seconds(10), stop_engine_atom::value).then([](bool) {}, [](caf::error&) {});
   }
 
   void on_down(const caf::down_msg& m) {
@@ -427,6 +534,12 @@ class coordinator_state {
         if (w.handle && w.handle.address() == m.source) {
           w.state = "failed";
           w.handle = nullptr;
+          w.ready = false;
+          if (w.role == worker_role::ffn && !failure_ && !stopping_ && started_ &&
+              count_if([](const worker_entry& x) { return x.role == worker_role::ffn && live(x); }) > 0) {
+            recover_from_ffn_loss(static_cast<std::size_t>(w.index));
+            return;
+          }
           fail_cluster(fail(errc::unavailable, to_string(w.role), " worker '", w.name,
                             "' was lost (", caf::to_string(m.reason), "); the cluster stopped serving"));
           return;
@@ -447,6 +560,8 @@ class coordinator_state {
   std::int64_t finished_count_ = 0;
   std::vector<caf::response_promise> ready_waiters_;
   std::vector<worker_failed_msg> reported_failures_;  ///< engine failures waiting for a root cause
+  std::vector<std::vector<std::vector<std::int32_t>>> units_;  ///< current placement: [ffn worker][layer]
+  bool started_ = false;      ///< the first epoch was started (recovery needs one)
   static constexpr std::chrono::milliseconds failure_grace{300};
 };
 

@@ -2,6 +2,7 @@
 // load the units it owns, start the engine), status. Its engine thread needs nothing from the
 // control plane per step: it is paced by the attention workers' dispatches.
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 
@@ -41,15 +42,23 @@ struct ffn_worker_state {
   const ffn_worker_spec& spec() const { return ctx.spec.ffn_workers[static_cast<std::size_t>(ctx.index)]; }
 
   caf::result<ready_atom, std::uint32_t> on_start_epoch(start_epoch_msg& m) {
-    if (engine) return to_caf_error(fail(errc::internal, "worker '", ctx.name, "' is already running an epoch"));
-    if (static_cast<std::size_t>(ctx.index) >= m.ffn_units.size())
-      return to_caf_error(fail(errc::internal, "start_epoch has no units for FFN worker '", ctx.name, "'"));
-    ffn_assignment assignment{m.ffn_units[static_cast<std::size_t>(ctx.index)]};
-    auto peers = connect_all(*ctx.transport, m.attention_addresses, "attention worker");
+    // A new epoch (after a failure) may hand this worker more units: a fresh engine over them.
+    if (engine) engine->stop();
+    engine.reset();
+    figures->failed.store(false);
+    const auto position = std::find(m.ffn_names.begin(), m.ffn_names.end(), ctx.name);
+    if (position == m.ffn_names.end() || m.ffn_units.size() != m.ffn_names.size())
+      return to_caf_error(fail(errc::internal, "start_epoch ", m.epoch, " has no units for FFN worker '", ctx.name, "'"));
+    ffn_assignment assignment{m.ffn_units[static_cast<std::size_t>(position - m.ffn_names.begin())]};
+    auto peers = connect_all(*ctx.transport, m.attention_addresses, "attention worker", peers_known);
     if (!peers) return to_caf_error(peers.err());
-    auto weights = engine::model_weights::load(ctx.spec.model_path, selection_of(assignment.units));
-    if (!weights)
-      return to_caf_error(fail(weights.err().code(), "worker '", ctx.name, "': ", weights.err().message()));
+    if (!weights || assignment.units != loaded_units) {
+      auto loaded = engine::model_weights::load(ctx.spec.model_path, selection_of(assignment.units));
+      if (!loaded)
+        return to_caf_error(fail(loaded.err().code(), "worker '", ctx.name, "': ", loaded.err().message()));
+      weights = *loaded;
+      loaded_units = assignment.units;
+    }
     data_plane_options o = ctx.spec.plane;
     o.epoch = m.epoch;
     epoch = m.epoch;
@@ -62,7 +71,7 @@ struct ffn_worker_state {
       caf::anon_send(coordinator,
                      worker_failed_msg{ep, name, static_cast<std::uint8_t>(e.code()), e.message()});
     };
-    auto created = ffn_engine::create(std::move(*weights), o, std::move(assignment), *ctx.transport,
+    auto created = ffn_engine::create(weights, o, std::move(assignment), *ctx.transport,
                                       std::move(*peers), [](step_report&&) {}, std::move(on_failure));
     if (!created) return to_caf_error(created.err());
     engine = std::move(*created);
@@ -83,14 +92,19 @@ struct ffn_worker_state {
     return s;
   }
 
-  void on_stop_engine() {
+  bool on_stop_engine() {
     if (engine) engine->stop();
+    engine.reset();  // releases its transport operations before another epoch's engine posts any
     if (state != "failed") state = "stopped";
+    return true;
   }
 
   ffn_actor* self;
   worker_context ctx;
   std::unique_ptr<ffn_engine> engine;
+  std::shared_ptr<const engine::model_weights> weights;  ///< the units of loaded_units
+  std::vector<std::vector<std::int32_t>> loaded_units;
+  peer_table peers_known;
   std::shared_ptr<live_figures> figures = std::make_shared<live_figures>();
   std::string state = "starting";
   std::uint32_t epoch = 0;
@@ -103,7 +117,7 @@ caf::behavior ffn_worker_behavior(ffn_actor* self, worker_context ctx) {
   return {
       [&s](start_epoch_msg& m) { return s.on_start_epoch(m); },
       [&s](status_atom) { return s.on_status(); },
-      [&s](stop_engine_atom) { s.on_stop_engine(); },
+      [&s](stop_engine_atom) { return s.on_stop_engine(); },
       [](cancel_atom, std::int64_t) {},
   };
 }

@@ -40,8 +40,9 @@ struct register_worker_msg {
 struct start_epoch_msg {
   std::uint32_t epoch = 0;
   std::vector<std::vector<std::uint8_t>> attention_addresses;  ///< by attention worker index
-  std::vector<std::vector<std::uint8_t>> ffn_addresses;        ///< by FFN worker index
-  /// ffn_units[f][layer]: routed experts (ascending) and engine::shared_unit owned by FFN worker f.
+  std::vector<std::string> ffn_names;                          ///< the FFN workers of this epoch, in order
+  std::vector<std::vector<std::uint8_t>> ffn_addresses;        ///< by position in ffn_names
+  /// ffn_units[f][layer]: routed experts (ascending) and engine::shared_unit owned by ffn_names[f].
   std::vector<std::vector<std::vector<std::int32_t>>> ffn_units;
 };
 
@@ -136,7 +137,8 @@ typename Inspector::result_type inspect(Inspector& f, register_worker_msg& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, start_epoch_msg& x) {
-  return f(caf::meta::type_name("start_epoch_msg"), x.epoch, x.attention_addresses, x.ffn_addresses, x.ffn_units);
+  return f(caf::meta::type_name("start_epoch_msg"), x.epoch, x.attention_addresses, x.ffn_names, x.ffn_addresses,
+           x.ffn_units);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, request_msg& x) {

@@ -59,12 +59,17 @@ namespace detail {
 
 expected<std::vector<transport::peer_id>> connect_all(transport::transport& t,
                                                       const std::vector<std::vector<std::uint8_t>>& addresses,
-                                                      const char* what) {
+                                                      const char* what, peer_table& known) {
   std::vector<transport::peer_id> peers;
   for (std::size_t i = 0; i < addresses.size(); ++i) {
+    if (auto it = known.find(addresses[i]); it != known.end()) {
+      peers.push_back(it->second);
+      continue;
+    }
     std::span<const std::byte> blob(reinterpret_cast<const std::byte*>(addresses[i].data()), addresses[i].size());
     auto p = t.connect(blob);
     if (!p) return fail(p.err().code(), "cannot connect to ", what, " ", i, ": ", p.err().message());
+    known.emplace(addresses[i], *p);
     peers.push_back(*p);
   }
   return peers;

@@ -4,6 +4,7 @@
 #include <caf/all.hpp>
 
 #include <atomic>
+#include <map>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -36,10 +37,14 @@ struct live_figures {
 caf::actor spawn_attention_worker(caf::actor_system& sys, worker_context ctx);
 caf::actor spawn_ffn_worker(caf::actor_system& sys, worker_context ctx);
 
-/// Connects `t` to every address in `addresses` in order; the peers in that order.
+/// Peers a worker has connected to, by address: a new epoch reuses the connections of the last.
+using peer_table = std::map<std::vector<std::uint8_t>, transport::peer_id>;
+
+/// Connects `t` to every address in `addresses` in order (reusing those in `known`); the peers in
+/// that order.
 expected<std::vector<transport::peer_id>> connect_all(transport::transport& t,
                                                       const std::vector<std::vector<std::uint8_t>>& addresses,
-                                                      const char* what);
+                                                      const char* what, peer_table& known);
 
 /// The transport address as the bytes that travel in register_worker_msg.
 std::vector<std::uint8_t> address_bytes(const transport::transport& t);

@@ -279,8 +279,8 @@ TEST(cluster, shutdown_is_clean_and_prompt) {
   EXPECT_EQ(thread_count_settled(threads_before, 1s), threads_before) << thread_names();
 }
 
-void expect_worker_loss_fails_requests(const char* victim) {
-  auto c = start(example_spec("2a2f", 3));
+void expect_worker_loss_fails_requests(const char* topology, const char* victim) {
+  auto c = start(example_spec(topology, 3));
   ASSERT_TRUE(c);
   std::vector<client::request_id> ids;
   for (int i = 0; i < 6; ++i) {
@@ -313,10 +313,67 @@ void expect_worker_loss_fails_requests(const char* victim) {
   EXPECT_LT(clock_type::now() - t1, 15s);
 }
 
-TEST(cluster, a_killed_ffn_worker_fails_pending_requests_without_hanging) { expect_worker_loss_fails_requests("f1"); }
+TEST(cluster, the_last_ffn_worker_killed_fails_pending_requests_without_hanging) {
+  expect_worker_loss_fails_requests("1a1f", "f0");
+}
 
 TEST(cluster, a_killed_attention_worker_fails_pending_requests_without_hanging) {
-  expect_worker_loss_fails_requests("a0");
+  expect_worker_loss_fails_requests("2a2f", "a0");
+}
+
+// FFN worker lost, another survives: a new epoch moves its units to the survivor, the requests in
+// flight are re-admitted with their tokens so far, and every request ends with exactly the
+// reference engine's tokens, streamed once each, in order.
+TEST(cluster, a_lost_ffn_worker_is_replaced_and_requests_keep_the_reference_tokens) {
+  const auto spec = example_spec("2a2f", 3);
+  auto c = start(spec);
+  ASSERT_TRUE(c);
+  std::mutex m;
+  std::map<client::request_id, std::vector<client::token>> streamed;
+  std::vector<client::request> reqs;
+  std::vector<client::request_id> ids;
+  for (int i = 0; i < 6; ++i) {
+    reqs.push_back(make_request(i, 10 + 5 * i, 24 + i, i % 2 == 0));
+    auto id = c->submit(reqs.back(), [&](const client::token& t) {
+      std::lock_guard lock(m);
+      streamed[t.id].push_back(t);
+    });
+    ASSERT_TRUE(id.has_value()) << id.err().to_string();
+    ids.push_back(*id);
+  }
+  // Kill once the requests are under way.
+  for (int spins = 0; spins < 3000; ++spins) {
+    {
+      std::lock_guard lock(m);
+      if (streamed[ids[0]].size() >= 3) break;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_TRUE(client::kill_worker(*c, "f1").has_value());
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto r = c->wait(ids[i], 60s);
+    ASSERT_TRUE(r.has_value()) << "request " << i << ": " << r.err().to_string();
+    EXPECT_EQ(r->tokens, reference_result(spec, reqs[i]).tokens) << "request " << i;
+    std::lock_guard lock(m);
+    const auto& seen = streamed[ids[i]];
+    ASSERT_EQ(seen.size(), r->tokens.size()) << "request " << i;
+    for (std::size_t k = 0; k < seen.size(); ++k) {
+      EXPECT_EQ(seen[k].index, static_cast<std::int64_t>(k));
+      EXPECT_EQ(seen[k].value, r->tokens[k]);
+    }
+  }
+  auto st = c->status();
+  ASSERT_TRUE(st.has_value());
+  EXPECT_TRUE(st->ready);
+  EXPECT_EQ(st->epoch, 2u);
+  for (const auto& w : st->workers) EXPECT_EQ(w.state, w.name == "f1" ? "failed" : "ready") << w.name;
+  // The cluster goes on serving with one FFN worker.
+  auto later = make_request(9, 17, 6, true);
+  auto id = c->submit(later);
+  ASSERT_TRUE(id.has_value()) << id.err().to_string();
+  auto r = c->wait(*id, 30s);
+  ASSERT_TRUE(r.has_value()) << r.err().to_string();
+  EXPECT_EQ(r->tokens, reference_result(spec, later).tokens);
 }
 
 }  // namespace
