@@ -395,7 +395,8 @@ class coordinator_state {
   void start_epoch() {
     start_epoch_msg m;
     m.epoch = epoch_;
-    for (const auto& w : attention_) m.attention_addresses.push_back(w.address);
+    for (const auto& w : attention_)
+      if (live(w)) m.attention_addresses.push_back(w.address);
     for (std::size_t f = 0; f < ffn_.size(); ++f)
       if (live(ffn_[f])) {
         m.ffn_names.push_back(ffn_[f].name);
@@ -431,6 +432,16 @@ class coordinator_state {
   /// re-admitted with the tokens generated so far (the engines prefill prompt + generated; in
   /// deterministic mode the tokens that follow are those of an uninterrupted run).
   void recover_from_ffn_loss(std::size_t lost) {
+    move_units_of(lost);
+    start_recovery();
+  }
+
+  /// Attention worker lost, others survive: a new epoch without it; its requests (and every other
+  /// request in flight, whose engines restart) are re-admitted to the survivors, which rebuild
+  /// their KV by prefilling prompt + tokens generated so far.
+  void recover_from_attention_loss() { start_recovery(); }
+
+  void move_units_of(std::size_t lost) {
     std::vector<std::size_t> survivors;
     for (std::size_t f = 0; f < ffn_.size(); ++f)
       if (live(ffn_[f])) survivors.push_back(f);
@@ -447,6 +458,9 @@ class coordinator_state {
         });
       }
     }
+  }
+
+  void start_recovery() {
     ++epoch_;
     ready_ = false;
     reported_failures_.clear();
@@ -535,9 +549,14 @@ class coordinator_state {
           w.state = "failed";
           w.handle = nullptr;
           w.ready = false;
-          if (w.role == worker_role::ffn && !failure_ && !stopping_ && started_ &&
-              count_if([](const worker_entry& x) { return x.role == worker_role::ffn && live(x); }) > 0) {
-            recover_from_ffn_loss(static_cast<std::size_t>(w.index));
+          const worker_role role = w.role;
+          const bool survivors =
+              count_if([role](const worker_entry& x) { return x.role == role && live(x); }) > 0;
+          if (survivors && !failure_ && !stopping_ && started_) {
+            if (role == worker_role::ffn)
+              recover_from_ffn_loss(static_cast<std::size_t>(w.index));
+            else
+              recover_from_attention_loss();
             return;
           }
           fail_cluster(fail(errc::unavailable, to_string(w.role), " worker '", w.name,

@@ -317,14 +317,14 @@ TEST(cluster, the_last_ffn_worker_killed_fails_pending_requests_without_hanging)
   expect_worker_loss_fails_requests("1a1f", "f0");
 }
 
-TEST(cluster, a_killed_attention_worker_fails_pending_requests_without_hanging) {
-  expect_worker_loss_fails_requests("2a2f", "a0");
+TEST(cluster, the_last_attention_worker_killed_fails_pending_requests_without_hanging) {
+  expect_worker_loss_fails_requests("1a1f", "a0");
 }
 
-// FFN worker lost, another survives: a new epoch moves its units to the survivor, the requests in
-// flight are re-admitted with their tokens so far, and every request ends with exactly the
-// reference engine's tokens, streamed once each, in order.
-TEST(cluster, a_lost_ffn_worker_is_replaced_and_requests_keep_the_reference_tokens) {
+// A worker lost, another of its role survives: a new epoch without it (an FFN worker's units move
+// to the survivor), the requests in flight are re-admitted with their tokens so far, and every
+// request ends with exactly the reference engine's tokens, streamed once each, in order.
+void expect_recovery_keeps_the_reference_tokens(const char* victim) {
   const auto spec = example_spec("2a2f", 3);
   auto c = start(spec);
   ASSERT_TRUE(c);
@@ -349,7 +349,7 @@ TEST(cluster, a_lost_ffn_worker_is_replaced_and_requests_keep_the_reference_toke
     }
     std::this_thread::sleep_for(1ms);
   }
-  ASSERT_TRUE(client::kill_worker(*c, "f1").has_value());
+  ASSERT_TRUE(client::kill_worker(*c, victim).has_value());
   for (std::size_t i = 0; i < ids.size(); ++i) {
     auto r = c->wait(ids[i], 60s);
     ASSERT_TRUE(r.has_value()) << "request " << i << ": " << r.err().to_string();
@@ -366,14 +366,22 @@ TEST(cluster, a_lost_ffn_worker_is_replaced_and_requests_keep_the_reference_toke
   ASSERT_TRUE(st.has_value());
   EXPECT_TRUE(st->ready);
   EXPECT_EQ(st->epoch, 2u);
-  for (const auto& w : st->workers) EXPECT_EQ(w.state, w.name == "f1" ? "failed" : "ready") << w.name;
-  // The cluster goes on serving with one FFN worker.
+  for (const auto& w : st->workers) EXPECT_EQ(w.state, w.name == victim ? "failed" : "ready") << w.name;
+  // The cluster goes on serving without the lost worker.
   auto later = make_request(9, 17, 6, true);
   auto id = c->submit(later);
   ASSERT_TRUE(id.has_value()) << id.err().to_string();
   auto r = c->wait(*id, 30s);
   ASSERT_TRUE(r.has_value()) << r.err().to_string();
   EXPECT_EQ(r->tokens, reference_result(spec, later).tokens);
+}
+
+TEST(cluster, a_lost_ffn_worker_is_replaced_and_requests_keep_the_reference_tokens) {
+  expect_recovery_keeps_the_reference_tokens("f1");
+}
+
+TEST(cluster, a_lost_attention_worker_is_replaced_and_requests_keep_the_reference_tokens) {
+  expect_recovery_keeps_the_reference_tokens("a0");
 }
 
 }  // namespace
