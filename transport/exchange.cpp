@@ -1,8 +1,8 @@
 #include "transport/exchange.hpp"
 
-#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 namespace afd::transport {
 
@@ -274,8 +274,6 @@ expected<std::unique_ptr<attention_exchange>> attention_exchange::create(
   std::size_t send = header_bytes + dispatch_layout::of(shape, shape.max_tokens, true).bytes;
   if (auto ok = x->allocate(recv, 0, send); !ok) return std::move(ok).err();
   x->dispatch_.resize(shape.micro_batches);
-  x->sort_scratch_.reserve(std::size_t{max_combine_vectors(shape)} * x->peers_.size());
-  x->expected_units_.reserve(shape.top_k + 1);
   return x;
 }
 
@@ -387,76 +385,6 @@ combine_view attention_exchange::received(std::uint32_t slot, std::uint32_t f) c
                   ? reinterpret_cast<combine_entry*>(payload + l.entries_offset)
                   : nullptr;
   return v;
-}
-
-op_status attention_exchange::reduce(std::uint32_t slot, float* out) noexcept {
-  if (slot >= shape_.micro_batches) return op_status::error;
-  const pending_dispatch& d = dispatch_[slot];
-  const std::size_t hidden = shape_.hidden;
-  const auto n = static_cast<std::uint32_t>(peers_.size());
-  for (std::uint32_t f = 0; f < n; ++f) {
-    if (!at(slot, f).recv_ok) return record(slot, errc::internal, f, header_check::ok, true);
-  }
-  std::fill(out, out + std::size_t{d.tokens} * hidden, 0.0f);
-  // Element i of a received vector section, as f32.
-  auto value = [](const combine_view& v, std::size_t i) {
-    return v.vectors_f32 != nullptr ? v.vectors_f32[i] : afd::bf16_to_f32(v.vectors[i]);
-  };
-  if (shape_.mode == combine_mode::throughput) {
-    for (std::uint32_t f = 0; f < n; ++f) {
-      const combine_view v = received(slot, f);
-      for (std::size_t i = 0; i < std::size_t{d.tokens} * hidden; ++i) out[i] += value(v, i);
-    }
-    return op_status::done;
-  }
-  sort_scratch_.clear();
-  for (std::uint32_t f = 0; f < n; ++f) {
-    combine_view v = received(slot, f);
-    for (std::uint32_t i = 0; i < v.vector_count; ++i) {
-      combine_entry e = v.entries[i];
-      if (e.token >= d.tokens) return record(slot, errc::bad_message, f, header_check::ok, true);
-      sort_scratch_.push_back({e.token, e.unit, f, i});
-    }
-  }
-  std::sort(sort_scratch_.begin(), sort_scratch_.end(), [](const sort_entry& a, const sort_entry& b) {
-    return a.token != b.token ? a.token < b.token : a.unit < b.unit;
-  });
-  const dispatch_view sent = [&] {
-    dispatch_layout l = dispatch_layout::of(shape_, d.tokens, d.routed);
-    dispatch_view v;
-    v.topk_ids = d.routed ? reinterpret_cast<std::int32_t*>(shared_send_[slot].data + header_bytes +
-                                                            l.ids_offset)
-                          : nullptr;
-    return v;
-  }();
-  std::size_t next = 0;
-  for (std::uint32_t t = 0; t < d.tokens; ++t) {
-    // The units this token must receive, in canonical order.
-    expected_units_.clear();
-    if (d.routed) {
-      for (std::uint32_t k = 0; k < shape_.top_k; ++k) {
-        expected_units_.push_back(static_cast<std::uint32_t>(sent.topk_ids[std::size_t{t} * shape_.top_k + k]));
-      }
-      std::sort(expected_units_.begin(), expected_units_.end());
-    }
-    expected_units_.push_back(shared_unit);
-    float* row = out + std::size_t{t} * hidden;
-    for (std::uint32_t unit : expected_units_) {
-      if (next >= sort_scratch_.size() || sort_scratch_[next].token != t ||
-          sort_scratch_[next].unit != unit) {
-        std::uint32_t f = next < sort_scratch_.size() ? sort_scratch_[next].source : 0;
-        return record(slot, errc::bad_message, f, header_check::ok, true);
-      }
-      const sort_entry& e = sort_scratch_[next++];
-      const combine_view v = received(slot, e.source);
-      const std::size_t base = std::size_t{e.vector} * hidden;
-      for (std::size_t h = 0; h < hidden; ++h) row[h] += value(v, base + h);
-    }
-  }
-  if (next != sort_scratch_.size()) {
-    return record(slot, errc::bad_message, sort_scratch_[next].source, header_check::ok, true);
-  }
-  return op_status::done;
 }
 
 // ---------------------------------------------------------------------------------------------

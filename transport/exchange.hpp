@@ -143,7 +143,9 @@ class exchange_base {
   region arena_region_;
 };
 
-/// The attention worker's side: dispatch to every FFN worker, receive and sum their results.
+/// The attention worker's side: dispatch to every FFN worker, receive their results. Summing them
+/// is the caller's (the data plane sums units with engine::combine_units, as the reference engine
+/// does): the exchange moves and validates bytes, it does not know which units a layer has.
 class attention_exchange final : public exchange_base {
  public:
   /// `ffn_peers[f]` is the connected peer of FFN worker f (its rank is in the transport).
@@ -162,11 +164,6 @@ class attention_exchange final : public exchange_base {
   op_status wait_combine(std::uint32_t slot, deadline until) noexcept;
   /// The validated combine message of FFN worker f (after wait_combine returned done).
   combine_view received(std::uint32_t slot, std::uint32_t f) const noexcept;
-  /// Sums the slot's results into out[T, H] (fp32) in the mode's canonical order.
-  /// deterministic: per token, its units by ascending id (shared last), each exactly once; the
-  /// units must be the token's dispatched top-k ids plus the shared unit (dense layer: the
-  /// shared unit alone). throughput: FFN workers' partials in worker order.
-  op_status reduce(std::uint32_t slot, float* out) noexcept;
 
  private:
   using exchange_base::exchange_base;
@@ -178,11 +175,6 @@ class attention_exchange final : public exchange_base {
     bool begun = false;
   };
   std::vector<pending_dispatch> dispatch_;
-  struct sort_entry {
-    std::uint32_t token, unit, source, vector;
-  };
-  std::vector<sort_entry> sort_scratch_;
-  std::vector<std::uint32_t> expected_units_;
 };
 
 /// The FFN worker's side: receive every attention worker's dispatch, return results to each.

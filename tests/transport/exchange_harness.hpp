@@ -62,6 +62,58 @@ inline std::uint32_t owner_of(std::uint32_t unit, std::uint32_t layer, std::uint
   return unit == shared_unit ? layer % ffn_count : unit % ffn_count;
 }
 
+// The test's own sum of what an attention worker received for a slot (the exchange moves bytes;
+// the data plane sums with engine::combine_units), into out [T, H] in fp32. Deterministic: per
+// token, the units in `units[t]` by ascending id (shared_unit sorts last), each received exactly
+// once from some FFN worker, in any order; throughput: the FFN workers' partials in worker order.
+// "" or what is wrong.
+inline std::string sum_received(const attention_exchange& ex, std::uint32_t slot, std::uint32_t F,
+                                std::uint32_t T, std::vector<std::vector<std::uint32_t>> units,
+                                std::vector<float>& out) {
+  const std::size_t H = ex.shape().hidden;
+  out.assign(std::size_t{T} * H, 0.0f);
+  auto value = [](const combine_view& v, std::size_t i) {
+    return v.vectors_f32 != nullptr ? v.vectors_f32[i] : afd::bf16_to_f32(v.vectors[i]);
+  };
+  for (std::uint32_t f = 0; f < F; ++f) {
+    if (ex.received(slot, f).token_count != T) return "FFN worker " + std::to_string(f) + ": wrong token count";
+  }
+  if (ex.shape().mode == combine_mode::throughput) {
+    for (std::uint32_t f = 0; f < F; ++f) {
+      const combine_view v = ex.received(slot, f);
+      if (v.vector_count != T) return "FFN worker " + std::to_string(f) + ": wrong vector count";
+      for (std::size_t i = 0; i < std::size_t{T} * H; ++i) out[i] += value(v, i);
+    }
+    return {};
+  }
+  struct entry {
+    std::uint32_t token, unit, f, i;
+  };
+  std::vector<entry> all;
+  for (std::uint32_t f = 0; f < F; ++f) {
+    const combine_view v = ex.received(slot, f);
+    for (std::uint32_t i = 0; i < v.vector_count; ++i) all.push_back({v.entries[i].token, v.entries[i].unit, f, i});
+  }
+  std::sort(all.begin(), all.end(), [](const entry& x, const entry& y) {
+    return std::tie(x.token, x.unit) < std::tie(y.token, y.unit);
+  });
+  std::size_t next = 0;
+  for (std::uint32_t t = 0; t < T; ++t) {
+    std::sort(units[t].begin(), units[t].end());
+    for (std::uint32_t unit : units[t]) {
+      if (next >= all.size() || all[next].token != t || all[next].unit != unit) {
+        return "token " + std::to_string(t) + ": unit " + std::to_string(unit) + " missing or not unique";
+      }
+      const combine_view v = ex.received(slot, all[next].f);
+      const std::size_t base = std::size_t{all[next].i} * H;
+      for (std::size_t h = 0; h < H; ++h) out[std::size_t{t} * H + h] += value(v, base + h);
+      ++next;
+    }
+  }
+  if (next != all.size()) return std::to_string(all.size() - next) + " vectors of units not dispatched";
+  return {};
+}
+
 struct run_result {
   std::map<output_key, worker_output> outputs;
   std::vector<std::string> failures;
@@ -221,9 +273,15 @@ inline run_result run_exchange(std::vector<transport*> attn, std::vector<transpo
             std::uint32_t T = tokens_of(a, step, m, sh.max_tokens);
             worker_output out;
             out.tokens = T;
-            out.values.assign(std::size_t{T} * H, -1.0f);
-            if (ex.reduce(m, out.values.data()) != op_status::done) {
-              return failure("attention: reduce: " + ex.last_error(m).to_string());
+            std::vector<std::vector<std::uint32_t>> units(T);
+            for (std::uint32_t t = 0; t < T; ++t) {
+              for (std::uint32_t k = 0; routed && k < K; ++k) {
+                units[t].push_back(static_cast<std::uint32_t>(expert_of(a, step, layer, t, k, plan.experts)));
+              }
+              units[t].push_back(shared_unit);
+            }
+            if (std::string bad = sum_received(ex, m, F, T, units, out.values); !bad.empty()) {
+              return failure("attention " + std::to_string(a) + ": " + bad);
             }
             std::lock_guard lock(mu);
             result.outputs[{a, step, layer, m}] = std::move(out);
