@@ -110,6 +110,32 @@ INSTANTIATE_TEST_SUITE_P(example_topologies, cluster_shapes,
                                            shape{"3a2f", 2}, shape{"2a3f", 3}, shape{"2a3f", 1}),
                          shape_name);
 
+// More requests than the workers' batches hold: the coordinator's queue feeds them in as others
+// finish (continuous batching), and each still gets the reference engine's tokens.
+TEST(cluster, a_queue_longer_than_the_batches_drains_with_the_reference_tokens) {
+  const auto spec = example_spec("2a2f", 3, [](actors::cluster_spec& s) {
+    for (auto& a : s.attention_workers) a.max_batch = 3;
+  });
+  auto c = start(spec);
+  ASSERT_TRUE(c);
+  std::vector<client::request> reqs;
+  std::vector<client::request_id> ids;
+  for (int i = 0; i < 30; ++i) {
+    reqs.push_back(make_request(100 + i, 1 + (i * 7) % 45, 1 + (i * 5) % 11, i % 3 == 0));
+    auto id = c->submit(reqs.back());
+    ASSERT_TRUE(id.has_value()) << id.err().to_string();
+    ids.push_back(*id);
+  }
+  auto st = c->status();
+  ASSERT_TRUE(st.has_value());
+  EXPECT_GT(st->queued + st->finished, 0);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto r = c->wait(ids[i], 60s);
+    ASSERT_TRUE(r.has_value()) << "request " << i << ": " << r.err().to_string();
+    EXPECT_EQ(r->tokens, reference_result(spec, reqs[i]).tokens) << "request " << i;
+  }
+}
+
 TEST(cluster, cancel_ends_the_request_and_frees_its_kv) {
   auto c = start(example_spec("1a1f", 3));
   ASSERT_TRUE(c);
