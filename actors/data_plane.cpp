@@ -43,8 +43,7 @@ transport::exchange_shape exchange_shape_of(const data_plane_options& o, const m
   s.dispatch_dtype = o.num.dispatch;
   s.scale_block = static_cast<std::uint32_t>(kernels::cpu::fp8_activation_block);
   s.combine_dtype = o.num.combine;
-  s.mode = o.num.mode == combine_mode::deterministic ? transport::combine_mode::deterministic
-                                                     : transport::combine_mode::throughput;
+  s.mode = o.num.mode;  // transport::combine_mode is afd::combine_mode
   return s;
 }
 

@@ -8,6 +8,7 @@
 #include <span>
 
 #include "runtime/core/dtype.hpp"
+#include "runtime/core/numerics.hpp"
 #include "transport/transport.hpp"
 
 namespace afd::transport {
@@ -23,11 +24,13 @@ enum class message_kind : std::uint8_t {
   combine = 2,   ///< FFN -> attention: BF16 results
 };
 
-/// How FFN results are returned (DESIGN.md, Determinism).
-enum class combine_mode : std::uint8_t {
-  deterministic = 0,  ///< one vector per (token, unit); the attention worker sums in canonical order
-  throughput = 1,     ///< one pre-summed partial per token per FFN worker
-};
+/// How FFN results are returned (DESIGN.md, Determinism): the run's setting, afd::combine_mode.
+/// deterministic: one vector per (token, unit), the attention worker sums in canonical order;
+/// throughput: one pre-summed partial per token per FFN worker. On the wire, wire_header::mode.
+using afd::combine_mode;
+// The header's mode byte is the enum's value: these are part of the wire format.
+static_assert(static_cast<std::uint8_t>(combine_mode::deterministic) == 0);
+static_assert(static_cast<std::uint8_t>(combine_mode::throughput) == 1);
 
 /// Identifies one exchange of one layer of one micro-batch.
 struct step_id {

@@ -14,6 +14,7 @@
 #include "runtime/core/dtype.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/model_config.hpp"
+#include "runtime/core/numerics.hpp"
 
 namespace afd::topology {
 
@@ -70,8 +71,8 @@ std::optional<device> parse_device(std::string_view text);
 
 /// The data plane between attention and FFN workers.
 enum class transport_kind : std::uint8_t { ucx, loopback };
-/// How FFN outputs are summed (DESIGN.md, "Determinism").
-enum class combine_mode : std::uint8_t { deterministic, throughput };
+/// How FFN outputs are summed (DESIGN.md, "Determinism"): the run's setting, afd::combine_mode.
+using combine_mode = afd::combine_mode;
 /// "ucx" / "loopback".
 std::string_view to_string(transport_kind k) noexcept;
 /// "deterministic" / "throughput".
