@@ -317,8 +317,8 @@ struct attention_engine::state {
         },
         stop, transport::after(options.plane.step_deadline));
     auto t2 = transport::clock::now();
-    timing.compute_seconds += detail::seconds(t0, t1);
-    timing.wait_seconds += detail::seconds(t1, t2);
+    detail::add_time(timing.compute_seconds, timing.layer_compute_seconds, layer, detail::seconds(t0, t1));
+    detail::add_time(timing.wait_seconds, timing.layer_wait_seconds, layer, detail::seconds(t1, t2));
     if (o != detail::wait_outcome::done) {
       if (o != detail::wait_outcome::stopped) report_failure("waiting to reuse the dispatch buffer", m, layer, o);
       return o;
@@ -343,7 +343,8 @@ struct attention_engine::state {
     }
     const transport::step_id id{options.plane.epoch, step, static_cast<std::uint16_t>(m),
                                 static_cast<std::uint16_t>(layer)};
-    timing.compute_seconds += detail::seconds(t2, transport::clock::now());
+    detail::add_time(timing.compute_seconds, timing.layer_compute_seconds, layer,
+                     detail::seconds(t2, transport::clock::now()));
     if (ex->post_dispatch(m, id) == op_status::error) {
       report_failure("posting the dispatch", m, layer, detail::wait_outcome::failed);
       return detail::wait_outcome::failed;
@@ -357,13 +358,14 @@ struct attention_engine::state {
     auto o = detail::sliced_wait([&](transport::deadline until) { return ex->wait_combine(m, until); }, stop,
                                  transport::after(options.plane.step_deadline));
     auto t1 = transport::clock::now();
-    timing.wait_seconds += detail::seconds(t0, t1);
+    detail::add_time(timing.wait_seconds, timing.layer_wait_seconds, layer, detail::seconds(t0, t1));
     if (o != detail::wait_outcome::done) {
       if (o != detail::wait_outcome::stopped) report_failure("waiting for the FFN workers' results", m, layer, o);
       return o;
     }
     std::string bad = reduce(m, layer);
-    timing.compute_seconds += detail::seconds(t1, transport::clock::now());
+    detail::add_time(timing.compute_seconds, timing.layer_compute_seconds, layer,
+                     detail::seconds(t1, transport::clock::now()));
     if (!bad.empty()) {
       if (on_failure)
         on_failure(fail(errc::bad_message, "attention worker (rank ", t.rank(), "): epoch ", options.plane.epoch,
@@ -543,7 +545,7 @@ struct attention_engine::state {
       }
       if (stop.load()) break;
       const auto start = transport::clock::now();
-      timing = {};
+      detail::reset_timing(timing, config().num_hidden_layers);
       const bool changed = take_commands();
       admit();
       plan();

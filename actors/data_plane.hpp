@@ -53,6 +53,9 @@ struct step_timing {
   double compute_seconds = 0;  ///< kernels (attention side or FFN side)
   double wait_seconds = 0;     ///< blocked on the network
   double total_seconds = 0;
+  /// The same split per layer (index = layer, summed over micro-batches). The attention side's
+  /// embedding, LM head and sampling belong to no layer: they count in compute_seconds only.
+  std::vector<double> layer_compute_seconds, layer_wait_seconds;
 };
 
 /// What an attention worker reports after each step that produced anything (one call per step).

@@ -68,6 +68,19 @@ inline double seconds(transport::clock::time_point a, transport::clock::time_poi
   return std::chrono::duration<double>(b - a).count();
 }
 
+/// Zeroes a step's timing, per-layer entries sized for `layers` (their buffers are kept).
+inline void reset_timing(step_timing& t, std::int64_t layers) {
+  t.compute_seconds = t.wait_seconds = t.total_seconds = 0;
+  t.layer_compute_seconds.assign(static_cast<std::size_t>(layers), 0.0);
+  t.layer_wait_seconds.assign(static_cast<std::size_t>(layers), 0.0);
+}
+
+/// Adds `s` seconds to a step total and to layer `layer`'s entry of the per-layer split.
+inline void add_time(double& total, std::vector<double>& per_layer, std::int64_t layer, double s) {
+  total += s;
+  per_layer[static_cast<std::size_t>(layer)] += s;
+}
+
 /// True when layer `layer` of the model has a shared expert / dense MLP unit.
 inline bool has_shared_unit(const model_config& c, std::int64_t layer) {
   return !c.is_moe_layer(layer) || c.share_expert_dim > 0;

@@ -277,7 +277,7 @@ struct ffn_engine::state {
     auto o = detail::sliced_wait([&](transport::deadline until) { return ex->wait_dispatch(m, id, until); }, stop,
                                  transport::after(options.step_deadline));
     auto t1 = transport::clock::now();
-    timing.wait_seconds += detail::seconds(t0, t1);
+    detail::add_time(timing.wait_seconds, timing.layer_wait_seconds, layer, detail::seconds(t0, t1));
     if (o != detail::wait_outcome::done) {
       if (o != detail::wait_outcome::stopped) report_failure("waiting for the attention workers' dispatch", m, layer, o);
       return o;
@@ -294,7 +294,7 @@ struct ffn_engine::state {
     compute(layer, moe, unit_type);
     auto t2 = transport::clock::now();
     o = answer(m, layer, moe);
-    timing.compute_seconds += detail::seconds(t1, t2);
+    detail::add_time(timing.compute_seconds, timing.layer_compute_seconds, layer, detail::seconds(t1, t2));
     if (o != detail::wait_outcome::done) return o;
     // The slot's dispatch buffers are consumed: listen for its next layer.
     if (ex->post_dispatch_receives(m) == op_status::error) {
@@ -315,7 +315,7 @@ struct ffn_engine::state {
     const std::int64_t L = config().num_hidden_layers;
     while (!stop.load()) {
       const auto start = transport::clock::now();
-      timing = {};
+      detail::reset_timing(timing, L);
       step_tokens = 0;
       for (std::int64_t l = 0; l < L; ++l)
         for (std::uint32_t m = 0; m < K; ++m)
