@@ -86,6 +86,10 @@ struct ffn_assignment {
   std::vector<slice> shared_slices;
 };
 
+/// The weights an FFN worker with `assignment` loads: its routed experts of each layer, and the
+/// shared expert / dense MLP of exactly the layers where it owns that unit whole or a slice of it.
+engine::weight_selection ffn_weight_selection(const ffn_assignment& assignment);
+
 /// Called on the engine thread; must return quickly (it hands the report to the worker actor).
 using report_fn = std::function<void(step_report&&)>;
 /// Called on the engine thread when the loop stops because of a failure (peer lost, deadline,

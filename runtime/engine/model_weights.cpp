@@ -156,7 +156,7 @@ expected<std::shared_ptr<const model_weights>> model_weights::load(std::shared_p
     f.moe = c.is_moe_layer(i);
     const std::string p = layer_prefix(i);
     if (!f.moe) {
-      if (selection.dense_and_shared) {
+      if (selection.loads_shared(i)) {
         auto s = l.mlp(p + "mlp.");
         if (!s) return std::move(s).err();
         f.shared = *s;
@@ -164,7 +164,7 @@ expected<std::shared_ptr<const model_weights>> model_weights::load(std::shared_p
       continue;
     }
     f.experts.resize(static_cast<std::size_t>(c.moe_num_experts));
-    if (selection.dense_and_shared && c.share_expert_dim > 0) {
+    if (selection.loads_shared(i) && c.share_expert_dim > 0) {
       auto s = l.mlp(p + "share_expert.");
       if (!s) return std::move(s).err();
       f.shared = *s;

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.hpp"
@@ -22,19 +23,47 @@ namespace afd::engine {
 struct weight_selection {
   /// Embedding, attention projections and norms, routers, final norm and LM head.
   bool attention = true;
-  /// Dense-layer MLPs and shared experts.
+  /// Dense-layer MLPs and shared experts of every layer; ignored when `shared_layers` is set.
   bool dense_and_shared = true;
   /// Routed experts to load: experts[layer] lists expert ids of that layer (layers past the end
   /// load none). nullopt: every expert of every MoE layer.
   std::optional<std::vector<std::vector<std::int32_t>>> experts;
+  /// Per layer: shared_layers[layer] loads that layer's shared expert (MoE layer) or dense MLP
+  /// (dense layer); layers past the end load none. nullopt: `dense_and_shared` for every layer.
+  /// An FFN worker owns the shared/dense units of some layers only, and loads just those.
+  std::optional<std::vector<bool>> shared_layers;
+
+  /// Whether layer `layer`'s shared expert or dense MLP is selected.
+  bool loads_shared(std::int64_t layer) const {
+    if (!shared_layers) return dense_and_shared;
+    return layer >= 0 && static_cast<std::size_t>(layer) < shared_layers->size() &&
+           (*shared_layers)[static_cast<std::size_t>(layer)];
+  }
 
   /// Everything (the reference engine).
   static weight_selection all() { return {}; }
   /// What an attention worker needs.
-  static weight_selection attention_side() { return {true, false, std::vector<std::vector<std::int32_t>>{}}; }
-  /// What an FFN worker owning `experts` (per layer) needs, with or without dense/shared units.
+  static weight_selection attention_side() {
+    weight_selection s;
+    s.dense_and_shared = false;
+    s.experts.emplace();
+    return s;
+  }
+  /// What an FFN worker owning `experts` (per layer) needs, with or without the dense/shared
+  /// units of every layer.
   static weight_selection ffn_side(std::vector<std::vector<std::int32_t>> experts, bool dense_and_shared) {
-    return {false, dense_and_shared, std::move(experts)};
+    weight_selection s;
+    s.attention = false;
+    s.dense_and_shared = dense_and_shared;
+    s.experts = std::move(experts);
+    return s;
+  }
+  /// What an FFN worker owning `experts` (per layer) and the dense/shared units of the layers
+  /// where `shared_layers` is true needs.
+  static weight_selection ffn_side(std::vector<std::vector<std::int32_t>> experts, std::vector<bool> shared_layers) {
+    weight_selection s = ffn_side(std::move(experts), false);
+    s.shared_layers = std::move(shared_layers);
+    return s;
   }
 };
 

@@ -29,16 +29,21 @@ TEST(data_plane_weights, each_role_loads_only_its_part) {
     EXPECT_FALSE(f.shared.loaded()) << "layer " << l;
     for (const auto& e : f.experts) EXPECT_FALSE(e.loaded()) << "layer " << l;
   }
-  // FFN side: no attention; exactly the routed experts assigned.
+  // FFN side: no attention; exactly the routed experts assigned, and the shared expert / dense
+  // MLP of exactly the layers whose unit the worker owns (each layer's on one worker).
   std::vector<std::vector<int>> owners(static_cast<std::size_t>(cfg.num_hidden_layers),
                                        std::vector<int>(static_cast<std::size_t>(cfg.moe_num_experts), 0));
+  std::vector<int> shared_owners(static_cast<std::size_t>(cfg.num_hidden_layers), 0);
   for (std::uint32_t f = 0; f < o.F; ++f) {
     const auto& w = *c.ffn_weights()[f];
     EXPECT_FALSE(w.has_attention());
     const auto& a = c.assignments()[f];
     for (std::int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
-      if (!cfg.is_moe_layer(l)) continue;
       const auto& units = a.units[static_cast<std::size_t>(l)];
+      const bool owns_shared = std::find(units.begin(), units.end(), engine::shared_unit) != units.end();
+      EXPECT_EQ(w.ffn(l).shared.loaded(), owns_shared) << "ffn " << f << " layer " << l;
+      shared_owners[static_cast<std::size_t>(l)] += w.ffn(l).shared.loaded();
+      if (!cfg.is_moe_layer(l)) continue;
       for (std::int32_t e = 0; e < cfg.moe_num_experts; ++e) {
         const bool mine = std::find(units.begin(), units.end(), e) != units.end();
         EXPECT_EQ(w.ffn(l).experts[static_cast<std::size_t>(e)].loaded(), mine) << "ffn " << f << " layer " << l;
@@ -50,6 +55,34 @@ TEST(data_plane_weights, each_role_loads_only_its_part) {
     if (!cfg.is_moe_layer(l)) continue;
     for (int n : owners[static_cast<std::size_t>(l)]) EXPECT_EQ(n, 1);  // each expert on one worker (4/2/2)
   }
+  // The tiny model has a dense MLP in layer 0 and a shared expert in the others; 3 workers own
+  // them on different workers, so loading every layer's unit on each would show here.
+  for (int n : shared_owners) EXPECT_EQ(n, 1);
+}
+
+TEST(data_plane_weights, a_slice_of_a_shared_unit_loads_that_layer_only) {
+  const model_config& cfg = all_weights()->config();
+  ffn_assignment a;
+  a.units.resize(static_cast<std::size_t>(cfg.num_hidden_layers));
+  a.units[1] = {3};
+  a.shared_slices.resize(3);
+  a.shared_slices[2] = {0, 4};
+  const engine::weight_selection s = ffn_weight_selection(a);
+  EXPECT_FALSE(s.attention);
+  auto w = load(s);
+  ASSERT_TRUE(w);
+  for (std::int64_t l = 0; l < cfg.num_hidden_layers; ++l)
+    EXPECT_EQ(w->ffn(l).shared.loaded(), l == 2) << "layer " << l;
+  EXPECT_TRUE(w->ffn(1).experts[3].loaded());
+  EXPECT_FALSE(w->ffn(1).experts[2].loaded());
+  // The engine accepts what the selection loaded.
+  auto fabric = transport::loopback_fabric::create();
+  auto t = transport::make_loopback_transport(fabric, 5);
+  ASSERT_TRUE(t.has_value());
+  data_plane_options o;
+  o.num.mode = combine_mode::throughput;
+  auto e = ffn_engine::create(w, o, a, **t, {0}, {}, {});
+  EXPECT_TRUE(e.has_value()) << (e ? "" : e.err().to_string());
 }
 
 TEST(data_plane_weights, an_unloaded_unit_is_refused) {

@@ -117,24 +117,6 @@ inline ffn_assignment assignment_of(const model_config& c, placement p, std::uin
   return a;
 }
 
-/// The weights an FFN worker with assignment `a` loads: its routed experts; dense and shared
-/// units only when it owns one (weight_selection loads those for every layer at once).
-inline engine::weight_selection ffn_selection(const ffn_assignment& a) {
-  std::vector<std::vector<std::int32_t>> experts;
-  bool shared = false;
-  for (const auto& s : a.shared_slices) shared = shared || s.count > 0;
-  for (const auto& layer : a.units) {
-    experts.emplace_back();
-    for (std::int32_t u : layer) {
-      if (u == engine::shared_unit)
-        shared = true;
-      else
-        experts.back().push_back(u);
-    }
-  }
-  return engine::weight_selection::ffn_side(std::move(experts), shared);
-}
-
 struct cluster_options {
   std::uint32_t A = 1, F = 1;
   placement place = placement::contiguous;
@@ -273,7 +255,7 @@ class cluster {
       const std::uint32_t f = alive[i];
       assignments_.push_back(assignment_of(c, o_.place, F, i));
       if (o_.slice_shared) slice_shared_units(c, F, i, assignments_.back());
-      ffn_weights_.push_back(load(ffn_selection(assignments_.back()), o_.model));
+      ffn_weights_.push_back(load(ffn_weight_selection(assignments_.back()), o_.model));
       auto e = ffn_engine::create(
           ffn_weights_.back(), plane, assignments_.back(), *ffn_t_[f], fp_[f], [](step_report&&) {},
           [this, f](const error& e) { note_failure("ffn " + std::to_string(f) + ": " + e.to_string(), e.code()); });

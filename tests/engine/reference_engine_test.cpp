@@ -347,6 +347,25 @@ TEST(reference_engine, weights_load_in_parts) {
   ffn_unit(**ffn, 1, 5, x.data(), 3, w, dtype::bf16, b.data(), ws);
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
 
+  // Shared/dense units per layer: the tiny model's layer 0 is dense (its MLP is the unit), the
+  // others MoE with a shared expert; only the selected layers' units load.
+  auto per_layer = model_weights::load(dir, weight_selection::ffn_side({{}, {}, {}, {1}}, {true, false, false, true}));
+  ASSERT_TRUE(per_layer.has_value()) << per_layer.err().to_string();
+  EXPECT_TRUE((*per_layer)->ffn(0).shared.loaded());
+  EXPECT_FALSE((*per_layer)->ffn(1).shared.loaded());
+  EXPECT_FALSE((*per_layer)->ffn(2).shared.loaded());
+  EXPECT_TRUE((*per_layer)->ffn(3).shared.loaded());
+  EXPECT_TRUE((*per_layer)->ffn(3).experts[1].loaded());
+  EXPECT_FALSE((*per_layer)->ffn(3).experts[0].loaded());
+  auto short_list = model_weights::load(dir, weight_selection::ffn_side({}, std::vector<bool>{false, true}));
+  ASSERT_TRUE(short_list.has_value()) << short_list.err().to_string();
+  for (std::int64_t l = 0; l < 4; ++l) EXPECT_EQ((*short_list)->ffn(l).shared.loaded(), l == 1) << l;
+  ffn_unit(*full, 3, shared_unit, x.data(), 3, nullptr, dtype::bf16, a.data(), ws);
+  ffn_unit(**per_layer, 3, shared_unit, x.data(), 3, nullptr, dtype::bf16, b.data(), ws);
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+  EXPECT_TRUE(weight_selection::all().loads_shared(2));
+  EXPECT_FALSE(weight_selection::attention_side().loads_shared(0));
+
   auto bad = model_weights::load(dir, weight_selection::ffn_side({{}, {8}}, false));
   ASSERT_FALSE(bad.has_value());
   EXPECT_EQ(bad.err().code(), errc::invalid_argument);
