@@ -10,6 +10,8 @@ include(CMakePackageConfigHelpers)
 if(TARGET afd_client)
   add_library(afd_client_shared SHARED ${CMAKE_CURRENT_LIST_DIR}/package/afd_client_package.cpp)
   target_link_libraries(afd_client_shared PRIVATE afd::client)
+  # Every symbol resolved at build time: a missing piece fails here, not in a user's link.
+  target_link_options(afd_client_shared PRIVATE LINKER:--no-undefined)
   target_compile_features(afd_client_shared INTERFACE cxx_std_20)
   target_include_directories(afd_client_shared INTERFACE $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
   set_target_properties(afd_client_shared PROPERTIES

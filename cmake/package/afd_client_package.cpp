@@ -5,12 +5,15 @@
 
 namespace afd::client::detail {
 
-/// Addresses of the public functions, so that none is left out of the shared library.
-[[maybe_unused]] void* const package_entry_points[] = {
+/// Addresses of the public functions, so that none is left out of the shared library (external
+/// linkage: a const object would be internal, unused, and dropped with its references).
+extern void* const package_entry_points[];
+void* const package_entry_points[] = {
     reinterpret_cast<void*>(&cluster::embed),
     reinterpret_cast<void*>(&cluster::connect),
     reinterpret_cast<void*>(static_cast<const char* (*)(errc) noexcept>(&afd::to_string)),
 };
-[[maybe_unused]] std::string (afd::error::*const package_error_to_string)() const = &afd::error::to_string;
+extern std::string (afd::error::*const package_error_to_string)() const;
+std::string (afd::error::*const package_error_to_string)() const = &afd::error::to_string;
 
 }  // namespace afd::client::detail

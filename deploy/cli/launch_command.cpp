@@ -167,7 +167,8 @@ void print_summary(const topology::topology& t, const actors::cluster_spec& spec
   std::printf("  numerics     kv %s, dispatch %s, combine %s, %s; %u micro-batches\n",
               std::string(to_string(t.model.kv_dtype)).c_str(), std::string(to_string(t.model.dispatch_dtype)).c_str(),
               std::string(to_string(t.model.combine_dtype)).c_str(),
-              std::string(topology::to_string(t.model.combine)).c_str(), spec.plane.micro_batches);
+              t.model.combine == topology::combine_mode::deterministic ? "deterministic" : "throughput",
+              spec.plane.micro_batches);
   std::printf("  %-10s %-10s %-8s %-10s %-8s %s\n", "worker", "role", "device", "process", "pid", "owns");
   for (const auto& a : spec.attention_workers) {
     auto [proc, pid] = process_of(a.name);

@@ -21,6 +21,16 @@
 namespace afd::cli {
 namespace {
 
+/// True while `pid` runs; an exited process its parent has not reaped yet (a zombie) has ended.
+bool running(long pid) {
+  if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno != EPERM) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  const auto close = line.rfind(')');
+  return close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'Z';
+}
+
 int run_stop(int argc, char** argv) {
   CLI::App app{"Stops a launched cluster: the coordinator stops every worker and the launcher exits.\n"
                "Exit codes: 0 stopped, 1 unreachable or still running after --timeout, 2 bad usage.",
@@ -58,7 +68,7 @@ int run_stop(int argc, char** argv) {
   }
   if (launcher_pid > 0) {
     const auto until = std::chrono::steady_clock::now() + timeout;
-    while (::kill(static_cast<pid_t>(launcher_pid), 0) == 0 || errno == EPERM) {
+    while (running(launcher_pid)) {
       if (std::chrono::steady_clock::now() >= until) {
         std::fprintf(stderr, "afd stop: the launcher (pid %ld) still runs after %d s\n", launcher_pid, timeout_s);
         return 1;

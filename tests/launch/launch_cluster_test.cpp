@@ -1,0 +1,529 @@
+// Real multi-process clusters on loopback: `afd launch` of the example topologies (a tiny
+// generated model, a free port chosen here), requests through afd::client::cluster::connect,
+// tokens compared bitwise with the single-process reference engine; `afd status`, `afd stop`,
+// SIGKILL of the launcher, a killed worker, topology errors, client errors.
+#include <gtest/gtest.h>
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "deploy/client/client.hpp"
+#include "deploy/launch/child_process.hpp"
+#include "runtime/engine/model_weights.hpp"
+#include "runtime/engine/reference_engine.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using afd::launch::child_process;
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+/// True while `pid` runs (a zombie, exited but not yet reaped by its parent, has ended).
+bool alive(long pid) {
+  if (::kill(static_cast<pid_t>(pid), 0) != 0) return false;
+  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = stat.rfind(')');
+  return close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] != 'Z';
+}
+
+/// Runs `afd ARGS...` to completion; exit code and combined output.
+struct run_result {
+  int code = -1;
+  std::string output;
+};
+
+/// The test's scratch directory and the tiny model every cluster runs.
+class launch_env {
+ public:
+  static launch_env& get() {
+    static launch_env env;
+    return env;
+  }
+  std::string dir;
+  std::string model;
+  int counter = 0;
+
+  run_result afd(const std::vector<std::string>& args, int timeout_ms = 60000) {
+    std::vector<std::string> argv{AFD_EXECUTABLE};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const std::string log = dir + "/cmd" + std::to_string(++counter) + ".log";
+    auto c = child_process::spawn(argv, log);
+    if (!c) return {-1, c.err().message()};
+    auto status = c->wait_for(timeout_ms);
+    if (!status) {
+      c->signal(SIGKILL);
+      c->wait_for(5000);
+      return {-2, "timed out: " + read_file(log)};
+    }
+    return {WIFEXITED(*status) ? WEXITSTATUS(*status) : 128 + WTERMSIG(*status), read_file(log)};
+  }
+
+  /// A copy of deploy/examples/SHAPE.yaml with this test's port, model and micro-batches.
+  std::string topology(const std::string& shape, int port, int micro_batches, const std::string& model_path = "") {
+    std::string yaml = read_file(std::string(AFD_SOURCE_DIR) + "/deploy/examples/" + shape + ".yaml");
+    yaml = std::regex_replace(yaml, std::regex(R"(port: \d+)"), "port: " + std::to_string(port));
+    yaml = std::regex_replace(yaml, std::regex(R"(path: \S+)"), "path: " + (model_path.empty() ? model : model_path));
+    yaml = std::regex_replace(yaml, std::regex(R"(micro_batches: \d+)"),
+                              "micro_batches: " + std::to_string(micro_batches));
+    const std::string file = dir + "/" + shape + "-" + std::to_string(port) + ".yaml";
+    std::ofstream(file) << yaml;
+    return file;
+  }
+
+ private:
+  launch_env() {
+    dir = (fs::temp_directory_path() / ("afd-launch-test-" + std::to_string(::getpid()))).string();
+    fs::create_directories(dir);
+    model = dir + "/tiny";
+    auto r = afd({"make-model", "--preset", "tiny", "--out", model});
+    if (r.code != 0) ADD_FAILURE() << "make-model failed: " << r.output;
+  }
+};
+
+/// `afd launch FILE --foreground` in the background of the test, until stopped.
+class launched {
+ public:
+  launched(const std::string& file, int port, std::vector<std::string> extra = {}) : file_(file), port_(port) {
+    auto& env = launch_env::get();
+    log_ = env.dir + "/launch-" + std::to_string(port) + ".log";
+    std::vector<std::string> argv{AFD_EXECUTABLE, "launch", file, "--foreground"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto c = child_process::spawn(argv, log_);
+    if (!c) {
+      ADD_FAILURE() << c.err().message();
+      return;
+    }
+    child_.emplace(std::move(*c));
+  }
+  ~launched() {
+    if (child_ && child_->running()) {
+      child_->signal(SIGTERM);
+      if (!child_->wait_for(30000)) child_->signal(SIGKILL);
+      child_->wait_for(5000);
+    }
+  }
+
+  /// Waits for the summary's "serving at" line; false (with the log) when the launcher ended.
+  bool wait_ready(std::chrono::seconds timeout = 90s) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < until) {
+      if (read_file(log_).find("serving at") != std::string::npos) {
+        read_pids();
+        return true;
+      }
+      if (!child_ || child_->poll()) return false;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+  std::string log() const { return read_file(log_); }
+  child_process& process() { return *child_; }
+  /// Worker process pids by process name, from the run directory.
+  std::map<std::string, long> workers;
+  long launcher_pid = 0;
+  std::string run_dir;
+
+ private:
+  void read_pids() {
+    std::smatch m;
+    const std::string text = log();
+    if (std::regex_search(text, m, std::regex(R"(run dir\s+(\S+))"))) run_dir = m[1];
+    std::ifstream in(run_dir + "/processes");
+    std::string name, rest;
+    long pid = 0;
+    while (in >> name >> pid) {
+      std::getline(in, rest);
+      if (name == "launcher") {
+        launcher_pid = pid;
+      } else {
+        workers[name] = pid;
+      }
+    }
+  }
+
+  std::string file_;
+  int port_;
+  std::string log_;
+  std::optional<child_process> child_;
+};
+
+/// Requests of different lengths, greedy and seeded sampling.
+std::vector<afd::client::request> mixed_requests(int n) {
+  std::vector<afd::client::request> out;
+  for (int i = 0; i < n; ++i) {
+    afd::client::request r;
+    const int len = 1 + (i * 7) % 23;
+    for (int k = 0; k < len; ++k) r.prompt.push_back((i * 131 + k * 17 + 3) % 500);
+    r.max_new_tokens = 4 + (i * 5) % 13;
+    if (i % 2 == 1) {
+      r.sampling.temperature = 0.8f;
+      r.sampling.top_k = i % 4 == 1 ? 20 : 0;
+      r.sampling.top_p = i % 4 == 3 ? 0.9f : 1.0f;
+      r.sampling.seed = 1000 + static_cast<std::uint64_t>(i);
+    }
+    out.push_back(r);
+  }
+  return out;
+}
+
+/// Each request run alone through the reference engine (default cluster numerics).
+std::vector<std::vector<std::int32_t>> reference_tokens(const std::vector<afd::client::request>& requests) {
+  auto weights = afd::engine::model_weights::load(launch_env::get().model);
+  EXPECT_TRUE(weights) << weights.err().message();
+  std::vector<std::vector<std::int32_t>> out;
+  if (!weights) return out;
+  auto eng = afd::engine::reference_engine::create(*weights);
+  EXPECT_TRUE(eng);
+  for (const auto& r : requests) {
+    afd::engine::request e;
+    e.prompt = r.prompt;
+    e.max_new_tokens = r.max_new_tokens;
+    e.sampling.temperature = r.sampling.temperature;
+    e.sampling.top_k = r.sampling.top_k;
+    e.sampling.top_p = r.sampling.top_p;
+    e.sampling.seed = r.sampling.seed;
+    auto res = eng->generate({e});
+    EXPECT_TRUE(res);
+    out.push_back(res ? (*res)[0].tokens : std::vector<std::int32_t>{});
+  }
+  return out;
+}
+
+void expect_all_gone(const launched& l, std::chrono::seconds within) {
+  const auto until = std::chrono::steady_clock::now() + within;
+  for (const auto& [name, pid] : l.workers) {
+    while (alive(pid) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
+    EXPECT_FALSE(alive(pid)) << "worker process " << name << " (pid " << pid << ") still runs";
+  }
+}
+
+struct shape_case {
+  std::string shape;
+  int micro_batches;
+};
+
+class launch_shapes : public ::testing::TestWithParam<shape_case> {};
+
+TEST_P(launch_shapes, concurrent_requests_equal_the_reference_engine_and_stop_cleans_up) {
+  auto& env = launch_env::get();
+  const auto [shape, k] = GetParam();
+  const int port = free_port();
+  const std::string file = env.topology(shape, port, k);
+  launched l(file, port);
+  ASSERT_TRUE(l.wait_ready()) << l.log();
+  const std::size_t expected_processes = shape == "1a1f" ? 2 : shape == "2a2f" ? 4 : 5;
+  EXPECT_EQ(l.workers.size(), expected_processes) << l.log();
+  EXPECT_NE(l.log().find("transport    ucx"), std::string::npos) << l.log();
+
+  auto c = afd::client::cluster::connect("127.0.0.1", static_cast<std::uint16_t>(port));
+  ASSERT_TRUE(c) << c.err().message();
+  const auto requests = mixed_requests(12);
+  std::vector<afd::client::request_id> ids;
+  for (const auto& r : requests) {
+    auto id = (*c)->submit(r);
+    ASSERT_TRUE(id) << id.err().message();
+    ids.push_back(*id);
+  }
+  const auto expected = reference_tokens(requests);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto res = (*c)->wait(ids[i], 120s);
+    ASSERT_TRUE(res) << "request " << i << ": " << res.err().message();
+    EXPECT_EQ(res->tokens, expected[i]) << "request " << i << " (" << shape << ", K=" << k << ")";
+  }
+
+  auto status = env.afd({"status", file});
+  EXPECT_EQ(status.code, 0) << status.output;
+  EXPECT_NE(status.output.find("ready"), std::string::npos) << status.output;
+  for (const auto& [name, pid] : l.workers) EXPECT_NE(status.output.find(name), std::string::npos) << status.output;
+  (*c)->shutdown();
+
+  auto stop = env.afd({"stop", file});
+  EXPECT_EQ(stop.code, 0) << stop.output;
+  auto st = l.process().wait_for(30000);
+  ASSERT_TRUE(st) << "launcher still running after afd stop\n" << l.log();
+  EXPECT_TRUE(afd::launch::exited_cleanly(*st)) << afd::launch::describe_wait_status(*st) << "\n" << l.log();
+  expect_all_gone(l, 5s);
+}
+
+INSTANTIATE_TEST_SUITE_P(shapes, launch_shapes,
+                         ::testing::Values(shape_case{"1a1f", 1}, shape_case{"2a2f", 2}, shape_case{"3a2f", 3},
+                                           shape_case{"2a3f", 3}),
+                         [](const auto& info) { return info.param.shape + "_k" + std::to_string(info.param.micro_batches); });
+
+// Every other (shape, K) pair: the same test, longer (LABELS slow).
+INSTANTIATE_TEST_SUITE_P(Slow, launch_shapes,
+                         ::testing::Values(shape_case{"1a1f", 2}, shape_case{"1a1f", 3}, shape_case{"2a2f", 1},
+                                           shape_case{"2a2f", 3}, shape_case{"3a2f", 1}, shape_case{"3a2f", 2},
+                                           shape_case{"2a3f", 1}, shape_case{"2a3f", 2}),
+                         [](const auto& info) { return info.param.shape + "_k" + std::to_string(info.param.micro_batches); });
+
+TEST(launch, background_launch_status_json_and_stop) {
+  auto& env = launch_env::get();
+  const int port = free_port();
+  const std::string file = env.topology("2a2f", port, 3);
+  auto r = env.afd({"launch", file}, 120000);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("in the background"), std::string::npos) << r.output;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.output, m, std::regex(R"(run dir\s+(\S+))"))) << r.output;
+  const std::string run_dir = m[1];
+  std::vector<long> pids;
+  {
+    std::ifstream in(run_dir + "/processes");
+    std::string name, rest;
+    long pid = 0;
+    while (in >> name >> pid) {
+      std::getline(in, rest);
+      pids.push_back(pid);
+    }
+  }
+  ASSERT_EQ(pids.size(), 5u);  // the launcher and four workers
+  for (long pid : pids) EXPECT_TRUE(alive(pid)) << pid;
+
+  auto s = env.afd({"status", "--connect", "127.0.0.1:" + std::to_string(port), "--json"});
+  EXPECT_EQ(s.code, 0) << s.output;
+  for (const char* key : {"\"ready\": true", "\"kv_blocks_total\": 1024", "\"name\": \"f1\"", "\"state\": \"ready\""})
+    EXPECT_NE(s.output.find(key), std::string::npos) << key << "\n" << s.output;
+
+  auto stop = env.afd({"stop", file});
+  EXPECT_EQ(stop.code, 0) << stop.output;
+  EXPECT_NE(stop.output.find("stopped cluster '2a2f'"), std::string::npos) << stop.output;
+  for (long pid : pids) {
+    const auto until = std::chrono::steady_clock::now() + 5s;
+    while (alive(pid) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
+    EXPECT_FALSE(alive(pid)) << "pid " << pid << " survived afd stop";
+  }
+  auto again = env.afd({"status", file});
+  EXPECT_EQ(again.code, 1) << again.output;
+  EXPECT_NE(again.output.find("cannot connect"), std::string::npos) << again.output;
+}
+
+TEST(launch, killed_launcher_takes_its_workers_down) {
+  auto& env = launch_env::get();
+  const int port = free_port();
+  launched l(env.topology("2a2f", port, 2), port);
+  ASSERT_TRUE(l.wait_ready()) << l.log();
+  ASSERT_EQ(l.workers.size(), 4u);
+  l.process().signal(SIGKILL);
+  l.process().wait_for(5000);
+  expect_all_gone(l, 5s);  // PR_SET_PDEATHSIG: SIGTERM to every worker
+}
+
+TEST(launch, killed_worker_ends_requests_with_an_error_and_stop_still_works) {
+  auto& env = launch_env::get();
+  const int port = free_port();
+  const std::string file = env.topology("2a2f", port, 2);
+  launched l(file, port);
+  ASSERT_TRUE(l.wait_ready()) << l.log();
+  auto c = afd::client::cluster::connect("127.0.0.1", static_cast<std::uint16_t>(port));
+  ASSERT_TRUE(c) << c.err().message();
+  std::vector<afd::client::request_id> ids;
+  for (int i = 0; i < 6; ++i) {
+    afd::client::request r;
+    r.prompt = {1, 2, 3, static_cast<std::int32_t>(i)};
+    r.max_new_tokens = 1000;  // long enough to be running when f1 dies
+    auto id = (*c)->submit(r);
+    ASSERT_TRUE(id) << id.err().message();
+    ids.push_back(*id);
+  }
+  auto first = (*c)->next_token(ids[0], 60s);
+  ASSERT_TRUE(first) << first.err().message();
+  ASSERT_EQ(::kill(static_cast<pid_t>(l.workers.at("f1")), SIGKILL), 0);
+  for (auto id : ids) {
+    auto res = (*c)->wait(id, 60s);
+    ASSERT_FALSE(res) << "request " << id << " finished despite the lost worker";
+    EXPECT_NE(res.err().code(), afd::errc::timeout) << res.err().message();
+    EXPECT_EQ(res.err().code(), afd::errc::unavailable) << res.err().message();
+  }
+  auto after = (*c)->submit({.prompt = {1, 2}, .max_new_tokens = 2});
+  EXPECT_FALSE(after);
+  (*c)->shutdown();
+  auto stop = env.afd({"stop", file});
+  EXPECT_EQ(stop.code, 0) << stop.output;
+  auto st = l.process().wait_for(30000);
+  ASSERT_TRUE(st) << l.log();
+  EXPECT_NE(l.log().find("worker process 'f1'"), std::string::npos) << l.log();
+  expect_all_gone(l, 5s);
+}
+
+TEST(launch, topology_errors_exit_2_with_file_line_column) {
+  auto& env = launch_env::get();
+  const int port = free_port();
+  std::string yaml = read_file(env.topology("2a2f", port, 3));
+  // An unknown key in the pipeline (line 9 of the example) and a bad device for f1 (line 16).
+  const std::string file = env.dir + "/bad.yaml";
+  std::string bad = std::regex_replace(yaml, std::regex("pipeline: \\{micro_batches: 3\\}"),
+                                       "pipeline: {micro_batches: 3, colour: blue}");
+  bad = std::regex_replace(bad, std::regex("\\{name: f1, node: local, device: cpu\\}"),
+                           "{name: f1, node: local, device: tpu:0}");
+  std::ofstream(file) << bad;
+  auto r = env.afd({"launch", file, "--foreground"});
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find(file + ":9:"), std::string::npos) << r.output;   // pipeline line
+  EXPECT_NE(r.output.find("colour"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(file + ":16:"), std::string::npos) << r.output;  // f1 line
+  EXPECT_NE(r.output.find("tpu:0"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("nothing started"), std::string::npos) << r.output;
+
+  // A worker on another host: refused before anything starts, naming the node and the ssh command.
+  std::string remote = std::regex_replace(yaml, std::regex("nodes:\n"), "nodes:\n  - {name: far, host: 10.255.0.9}\n");
+  remote = std::regex_replace(remote, std::regex("\\{name: a1, node: local"), "{name: a1, node: far");
+  std::ofstream(file) << remote;
+  r = env.afd({"launch", file, "--foreground"});
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("node 'far'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("not supported"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("ssh -o BatchMode=yes 10.255.0.9"), std::string::npos) << r.output;
+
+  // The coordinator's port already taken.
+  const int busy = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_ANY);
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  ASSERT_EQ(::bind(busy, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ::listen(busy, 1);
+  r = env.afd({"launch", env.topology("2a2f", port, 3), "--foreground"});
+  ::close(busy);
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("port " + std::to_string(port) + " is in use"), std::string::npos) << r.output;
+
+  // Usage errors of the other commands.
+  EXPECT_EQ(env.afd({"stop"}).code, 2);
+  EXPECT_EQ(env.afd({"status", file, "--connect", "127.0.0.1:1"}).code, 2);
+  r = env.afd({"status", "--connect", "127.0.0.1"});
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("HOST:PORT"), std::string::npos) << r.output;
+}
+
+TEST(launch, worker_that_fails_to_start_is_reported_with_its_log) {
+  auto& env = launch_env::get();
+  // config.json alone: the launcher's checks pass, the workers cannot load any weights.
+  const std::string broken = env.dir + "/no-weights";
+  fs::create_directories(broken);
+  fs::copy_file(env.model + "/config.json", broken + "/config.json", fs::copy_options::overwrite_existing);
+  const int port = free_port();
+  const std::string file = env.topology("1a1f", port, 1, broken);
+  auto r = env.afd({"launch", file, "--foreground", "--start-timeout", "60"}, 90000);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(r.output.find("failed to start") != std::string::npos ||
+              r.output.find("while the cluster was starting") != std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("cluster not started; logs in"), std::string::npos) << r.output;
+}
+
+TEST(launch, generate_on_a_cluster_prints_what_the_reference_engine_prints) {
+  auto& env = launch_env::get();
+  const int port = free_port();
+  const std::string file = env.topology("2a2f", port, 3);
+  launched l(file, port);
+  ASSERT_TRUE(l.wait_ready()) << l.log();
+  for (std::vector<std::string> request :
+       {std::vector<std::string>{"--prompt-ids", "5,17,300", "--max-new-tokens", "9", "--logits", "2"},
+        std::vector<std::string>{"--prompt-ids", "7,1,2,3,4,5,6,8", "--max-new-tokens", "12", "--temperature", "0.9",
+                                 "--top-k", "30", "--seed", "77"}}) {
+    request.push_back("--json");
+    std::vector<std::string> reference{"generate", "--model", env.model};
+    reference.insert(reference.end(), request.begin(), request.end());
+    std::vector<std::string> connected{"generate", "--connect", "127.0.0.1:" + std::to_string(port)};
+    connected.insert(connected.end(), request.begin(), request.end());
+    // --topology runs its own cluster inside the generate process, from another file.
+    std::vector<std::string> embedded{"generate", "--topology", env.topology("3a2f", free_port(), 2), "--model",
+                                      env.model};
+    embedded.insert(embedded.end(), request.begin(), request.end());
+    const auto want = env.afd(reference);
+    ASSERT_EQ(want.code, 0) << want.output;
+    ASSERT_NE(want.output.find("\"tokens\": ["), std::string::npos) << want.output;
+    const auto got = env.afd(connected);
+    EXPECT_EQ(got.code, 0) << got.output;
+    EXPECT_EQ(got.output, want.output);
+    const auto here = env.afd(embedded, 120000);
+    EXPECT_EQ(here.code, 0) << here.output;
+    EXPECT_EQ(here.output, want.output);
+  }
+  auto bad = env.afd({"generate", "--connect", "127.0.0.1:" + std::to_string(port), "--prompt-ids", "1",
+                      "--kv-dtype", "f32"});
+  EXPECT_EQ(bad.code, 2) << bad.output;
+  bad = env.afd({"generate", "--connect", "127.0.0.1:" + std::to_string(port), "--prompt-ids", "1,99999999"});
+  EXPECT_EQ(bad.code, 2) << bad.output;
+  EXPECT_NE(bad.output.find("outside the vocabulary"), std::string::npos) << bad.output;
+  bad = env.afd({"generate", "--prompt-ids", "1"});
+  EXPECT_EQ(bad.code, 2) << bad.output;
+  EXPECT_EQ(env.afd({"stop", file}).code, 0);
+}
+
+TEST(launch, client_errors_are_values) {
+  const int port = free_port();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto c = afd::client::cluster::connect("127.0.0.1", static_cast<std::uint16_t>(port), 2s);
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.err().code(), afd::errc::unavailable) << c.err().message();
+  EXPECT_NE(c.err().message().find(std::to_string(port)), std::string::npos) << c.err().message();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+
+  auto& env = launch_env::get();
+  const std::string file = env.topology("1a1f", port, 2);
+  launched l(file, port);
+  ASSERT_TRUE(l.wait_ready()) << l.log();
+  c = afd::client::cluster::connect("127.0.0.1", static_cast<std::uint16_t>(port));
+  ASSERT_TRUE(c) << c.err().message();
+  auto empty = (*c)->submit({.prompt = {}, .max_new_tokens = 4});
+  ASSERT_FALSE(empty);
+  EXPECT_EQ(empty.err().code(), afd::errc::invalid_argument) << empty.err().message();
+  auto outside = (*c)->submit({.prompt = {1, 1 << 30}, .max_new_tokens = 4});
+  ASSERT_FALSE(outside);
+  EXPECT_EQ(outside.err().code(), afd::errc::invalid_argument) << outside.err().message();
+  auto too_many = (*c)->submit({.prompt = {1}, .max_new_tokens = 1 << 20});
+  ASSERT_FALSE(too_many);
+  EXPECT_EQ(too_many.err().code(), afd::errc::invalid_argument) << too_many.err().message();
+  auto unknown = (*c)->wait(424242, 1s);
+  EXPECT_FALSE(unknown);
+  // A request that is cancelled ends with errc::cancelled.
+  auto id = (*c)->submit({.prompt = {1, 2, 3}, .max_new_tokens = 1000});
+  ASSERT_TRUE(id) << id.err().message();
+  ASSERT_TRUE((*c)->cancel(*id));
+  auto res = (*c)->wait(*id, 30s);
+  ASSERT_FALSE(res);
+  EXPECT_EQ(res.err().code(), afd::errc::cancelled) << res.err().message();
+  // stop_cluster through the client API ends the launcher.
+  ASSERT_TRUE((*c)->stop_cluster());
+  auto st = l.process().wait_for(30000);
+  ASSERT_TRUE(st) << l.log();
+  EXPECT_TRUE(afd::launch::exited_cleanly(*st)) << l.log();
+  expect_all_gone(l, 5s);
+}
+
+}  // namespace

@@ -1,0 +1,163 @@
+// The launch plan: processes per worker or per group, command lines, and the checks that stop a
+// launch before anything starts (remote hosts, a remote coordinator, loopback across processes).
+#include <gtest/gtest.h>
+
+#include "deploy/launch/child_process.hpp"
+#include "deploy/launch/launch_plan.hpp"
+
+namespace afd::launch {
+namespace {
+
+const char* kBase = R"(cluster: {name: t}
+model: {path: /nonexistent/model}
+nodes:
+  - {name: here, host: 127.0.0.1}
+  - {name: far, host: 10.255.0.7}
+coordinator: {node: here, port: 7650}
+transport: {kind: ucx}
+attention_workers:
+  - {name: a0, node: here, device: cpu}
+  - {name: a1, node: NODE_A1, device: cpu}
+ffn_workers:
+  - {name: f0, node: here, device: cpu}
+)";
+
+topology::topology parse(std::string yaml, const std::string& a1_node = "here", const std::string& extra = "") {
+  yaml.replace(yaml.find("NODE_A1"), 7, a1_node);
+  auto t = topology::parse_text(yaml + extra, "t.yaml", "/");
+  EXPECT_TRUE(t.ok()) << t.to_error().message();
+  return std::move(*t.value);
+}
+
+worker_command_options opts() {
+  worker_command_options o;
+  o.afd_executable = "/opt/afd/bin/afd";
+  o.topology_file = "/etc/afd/t.yaml";
+  o.coordinator = "127.0.0.1:7650";
+  return o;
+}
+
+TEST(launch_plan, one_process_per_worker_by_default) {
+  const auto t = parse(kBase);
+  const auto plan = plan_launch(t);
+  ASSERT_EQ(plan.processes.size(), 3u);
+  EXPECT_EQ(plan.processes[0].workers, std::vector<std::string>{"a0"});
+  EXPECT_EQ(plan.processes[1].workers, std::vector<std::string>{"a1"});
+  EXPECT_EQ(plan.processes[2].workers, std::vector<std::string>{"f0"});
+  for (const auto& p : plan.processes) {
+    EXPECT_TRUE(p.local);
+    EXPECT_FALSE(p.in_launcher);
+  }
+  EXPECT_EQ(plan.coordinator_port, 7650);
+  EXPECT_TRUE(plan.coordinator_local);
+  EXPECT_TRUE(check_launchable(t, plan, opts()).empty());
+}
+
+TEST(launch_plan, groups_and_the_coordinators_group_runs_in_the_launcher) {
+  const auto t = parse(kBase, "here",
+                       "processes:\n  - {name: main, workers: [coordinator, f0]}\n  - {name: attn, workers: [a0, a1]}\n");
+  const auto plan = plan_launch(t);
+  ASSERT_EQ(plan.processes.size(), 2u);
+  EXPECT_TRUE(plan.processes[0].in_launcher);
+  EXPECT_EQ(plan.processes[0].name, "main");
+  EXPECT_EQ(plan.processes[0].workers, std::vector<std::string>{"f0"});
+  EXPECT_FALSE(plan.processes[1].in_launcher);
+  EXPECT_EQ(plan.processes[1].workers, (std::vector<std::string>{"a0", "a1"}));
+  EXPECT_EQ(shell_join(worker_command(plan.processes[1], opts())),
+            "/opt/afd/bin/afd worker --topology /etc/afd/t.yaml --name a0 --name a1 --coordinator 127.0.0.1:7650");
+}
+
+TEST(launch_plan, remote_host_is_refused_with_node_and_ssh_command) {
+  const auto t = parse(kBase, "far");
+  const auto plan = plan_launch(t);
+  ASSERT_EQ(plan.processes.size(), 3u);
+  EXPECT_FALSE(plan.processes[1].local);
+  EXPECT_EQ(plan.processes[1].host, "10.255.0.7");
+  auto o = opts();
+  o.model_override = "/data/my model";
+  const auto errors = check_launchable(t, plan, o);
+  ASSERT_EQ(errors.size(), 1u);
+  const std::string m = errors[0].to_string();
+  EXPECT_NE(m.find("t.yaml:10:"), std::string::npos) << m;  // the line of worker a1
+  EXPECT_NE(m.find("node 'far'"), std::string::npos) << m;
+  EXPECT_NE(m.find("not supported"), std::string::npos) << m;
+  EXPECT_NE(m.find("ssh -o BatchMode=yes 10.255.0.7 -- afd worker --topology /etc/afd/t.yaml --name a1 "
+                   "--coordinator 127.0.0.1:7650 --model '/data/my model'"),
+            std::string::npos)
+      << m;
+}
+
+TEST(launch_plan, remote_coordinator_is_refused) {
+  std::string yaml = kBase;
+  const std::string here = "{node: here, port";
+  yaml.replace(yaml.find(here), here.size(), "{node: far, port");
+  const auto t = parse(yaml);
+  const auto plan = plan_launch(t);
+  EXPECT_FALSE(plan.coordinator_local);
+  const auto errors = check_launchable(t, plan, opts());
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].to_string().find("t.yaml:6:"), std::string::npos) << errors[0].to_string();
+  EXPECT_NE(errors[0].message.find("run it on 10.255.0.7"), std::string::npos) << errors[0].message;
+}
+
+TEST(launch_plan, loopback_needs_a_single_process) {
+  std::string yaml = kBase;
+  yaml.replace(yaml.find("{kind: ucx}"), 11, "{kind: loopback}");
+  const std::string far = "  - {name: far, host: 10.255.0.7}\n";
+  yaml.replace(yaml.find(far), far.size(), "");
+  auto t = parse(yaml);
+  auto errors = check_launchable(t, plan_launch(t), opts());
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].to_string().find("t.yaml:6:"), std::string::npos) << errors[0].to_string();
+  EXPECT_NE(errors[0].message.find("4 processes"), std::string::npos) << errors[0].message;
+  t = parse(yaml, "here", "processes:\n  - {name: all, workers: [coordinator, a0, a1, f0]}\n");
+  EXPECT_TRUE(check_launchable(t, plan_launch(t), opts()).empty());
+}
+
+TEST(launch_plan, host_port) {
+  EXPECT_EQ(host_port("::1", 7600), "[::1]:7600");
+  EXPECT_EQ(host_port("gpu1", 80), "gpu1:80");
+  auto a = parse_host_port("[::1]:7600");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->first, "::1");
+  EXPECT_EQ(a->second, 7600);
+  a = parse_host_port("127.0.0.1:1");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->second, 1);
+  for (const char* bad : {"127.0.0.1", "127.0.0.1:", ":7600", "h:0", "h:65536", "h:7x", "::1:7600", "[::1]7600"}) {
+    auto r = parse_host_port(bad);
+    EXPECT_FALSE(r) << bad;
+    if (!r) {
+      EXPECT_NE(r.err().message().find(bad), std::string::npos);
+    }
+  }
+  EXPECT_EQ(shell_join({"a b", "it's", "x"}), "'a b' 'it'\\''s' x");
+}
+
+TEST(child_process, exit_status_signal_and_log) {
+  const std::string log = ::testing::TempDir() + "/afd_child_test.log";
+  std::remove(log.c_str());
+  auto c = child_process::spawn({"/bin/sh", "-c", "echo hello; echo oops >&2; exit 3"}, log);
+  ASSERT_TRUE(c) << c.err().message();
+  auto status = c->wait_for(10000);
+  ASSERT_TRUE(status);
+  EXPECT_EQ(describe_wait_status(*status), "exited with status 3");
+  EXPECT_FALSE(exited_cleanly(*status));
+  EXPECT_EQ(tail_lines(log, 1), "oops\n");
+  EXPECT_EQ(tail_lines(log, 5), "hello\noops\n");
+
+  auto s = child_process::spawn({"/bin/sleep", "30"}, log);
+  ASSERT_TRUE(s);
+  EXPECT_FALSE(s->poll());
+  s->signal(SIGKILL);
+  status = s->wait_for(10000);
+  ASSERT_TRUE(status);
+  EXPECT_NE(describe_wait_status(*status).find("killed by signal 9"), std::string::npos);
+
+  auto missing = child_process::spawn({"/nonexistent/afd"}, log);
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.err().message().find("/nonexistent/afd"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace afd::launch
