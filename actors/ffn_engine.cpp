@@ -175,7 +175,8 @@ struct ffn_engine::state {
     }
     if (!moe) return;
     const std::int64_t k = c.moe_top_k, E = c.moe_num_experts;
-    const auto groups = engine::group_by_expert(topk_ids.data(), topk_w.data(), static_cast<std::int64_t>(N), k);
+    engine::group_by_expert(topk_ids.data(), topk_w.data(), static_cast<std::int64_t>(N), k, ws.groups);
+    const auto groups = ws.groups.view();  // storage kept across layers and steps
     std::size_t rows = 0;
     for (const auto& g : groups)
       if (owned[l][static_cast<std::size_t>(g.expert)]) rows += g.tokens.size();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 namespace afd::engine {
 
@@ -68,19 +69,32 @@ void attention_block(const model_weights& w, std::int64_t layer, const numerics&
   cpu::round_activations(num.dispatch, x_f, m, hidden);
 }
 
+void group_by_expert(const std::int32_t* topk_ids, const float* topk_weights, std::int64_t m, std::int64_t k,
+                     expert_groups& out) {
+  out.count = 0;
+  out.order.clear();
+  for (std::int64_t i = 0; i < m * k; ++i) out.order.emplace_back(topk_ids[i], i);
+  std::sort(out.order.begin(), out.order.end());
+  expert_tokens* g = nullptr;
+  for (const auto& [expert, flat] : out.order) {
+    if (g == nullptr || g->expert != expert) {
+      if (out.count == out.groups.size()) out.groups.emplace_back();
+      g = &out.groups[out.count++];
+      g->expert = expert;
+      g->tokens.clear();
+      g->weights.clear();
+    }
+    g->tokens.push_back(static_cast<std::int32_t>(flat / k));
+    g->weights.push_back(topk_weights[flat]);
+  }
+}
+
 std::vector<expert_tokens> group_by_expert(const std::int32_t* topk_ids, const float* topk_weights, std::int64_t m,
                                            std::int64_t k) {
-  std::vector<expert_tokens> groups;
-  std::vector<std::pair<std::int32_t, std::int64_t>> order;  // (expert, flat index)
-  order.reserve(static_cast<std::size_t>(m * k));
-  for (std::int64_t i = 0; i < m * k; ++i) order.emplace_back(topk_ids[i], i);
-  std::sort(order.begin(), order.end());
-  for (const auto& [expert, flat] : order) {
-    if (groups.empty() || groups.back().expert != expert) groups.push_back({expert, {}, {}});
-    groups.back().tokens.push_back(static_cast<std::int32_t>(flat / k));
-    groups.back().weights.push_back(topk_weights[flat]);
-  }
-  return groups;
+  expert_groups out;
+  group_by_expert(topk_ids, topk_weights, m, k, out);
+  out.groups.resize(out.count);
+  return std::move(out.groups);
 }
 
 void ffn_unit(const model_weights& w, std::int64_t layer, std::int32_t unit, const float* x_f, std::int64_t m,
@@ -135,12 +149,13 @@ void ffn_block(const model_weights& w, std::int64_t layer, const numerics& num, 
 
   // Units of the routed experts, laid out group by group; then the shared unit for every token.
   const std::int64_t k = c.moe_top_k;
-  const auto groups = group_by_expert(topk_ids, topk_weights, m, k);
+  group_by_expert(topk_ids, topk_weights, m, k, ws.groups);
   const std::int64_t routed_rows = m * k;
   float* units = sized(ws.units, (routed_rows + (has_shared ? m : 0)) * hidden);
-  std::vector<const float*> unit_of(static_cast<std::size_t>(m * c.moe_num_experts), nullptr);
+  std::vector<const float*>& unit_of = ws.unit_of;
+  unit_of.assign(static_cast<std::size_t>(m * c.moe_num_experts), nullptr);
   std::int64_t row = 0;
-  for (const auto& g : groups) {
+  for (const auto& g : ws.groups.view()) {
     const auto n = static_cast<std::int64_t>(g.tokens.size());
     float* gathered = sized(ws.gathered, n * hidden);
     for (std::int64_t t = 0; t < n; ++t)
@@ -156,8 +171,9 @@ void ffn_block(const model_weights& w, std::int64_t layer, const numerics& num, 
   float* shared = units + routed_rows * hidden;
   if (has_shared) ffn_unit(w, layer, shared_unit, x_f, m, nullptr, unit_type, shared, ws);
 
-  std::vector<std::int32_t> experts(static_cast<std::size_t>(k));
-  std::vector<const float*> ordered;
+  std::vector<std::int32_t>& experts = ws.experts;
+  experts.resize(static_cast<std::size_t>(k));
+  std::vector<const float*>& ordered = ws.ordered;
   for (std::int64_t i = 0; i < m; ++i) {
     std::copy(topk_ids + i * k, topk_ids + (i + 1) * k, experts.begin());
     canonical_expert_order(experts);

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.hpp"
@@ -35,9 +36,30 @@ struct attention_workspace {
   std::vector<float> normed, q_lr, q, k, v, attn, router_logits;
 };
 
-/// Scratch buffers of the FFN functions.
+/// Tokens routed to one expert, ascending token index, with their router weights.
+struct expert_tokens {
+  std::int32_t expert = 0;
+  std::vector<std::int32_t> tokens;
+  std::vector<float> weights;
+};
+
+/// group_by_expert's output, kept by its caller across calls: groups[0, count) are the last
+/// call's groups. Entries past `count` and every vector keep their storage (cleared, never
+/// freed), so a caller that reuses one allocates only when a call needs more than any before.
+struct expert_groups {
+  std::vector<expert_tokens> groups;
+  std::size_t count = 0;
+  std::vector<std::pair<std::int32_t, std::int64_t>> order;  ///< scratch: (expert, flat index)
+  /// The last call's groups, ascending expert index.
+  std::span<const expert_tokens> view() const { return {groups.data(), count}; }
+};
+
+/// Scratch buffers of the FFN functions, grown on demand and reused across layers and steps.
 struct ffn_workspace {
   std::vector<float> gathered, unit_out, weights, scratch, units;
+  expert_groups groups;                    ///< group_by_expert's output
+  std::vector<const float*> unit_of, ordered;  ///< ffn_block: unit rows by (token, expert); one token's units
+  std::vector<std::int32_t> experts;       ///< ffn_block: one token's experts in canonical order
 };
 
 /// x[m, H] = embedding rows of `ids`.
@@ -54,14 +76,11 @@ void attention_block(const model_weights& w, std::int64_t layer, const numerics&
                      std::span<const std::int32_t> positions, float* x, float* x_f, std::int32_t* topk_ids,
                      float* topk_weights, attention_workspace& ws);
 
-/// Tokens routed to one expert, ascending token index, with their router weights.
-struct expert_tokens {
-  std::int32_t expert = 0;
-  std::vector<std::int32_t> tokens;
-  std::vector<float> weights;
-};
-
-/// Groups m tokens' top-k choices ([m, k] ids and weights) by expert, ascending expert index.
+/// Groups m tokens' top-k choices ([m, k] ids and weights) by expert, ascending expert index,
+/// into `out` (reused: see expert_groups). The FFN side calls this every layer.
+void group_by_expert(const std::int32_t* topk_ids, const float* topk_weights, std::int64_t m, std::int64_t k,
+                     expert_groups& out);
+/// The same groups in a new vector (allocates; for callers off the hot path).
 std::vector<expert_tokens> group_by_expert(const std::int32_t* topk_ids, const float* topk_weights,
                                            std::int64_t m, std::int64_t k);
 

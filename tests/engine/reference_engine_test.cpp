@@ -371,6 +371,64 @@ TEST(reference_engine, weights_load_in_parts) {
   EXPECT_EQ(bad.err().code(), errc::invalid_argument);
 }
 
+TEST(layer, group_by_expert_reuses_its_output) {
+  // Oracle: for each expert ascending, the tokens (ascending) that chose it, with their weights.
+  constexpr std::int32_t E = 16;
+  constexpr std::int64_t k = 3;
+  auto choices = [](std::int64_t m, std::int32_t salt) {
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(m * k));
+    std::vector<float> w(ids.size());
+    for (std::int64_t t = 0; t < m; ++t)
+      for (std::int64_t j = 0; j < k; ++j) {  // distinct per token: j * 5 < 16
+        ids[static_cast<std::size_t>(t * k + j)] = static_cast<std::int32_t>((t * 7 + j * 5 + salt) % E);
+        w[static_cast<std::size_t>(t * k + j)] = 1.0f / static_cast<float>(1 + t * k + j);
+      }
+    return std::pair{ids, w};
+  };
+  auto expect_groups = [&](std::span<const expert_tokens> got, const std::vector<std::int32_t>& ids,
+                           const std::vector<float>& w, std::int64_t m) {
+    std::size_t g = 0;
+    for (std::int32_t e = 0; e < E; ++e) {
+      std::vector<std::int32_t> tokens;
+      std::vector<float> weights;
+      for (std::int64_t t = 0; t < m; ++t)
+        for (std::int64_t j = 0; j < k; ++j)
+          if (ids[static_cast<std::size_t>(t * k + j)] == e) {
+            tokens.push_back(static_cast<std::int32_t>(t));
+            weights.push_back(w[static_cast<std::size_t>(t * k + j)]);
+          }
+      if (tokens.empty()) continue;
+      ASSERT_LT(g, got.size());
+      EXPECT_EQ(got[g].expert, e);
+      EXPECT_EQ(got[g].tokens, tokens) << "expert " << e;
+      EXPECT_EQ(got[g].weights, weights) << "expert " << e;
+      ++g;
+    }
+    EXPECT_EQ(g, got.size());
+  };
+  expert_groups out;
+  const auto [ids_big, w_big] = choices(40, 0);
+  group_by_expert(ids_big.data(), w_big.data(), 40, k, out);
+  expect_groups(out.view(), ids_big, w_big, 40);
+  std::vector<const std::int32_t*> storage;
+  for (const auto& g : out.view()) storage.push_back(g.tokens.data());
+  const expert_tokens* slots = out.groups.data();
+  // A smaller call: fewer groups, no reallocation of the group list.
+  const auto [ids_small, w_small] = choices(3, 4);
+  group_by_expert(ids_small.data(), w_small.data(), 3, k, out);
+  expect_groups(out.view(), ids_small, w_small, 3);
+  EXPECT_LT(out.count, out.groups.size());
+  EXPECT_EQ(out.groups.data(), slots);
+  // The first call again: same result as before and as the allocating form, same storage.
+  group_by_expert(ids_big.data(), w_big.data(), 40, k, out);
+  expect_groups(out.view(), ids_big, w_big, 40);
+  ASSERT_EQ(out.count, storage.size());
+  for (std::size_t i = 0; i < storage.size(); ++i) EXPECT_EQ(out.groups[i].tokens.data(), storage[i]) << i;
+  EXPECT_EQ(out.groups.data(), slots);
+  const auto fresh = group_by_expert(ids_big.data(), w_big.data(), 40, k);
+  expect_groups(fresh, ids_big, w_big, 40);
+}
+
 TEST(layer, combine_sums_units_in_the_given_order_from_zero) {
   // Order matters in f32: (1e8 + 1) - 1e8 = 0 but (1e8 - 1e8) + 1 = 1.
   const float big[1] = {1e8f}, one[1] = {1.0f}, minus_big[1] = {-1e8f}, h[1] = {0.5f};
