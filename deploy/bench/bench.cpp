@@ -363,6 +363,10 @@ struct collector {
   std::map<engine::request_id, engine::result> results;
   std::vector<worker_figures> workers;
   std::vector<std::string> failures;
+  /// Reports of steps up to this one belong to the warm-up (every worker runs the same steps).
+  std::uint64_t warm_up_through = 0;
+  bool timed = false;
+  std::uint64_t last_step = 0;
 
   void on_attention(std::size_t worker, actors::step_report&& r) {
     const auto now = clock_type::now();
@@ -370,20 +374,30 @@ struct collector {
     for (const auto& t : r.tokens)
       if (static_cast<std::size_t>(t.id - 1) < traces.size()) traces[static_cast<std::size_t>(t.id - 1)].tokens.push_back(now);
     for (auto& [id, res] : r.finished) results[id] = std::move(res);
-    add(worker, r.timing);
+    add(worker, r.step, r.timing);
     cv.notify_all();
   }
   void on_ffn(std::size_t worker, actors::step_report&& r) {
     std::lock_guard lock(mu);
-    add(worker, r.timing);
+    add(worker, r.step, r.timing);
   }
   void on_failure(const std::string& who, const error& e) {
     std::lock_guard lock(mu);
     failures.push_back(who + ": " + e.to_string());
     cv.notify_all();
   }
-  void add(std::size_t worker, const actors::step_timing& t) {
+  void add(std::size_t worker, std::uint64_t step, const actors::step_timing& t) {
+    last_step = std::max(last_step, step);
+    if (timed && step <= warm_up_through) return;
     worker_figures& w = workers[worker];
+    if (w.layer_compute_ms.size() < t.layer_compute_seconds.size()) {
+      w.layer_compute_ms.resize(t.layer_compute_seconds.size());
+      w.layer_wait_ms.resize(t.layer_compute_seconds.size());
+    }
+    for (std::size_t l = 0; l < t.layer_compute_seconds.size() && l < t.layer_wait_seconds.size(); ++l) {
+      w.layer_compute_ms[l] += t.layer_compute_seconds[l];  // seconds until finished
+      w.layer_wait_ms[l] += t.layer_wait_seconds[l];
+    }
     ++w.steps;
     w.compute_seconds += t.compute_seconds;
     w.wait_seconds += t.wait_seconds;
@@ -520,6 +534,8 @@ expected<cluster_outcome> run_cluster(const layout& lay, const std::shared_ptr<c
     }
     col.results.clear();
     for (worker_figures& w : col.workers) w = {w.name, w.role};
+    col.warm_up_through = col.last_step;
+    col.timed = true;
   }
 
   // Requests go round-robin over the attention workers: what the coordinator's "most free KV
@@ -565,6 +581,10 @@ expected<cluster_outcome> run_cluster(const layout& lay, const std::shared_ptr<c
       w.compute_ms_per_layer = w.compute_seconds * per;
       w.wait_ms_per_layer = w.wait_seconds * per;
       w.other_ms_per_layer = std::max(0.0, w.total_seconds - w.compute_seconds - w.wait_seconds) * per;
+      for (std::size_t l = 0; l < w.layer_compute_ms.size(); ++l) {
+        w.layer_compute_ms[l] *= 1e3 / static_cast<double>(w.steps);
+        w.layer_wait_ms[l] *= 1e3 / static_cast<double>(w.steps);
+      }
     }
     run.workers.push_back(w);
   }
@@ -684,7 +704,10 @@ expected<bench_report> run_bench(const bench_options& o, const progress_fn& prog
   rep.model_name = o.model_name.empty() ? model_dir : o.model_name;
   rep.model_dir = model_dir;
   rep.layers = c.num_hidden_layers;
-  for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) rep.dense_layers += !c.is_moe_layer(l);
+  for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    rep.dense_layers += !c.is_moe_layer(l);
+    rep.moe_layers.push_back(c.is_moe_layer(l));
+  }
   rep.hidden = c.hidden_size;
   rep.experts = c.moe_num_experts;
   rep.top_k = c.moe_top_k;

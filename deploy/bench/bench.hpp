@@ -65,6 +65,9 @@ struct worker_figures {
   double compute_ms_per_layer = 0;     ///< compute / (steps x layers)
   double wait_ms_per_layer = 0;        ///< wait / (steps x layers)
   double other_ms_per_layer = 0;       ///< total - compute - wait (bookkeeping, planning, copies)
+  /// Per layer l, mean ms per step: compute (attention side: attention, router, combine sum; FFN
+  /// side: its units) and network wait, over the same steps.
+  std::vector<double> layer_compute_ms, layer_wait_ms;
 };
 
 /// The slowest worker of a role: the one with most compute per layer.
@@ -121,6 +124,7 @@ struct bench_report {
   std::string placement;               ///< how units were placed
   std::string model_name, model_dir;
   std::int64_t layers = 0, dense_layers = 0, hidden = 0, experts = 0, top_k = 0, vocab = 0;
+  std::vector<bool> moe_layers;        ///< per layer
   std::int64_t requests = 0, prompt_len = 0, max_new_tokens = 0, prefill_chunk = 0;
   numerics num;
   int reference_threads = 0;           ///< kernel threads of the reference engine

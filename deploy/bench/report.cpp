@@ -103,6 +103,19 @@ std::string to_text(const bench_report& r) {
     for (const auto& w : run.workers)
       line(format("  %-7s %-10s %5lld  %16.3f  %21.3f  %14.3f", w.name.c_str(), w.role.c_str(),
                   static_cast<long long>(w.steps), w.compute_ms_per_layer, w.wait_ms_per_layer, w.other_ms_per_layer));
+    if (!run.workers.empty() && !run.workers.front().layer_compute_ms.empty()) {
+      std::string head = "  per layer, ms per step (compute/wait):";
+      std::string pad(head.size() > 9 ? head.size() - 9 : 0, ' ');
+      for (std::size_t l = 0; l < run.workers.front().layer_compute_ms.size(); ++l)
+        head += format(" %13s", format("L%zu%s", l, l < r.moe_layers.size() && !r.moe_layers[l] ? " dense" : "").c_str());
+      line(head);
+      for (const auto& w : run.workers) {
+        std::string row = format("  %-7s", w.name.c_str()) + pad;
+        for (std::size_t l = 0; l < w.layer_compute_ms.size(); ++l)
+          row += format(" %13s", format("%.2f/%.2f", w.layer_compute_ms[l], w.layer_wait_ms[l]).c_str());
+        line(row);
+      }
+    }
     line(format("  stragglers (most compute per layer): attention %s (%.3f ms, %+.0f%% vs mean), ffn %s (%.3f ms, "
                 "%+.0f%% vs mean)",
                 run.attention_straggler.name.c_str(), run.attention_straggler.compute_ms_per_layer,
@@ -131,7 +144,8 @@ std::string to_json(const bench_report& r) {
                   {"load_end", {r.machine.load_end[0], r.machine.load_end[1], r.machine.load_end[2]}},
                   {"loaded", r.machine.loaded}};
   j["model"] = {{"name", r.model_name}, {"dir", r.model_dir},     {"layers", r.layers}, {"dense_layers", r.dense_layers},
-                {"hidden", r.hidden},   {"experts", r.experts},   {"top_k", r.top_k},   {"vocab", r.vocab}};
+                {"hidden", r.hidden},   {"experts", r.experts},   {"top_k", r.top_k},   {"vocab", r.vocab},
+                {"moe_layers", r.moe_layers}};
   j["load"] = {{"requests", r.requests},
                {"prompt_len", r.prompt_len},
                {"max_new_tokens", r.max_new_tokens},
@@ -157,7 +171,9 @@ std::string to_json(const bench_report& r) {
                          {"total_seconds", w.total_seconds},
                          {"compute_ms_per_layer", w.compute_ms_per_layer},
                          {"wait_ms_per_layer", w.wait_ms_per_layer},
-                         {"other_ms_per_layer", w.other_ms_per_layer}});
+                         {"other_ms_per_layer", w.other_ms_per_layer},
+                         {"layer_compute_ms", w.layer_compute_ms},
+                         {"layer_wait_ms", w.layer_wait_ms}});
     const accuracy_figures& a = run.accuracy;
     j["runs"].push_back({{"micro_batches", run.micro_batches},
                          {"combine_mode", to_string(run.mode)},

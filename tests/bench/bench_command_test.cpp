@@ -10,6 +10,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -130,6 +131,25 @@ void expect_consistent_run(const json& run, const json& report, std::uint32_t A,
     const double per = 1e3 / (static_cast<double>(steps) * static_cast<double>(layers));
     EXPECT_NEAR(w.at("compute_ms_per_layer").get<double>(), compute * per, 1e-9 + 1e-9 * compute * per) << name;
     EXPECT_NEAR(w.at("wait_ms_per_layer").get<double>(), wait * per, 1e-9 + 1e-9 * wait * per) << name;
+    // Per layer: every network wait belongs to a layer; so does all FFN compute, while the
+    // attention side also computes outside layers (embedding, LM head, sampling).
+    const auto& lc = w.at("layer_compute_ms");
+    const auto& lw = w.at("layer_wait_ms");
+    ASSERT_EQ(lc.size(), static_cast<std::size_t>(layers)) << name;
+    ASSERT_EQ(lw.size(), static_cast<std::size_t>(layers)) << name;
+    double sum_c = 0, sum_w = 0;
+    for (std::size_t l = 0; l < lc.size(); ++l) {
+      EXPECT_GE(lc[l].get<double>(), 0.0) << name << " layer " << l;
+      EXPECT_GE(lw[l].get<double>(), 0.0) << name << " layer " << l;
+      sum_c += lc[l].get<double>();
+      sum_w += lw[l].get<double>();
+    }
+    const double step_ms = 1e3 / static_cast<double>(steps);
+    EXPECT_NEAR(sum_w, wait * step_ms, 1e-6 * (1 + wait * step_ms)) << name;
+    if (role == "ffn")
+      EXPECT_NEAR(sum_c, compute * step_ms, 1e-6 * (1 + compute * step_ms)) << name;
+    else
+      EXPECT_LE(sum_c, compute * step_ms * (1 + 1e-9) + 1e-9) << name;
     auto& s = slowest[role];
     if (s.first.empty() || compute * per > s.second) s = {name, compute * per};
   }
@@ -190,7 +210,8 @@ TEST(bench_command, text_report_names_the_checks_and_the_stragglers) {
   ASSERT_EQ(o.code, 0) << o.out << stderr_text();
   for (const char* text : {"1A2F", "machine:", "load average", "threads:", "reference engine (deterministic)",
                            "reference engine (throughput)", "tok/s", "TPOT p50", "TTFT p50", "bitwise equal: yes",
-                           "max relative L2 error of logits", "tolerance", "stragglers", "network wait"})
+                           "max relative L2 error of logits", "tolerance", "stragglers", "network wait",
+                           "per layer, ms per step (compute/wait)", "L0 dense"})
     EXPECT_NE(o.out.find(text), std::string::npos) << text << "\n" << o.out;
 }
 
