@@ -30,11 +30,14 @@ struct attention_worker_spec {
   std::int64_t max_batch = 64;   ///< requests in its batch at once (the coordinator admits up to this)
 };
 
-/// One FFN worker and the units it owns (deterministic combine: whole units).
+/// One FFN worker and the units it owns: whole units, and in throughput combine slices of a
+/// layer's shared expert / dense MLP (tensor parallel).
 struct ffn_worker_spec {
   std::string name;
   std::string device = "cpu";
-  ffn_assignment assignment;     ///< per layer: routed expert ids ascending, engine::shared_unit last
+  /// units: per layer, routed expert ids ascending, engine::shared_unit last; shared_slices: per
+  /// layer, the columns of the shared/dense unit it computes when the unit is sliced.
+  ffn_assignment assignment;
 };
 
 /// Data-plane transport between the workers.

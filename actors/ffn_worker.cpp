@@ -1,5 +1,5 @@
 // The FFN worker's actor: registration, start of an epoch (connect to every attention worker,
-// load the units it owns, start the engine), status. Its engine thread needs nothing from the
+// load the units and unit slices it owns, start the engine), status. Its engine thread needs nothing from the
 // control plane per step: it is paced by the attention workers' dispatches.
 
 #include <algorithm>
@@ -16,18 +16,24 @@ namespace {
 struct ffn_worker_state;
 using ffn_actor = caf::stateful_actor<ffn_worker_state>;
 
-/// The routed experts of each layer in `units` (shared_unit removed), and whether any layer's
-/// shared expert / dense MLP is among them: what to load.
-engine::weight_selection selection_of(const std::vector<std::vector<std::int32_t>>& units) {
-  std::vector<std::vector<std::int32_t>> experts(units.size());
-  bool shared = false;
-  for (std::size_t l = 0; l < units.size(); ++l)
-    for (auto u : units[l]) {
-      if (u == engine::shared_unit)
-        shared = true;
-      else
-        experts[l].push_back(u);
-    }
+/// True when `a` computes any layer's shared expert / dense MLP, whole or a slice of it.
+bool needs_shared(const ffn_assignment& a) {
+  for (const auto& units : a.units)
+    if (std::find(units.begin(), units.end(), engine::shared_unit) != units.end()) return true;
+  for (const auto& sl : a.shared_slices)
+    if (sl.count > 0) return true;
+  return false;
+}
+
+/// What to load for `a`: the routed experts of each layer (shared_unit removed), and the dense /
+/// shared units when any layer's unit is owned whole or in part (a slice reads the whole unit's
+/// rows and columns it needs from the same tensors).
+engine::weight_selection selection_of(const ffn_assignment& a) {
+  std::vector<std::vector<std::int32_t>> experts(a.units.size());
+  bool shared = needs_shared(a);
+  for (std::size_t l = 0; l < a.units.size(); ++l)
+    for (auto u : a.units[l])
+      if (u != engine::shared_unit) experts[l].push_back(u);
   return engine::weight_selection::ffn_side(std::move(experts), shared);
 }
 
@@ -49,15 +55,24 @@ struct ffn_worker_state {
     const auto position = std::find(m.ffn_names.begin(), m.ffn_names.end(), ctx.name);
     if (position == m.ffn_names.end() || m.ffn_units.size() != m.ffn_names.size())
       return to_caf_error(fail(errc::internal, "start_epoch ", m.epoch, " has no units for FFN worker '", ctx.name, "'"));
-    ffn_assignment assignment{m.ffn_units[static_cast<std::size_t>(position - m.ffn_names.begin())]};
+    if (!m.ffn_slices.empty() && m.ffn_slices.size() != m.ffn_names.size())
+      return to_caf_error(fail(errc::internal, "start_epoch ", m.epoch, " has slices for ", m.ffn_slices.size(),
+                               " FFN workers and units for ", m.ffn_names.size()));
+    const auto f = static_cast<std::size_t>(position - m.ffn_names.begin());
+    ffn_assignment assignment{m.ffn_units[f], {}};
+    if (!m.ffn_slices.empty())
+      for (const auto& sl : m.ffn_slices[f]) assignment.shared_slices.push_back({sl.first, sl.count});
     auto peers = connect_all(*ctx.transport, m.attention_addresses, "attention worker", peers_known);
     if (!peers) return to_caf_error(peers.err());
-    if (!weights || assignment.units != loaded_units) {
-      auto loaded = engine::model_weights::load(ctx.spec.model_path, selection_of(assignment.units));
+    // Weights are loaded again only when they lack something of the new assignment.
+    const bool shared = needs_shared(assignment);
+    if (!weights || assignment.units != loaded_units || (shared && !loaded_shared)) {
+      auto loaded = engine::model_weights::load(ctx.spec.model_path, selection_of(assignment));
       if (!loaded)
         return to_caf_error(fail(loaded.err().code(), "worker '", ctx.name, "': ", loaded.err().message()));
       weights = *loaded;
       loaded_units = assignment.units;
+      loaded_shared = shared;
     }
     data_plane_options o = ctx.spec.plane;
     o.epoch = m.epoch;
@@ -104,6 +119,7 @@ struct ffn_worker_state {
   std::unique_ptr<ffn_engine> engine;
   std::shared_ptr<const engine::model_weights> weights;  ///< the units of loaded_units
   std::vector<std::vector<std::int32_t>> loaded_units;
+  bool loaded_shared = false;  ///< the dense/shared units are in `weights`
   peer_table peers_known;
   std::shared_ptr<live_figures> figures = std::make_shared<live_figures>();
   std::string state = "starting";

@@ -17,6 +17,7 @@ std::string context_text(const caf::message& m) {
 
 void register_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<register_worker_msg>("register_worker_msg");
+  cfg.add_message_type<unit_slice_rec>("unit_slice_rec");
   cfg.add_message_type<start_epoch_msg>("start_epoch_msg");
   cfg.add_message_type<request_msg>("request_msg");
   cfg.add_message_type<admit_msg>("admit_msg");

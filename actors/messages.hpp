@@ -35,6 +35,13 @@ struct register_worker_msg {
   std::string device;
 };
 
+/// Columns [first, first + count) of a layer's shared expert / dense MLP inner width that one FFN
+/// worker computes (throughput combine, tensor parallel); count 0: no slice of that layer.
+struct unit_slice_rec {
+  std::int64_t first = 0;
+  std::int64_t count = 0;
+};
+
 /// Coordinator -> every worker, once all are registered: connect the transport, load the weights
 /// owned, start the engine, answer ready_atom + epoch.
 struct start_epoch_msg {
@@ -44,6 +51,10 @@ struct start_epoch_msg {
   std::vector<std::vector<std::uint8_t>> ffn_addresses;        ///< by position in ffn_names
   /// ffn_units[f][layer]: routed experts (ascending) and engine::shared_unit owned by ffn_names[f].
   std::vector<std::vector<std::vector<std::int32_t>>> ffn_units;
+  /// ffn_slices[f][layer]: the slice of that layer's shared/dense unit computed by ffn_names[f]
+  /// (empty or count 0: none). A layer's unit is covered exactly once: whole by one worker (in
+  /// ffn_units) or by slices that tile its width.
+  std::vector<std::vector<unit_slice_rec>> ffn_slices;
 };
 
 /// A generation request (client -> coordinator, answered with the request id or an error).
@@ -136,9 +147,13 @@ typename Inspector::result_type inspect(Inspector& f, register_worker_msg& x) {
   return f(caf::meta::type_name("register_worker_msg"), x.role, x.name, x.address, x.kv_blocks, x.device);
 }
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, unit_slice_rec& x) {
+  return f(caf::meta::type_name("unit_slice_rec"), x.first, x.count);
+}
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, start_epoch_msg& x) {
   return f(caf::meta::type_name("start_epoch_msg"), x.epoch, x.attention_addresses, x.ffn_names, x.ffn_addresses,
-           x.ffn_units);
+           x.ffn_units, x.ffn_slices);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, request_msg& x) {

@@ -10,9 +10,6 @@ expected<actors::cluster_spec> to_cluster_spec(const topology::topology& t, cons
   auto resolved = topology::resolve_placement(t, config);
   if (!resolved.ok()) return resolved.to_error(errc::invalid_config);
   const topology::placement& p = *resolved.value;
-  if (!p.units_whole())
-    return fail(errc::unsupported, t.file, ": shared/dense units sliced across FFN workers (throughput combine) are not ",
-                "supported by the cluster engines yet; use whole units (round_robin)");
   actors::cluster_spec s;
   s.name = t.cluster_name;
   s.model_path = t.model.path;
@@ -44,7 +41,16 @@ expected<actors::cluster_spec> to_cluster_spec(const topology::topology& t, cons
     for (std::int64_t l = 0; l < config.num_hidden_layers; ++l) {
       auto& units = w.assignment.units[static_cast<std::size_t>(l)];
       for (auto e : p.experts_of(static_cast<int>(f), l)) units.push_back(static_cast<std::int32_t>(e));
-      if (p.unit_slice_of(static_cast<int>(f), l)) units.push_back(engine::shared_unit);
+      const auto slice = p.unit_slice_of(static_cast<int>(f), l);
+      if (!slice) continue;
+      if (p.layers[static_cast<std::size_t>(l)].unit.size() == 1) {
+        units.push_back(engine::shared_unit);  // computed whole by this worker
+      } else {
+        // Sliced across workers (throughput combine only; the topology validator enforces it):
+        // this worker computes columns [begin, end) of the unit's inner width.
+        w.assignment.shared_slices.resize(static_cast<std::size_t>(config.num_hidden_layers));
+        w.assignment.shared_slices[static_cast<std::size_t>(l)] = {slice->begin, slice->end - slice->begin};
+      }
     }
     s.ffn_workers.push_back(std::move(w));
   }

@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -109,6 +111,162 @@ INSTANTIATE_TEST_SUITE_P(example_topologies, cluster_shapes,
                          ::testing::Values(shape{"1a1f", 1}, shape{"1a1f", 3}, shape{"2a2f", 3}, shape{"2a2f", 2},
                                            shape{"3a2f", 2}, shape{"2a3f", 3}, shape{"2a3f", 1}),
                          shape_name);
+
+// 2a3f.yaml as written: throughput combine with the shared expert sliced across the three FFN
+// workers (tensor parallel, as the system report does) and the dense MLPs whole on f2; embedded
+// over loopback on the tiny model.
+actors::cluster_spec sliced_2a3f_spec() {
+  auto t = topology::load_file(std::string(AFD_SOURCE_DIR) + "/deploy/examples/2a3f.yaml");
+  EXPECT_TRUE(t.has_value()) << (t ? "" : t.err().to_string());
+  EXPECT_EQ(t->model.combine, topology::combine_mode::throughput);
+  EXPECT_EQ(t->placement.shared.how, topology::unit_rule::policy::sliced);
+  t->model.path = tiny_model();
+  t->transport.kind = topology::transport_kind::loopback;
+  auto config = topology::read_model_config(*t);
+  EXPECT_TRUE(config.has_value()) << (config ? "" : config.err().to_string());
+  auto spec = client::to_cluster_spec(*t, *config);
+  EXPECT_TRUE(spec.has_value()) << (spec ? "" : spec.err().to_string());
+  spec->start_timeout = std::chrono::seconds(60);
+  return *spec;
+}
+
+/// Relative L2 distance of `got` from `want` (float64).
+double relative_l2(const std::vector<float>& got, const std::vector<float>& want) {
+  EXPECT_EQ(got.size(), want.size());
+  double diff = 0, norm = 0;
+  for (std::size_t j = 0; j < want.size() && j < got.size(); ++j) {
+    const double d = static_cast<double>(got[j]) - want[j];
+    diff += d * d;
+    norm += static_cast<double>(want[j]) * want[j];
+  }
+  return std::sqrt(diff / norm);
+}
+
+/// The reference engine's logits for position `k` of `r` given the tokens `got` the cluster
+/// produced before it (teacher forcing: a throughput-mode run may pick other tokens than the
+/// reference near a tie, and every later row then depends on the cluster's own tokens).
+std::vector<float> reference_logits_at(const actors::cluster_spec& spec, const client::request& r,
+                                       const std::vector<std::int32_t>& got, std::size_t k) {
+  client::request q = r;
+  q.prompt.insert(q.prompt.end(), got.begin(), got.begin() + static_cast<std::ptrdiff_t>(k));
+  q.max_new_tokens = 1;
+  q.logits_rows = 1;
+  q.stop_ids.clear();
+  auto want = reference_result(spec, q);
+  EXPECT_EQ(want.logits.size(), 1u);
+  return want.logits.empty() ? std::vector<float>{} : want.logits[0];
+}
+
+// Not bitwise (partials are summed per worker), so every request must finish and its first logits
+// row must stay within the data plane's stated tolerance of the reference engine's (relative L2
+// < 0.1 for sliced bf16 partials).
+TEST(cluster, sliced_shared_expert_in_throughput_mode_stays_within_tolerance) {
+  const auto spec = sliced_2a3f_spec();
+  int sliced_layers = 0;
+  for (const auto& f : spec.ffn_workers)
+    for (const auto& sl : f.assignment.shared_slices) sliced_layers += sl.count > 0 ? 1 : 0;
+  EXPECT_GT(sliced_layers, 0) << "the example's sliced shared expert did not reach the FFN workers";
+  auto c = start(spec);
+  ASSERT_TRUE(c);
+  std::vector<client::request> reqs;
+  std::vector<client::request_id> ids;
+  for (int i = 0; i < 6; ++i) {
+    reqs.push_back(make_request(200 + i, 3 + 9 * i, 4, false));
+    reqs.back().logits_rows = 1;
+    auto id = c->submit(reqs.back());
+    ASSERT_TRUE(id.has_value()) << id.err().to_string();
+    ids.push_back(*id);
+  }
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto r = c->wait(ids[i], 60s);
+    ASSERT_TRUE(r.has_value()) << "request " << i << ": " << r.err().to_string();
+    EXPECT_EQ(r->tokens.size(), 4u) << "request " << i;
+    auto want = reference_result(spec, reqs[i]);
+    ASSERT_EQ(r->logits.size(), 1u);
+    ASSERT_EQ(want.logits.size(), 1u);
+    ASSERT_EQ(r->logits[0].size(), want.logits[0].size());
+    EXPECT_LT(relative_l2(r->logits[0], want.logits[0]), 0.1) << "request " << i;
+  }
+}
+
+/// Every logits row `r` kept is within tolerance of the reference's row for the same preceding
+/// tokens; returns the number of rows compared. A re-admitted request keeps the rows from where it
+/// resumed (index tokens - rows on), none when it had ended before the failure but its end record
+/// was lost with the epoch (the coordinator ends it from the tokens it kept).
+std::size_t expect_rows_within_tolerance(const actors::cluster_spec& spec, const client::request& req,
+                                         const client::response& r, const std::string& what) {
+  EXPECT_LE(r.logits.size(), r.tokens.size()) << what;
+  if (r.logits.size() > r.tokens.size()) return 0;
+  const std::size_t first = r.tokens.size() - r.logits.size();
+  for (std::size_t j = 0; j < r.logits.size(); ++j) {
+    const auto want = reference_logits_at(spec, req, r.tokens, first + j);
+    EXPECT_LT(relative_l2(r.logits[j], want), 0.1) << what << ", position " << first + j;
+  }
+  return r.logits.size();
+}
+
+// An FFN worker of the sliced throughput topology dies mid-run: its slice of every layer's shared
+// expert merges into an adjacent survivor's (and its whole units, f2's dense MLPs, move whole), a
+// new epoch starts, and every request finishes with every logits row computed after the recovery
+// within tolerance of the reference engine's.
+void expect_sliced_recovery_within_tolerance(const char* victim) {
+  const auto spec = sliced_2a3f_spec();
+  auto c = start(spec);
+  ASSERT_TRUE(c);
+  constexpr std::int64_t new_tokens = 12;
+  std::mutex m;
+  std::map<client::request_id, std::size_t> streamed;
+  std::vector<client::request> reqs;
+  std::vector<client::request_id> ids;
+  for (int i = 0; i < 6; ++i) {
+    reqs.push_back(make_request(300 + i, 8 + 5 * i, new_tokens, i % 2 == 0));
+    reqs.back().logits_rows = new_tokens;
+    auto id = c->submit(reqs.back(), [&](const client::token& t) {
+      std::lock_guard lock(m);
+      ++streamed[t.id];
+    });
+    ASSERT_TRUE(id.has_value()) << id.err().to_string();
+    ids.push_back(*id);
+  }
+  for (int spins = 0; spins < 3000; ++spins) {
+    {
+      std::lock_guard lock(m);
+      if (streamed[ids[0]] >= 3) break;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_TRUE(client::kill_worker(*c, victim).has_value());
+  std::size_t rows = 0;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto r = c->wait(ids[i], 60s);
+    ASSERT_TRUE(r.has_value()) << "request " << i << ": " << r.err().to_string();
+    EXPECT_EQ(r->tokens.size(), static_cast<std::size_t>(new_tokens)) << "request " << i;
+    rows += expect_rows_within_tolerance(spec, reqs[i], *r, "request " + std::to_string(i));
+  }
+  EXPECT_GT(rows, 0u);
+  auto st = c->status();
+  ASSERT_TRUE(st.has_value());
+  EXPECT_TRUE(st->ready);
+  EXPECT_EQ(st->epoch, 2u);
+  for (const auto& w : st->workers) EXPECT_EQ(w.state, w.name == victim ? "failed" : "ready") << w.name;
+  // A request admitted after the recovery runs wholly under the new placement: all its rows.
+  auto later = make_request(399, 21, new_tokens, false);
+  later.logits_rows = new_tokens;
+  auto id = c->submit(later);
+  ASSERT_TRUE(id.has_value()) << id.err().to_string();
+  auto r = c->wait(*id, 60s);
+  ASSERT_TRUE(r.has_value()) << r.err().to_string();
+  ASSERT_EQ(r->logits.size(), static_cast<std::size_t>(new_tokens));
+  expect_rows_within_tolerance(spec, later, *r, "request after recovery");
+}
+
+TEST(cluster, a_lost_ffn_worker_holding_a_middle_slice_is_recovered_within_tolerance) {
+  expect_sliced_recovery_within_tolerance("f1");
+}
+
+TEST(cluster, a_lost_ffn_worker_holding_an_end_slice_and_whole_units_is_recovered_within_tolerance) {
+  expect_sliced_recovery_within_tolerance("f2");
+}
 
 // More requests than the workers' batches hold: the coordinator's queue feeds them in as others
 // finish (continuous batching), and each still gets the reference engine's tokens.

@@ -109,8 +109,9 @@ inline engine::result reference_result(const actors::cluster_spec& spec, const c
   std::string key = std::to_string(static_cast<int>(spec.plane.num.kv)) + "/" +
                     std::to_string(static_cast<int>(spec.plane.num.dispatch)) + "/" +
                     std::to_string(static_cast<int>(spec.plane.num.combine)) + "/" +
+                    std::to_string(static_cast<int>(spec.plane.num.mode)) + "/" +
                     std::to_string(r.max_new_tokens) + "/" + std::to_string(r.sampling.seed) + "/" +
-                    std::to_string(r.sampling.temperature) + "/";
+                    std::to_string(r.sampling.temperature) + "/" + std::to_string(r.logits_rows) + "/";
   for (auto t : r.prompt) key += std::to_string(t) + ",";
   for (auto t : r.stop_ids) key += "s" + std::to_string(t) + ",";
   if (auto it = cache.find(key); it != cache.end()) return it->second;
@@ -131,6 +132,7 @@ inline engine::result reference_result(const actors::cluster_spec& spec, const c
   er.sampling.top_p = r.sampling.top_p;
   er.sampling.seed = r.sampling.seed;
   er.stop_ids = r.stop_ids;
+  er.logits_rows = r.logits_rows;
   auto res = eng->generate({er});
   EXPECT_TRUE(res.has_value()) << (res ? "" : res.err().to_string());
   cache[key] = (*res)[0];
