@@ -34,6 +34,7 @@ struct bench_options {
   numerics num;                       ///< kv / dispatch / combine dtypes without a topology (mode: `modes`)
   std::optional<dtype> combine_dtype; ///< replaces num.combine, or the topology's combine dtype
   int reference_threads = 0;          ///< kernel threads of the reference engine; 0: usable cores
+  int repeats = 1;                    ///< runs of each configuration; the median by tokens/s is reported
   double timeout_seconds = 600;       ///< per cluster run
   bool quick = false;                 ///< recorded in the report only
 };
@@ -95,7 +96,8 @@ struct cluster_run {
   load_figures figures;
   double ratio_tokens_per_s = 0;       ///< cluster / reference engine (same mode), generated tokens/s
   double ratio_tpot_p50 = 0;           ///< cluster / reference engine TPOT p50
-  accuracy_figures accuracy;
+  std::vector<double> tokens_per_s_repeats;  ///< every repeat's tokens/s, in run order
+  accuracy_figures accuracy;            ///< the worst over the repeats
   std::vector<worker_figures> workers;
   straggler attention_straggler, ffn_straggler;
 };
@@ -104,6 +106,7 @@ struct cluster_run {
 struct reference_run {
   combine_mode mode = combine_mode::deterministic;
   load_figures figures;
+  std::vector<double> tokens_per_s_repeats;  ///< every repeat's tokens/s, in run order
 };
 
 /// The machine the figures were measured on.
@@ -131,6 +134,7 @@ struct bench_report {
   int cluster_engine_threads = 0;      ///< A + F engine threads
   int cluster_kernel_threads = 1;      ///< kernel threads per engine thread
   bool quick = false;
+  int repeats = 1;                     ///< runs per configuration (median reported)
   machine_figures machine;
   std::vector<reference_run> references;
   std::vector<cluster_run> runs;

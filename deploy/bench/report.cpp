@@ -29,6 +29,12 @@ std::string figures_line(const load_figures& f) {
                 f.tpot_p50_ms, f.tpot_p99_ms, f.ttft_p50_ms, f.cpu_cores_used);
 }
 
+std::string list(const std::vector<double>& v) {
+  std::string s;
+  for (double x : v) s += format(" %.1f", x);
+  return s;
+}
+
 nlohmann::json figures_json(const load_figures& f) {
   return {{"seconds", f.seconds},
           {"generated_tokens", f.generated_tokens},
@@ -77,14 +83,19 @@ std::string to_text(const bench_report& r) {
               r.cluster_kernel_threads, r.machine.usable_cores));
   line("placement: " + r.placement);
   line("TPOT: per request, (last token - first token) / (tokens - 1); TTFT: submission to first token");
+  if (r.repeats > 1)
+    line(format("repeats: %d runs of each configuration, interleaved; the run with the median tokens/s is shown",
+                r.repeats));
   for (const auto& ref : r.references) {
     line("");
     line(std::string("reference engine (") + to_string(ref.mode) + "): " + figures_line(ref.figures));
+    if (ref.tokens_per_s_repeats.size() > 1) line("  tok/s of each repeat:" + list(ref.tokens_per_s_repeats));
   }
   for (const auto& run : r.runs) {
     line("");
     line(format("cluster %s K=%u %s: ", r.shape.c_str(), run.micro_batches, to_string(run.mode)) +
          figures_line(run.figures));
+    if (run.tokens_per_s_repeats.size() > 1) line("  tok/s of each repeat:" + list(run.tokens_per_s_repeats));
     const reference_run* ref = reference_of(r, run.mode);
     line(format("  vs reference engine: tokens/s x%.2f, TPOT p50 x%.2f (%.1f vs %.1f tok/s)", run.ratio_tokens_per_s,
                 run.ratio_tpot_p50, run.figures.tokens_per_s, ref ? ref->figures.tokens_per_s : 0.0));
@@ -138,6 +149,7 @@ std::string to_json(const bench_report& r) {
   j["topology_file"] = r.topology_file;
   j["placement"] = r.placement;
   j["quick"] = r.quick;
+  j["repeats"] = r.repeats;
   j["machine"] = {{"cores", r.machine.cores},
                   {"usable_cores", r.machine.usable_cores},
                   {"load_start", {r.machine.load_start[0], r.machine.load_start[1], r.machine.load_start[2]}},
@@ -158,7 +170,9 @@ std::string to_json(const bench_report& r) {
                   {"cluster_kernel_threads_per_engine", r.cluster_kernel_threads}};
   j["reference"] = nlohmann::json::array();
   for (const auto& ref : r.references)
-    j["reference"].push_back({{"combine_mode", to_string(ref.mode)}, {"figures", figures_json(ref.figures)}});
+    j["reference"].push_back({{"combine_mode", to_string(ref.mode)},
+                              {"figures", figures_json(ref.figures)},
+                              {"tokens_per_s_repeats", ref.tokens_per_s_repeats}});
   j["runs"] = nlohmann::json::array();
   for (const auto& run : r.runs) {
     nlohmann::json workers = nlohmann::json::array();
@@ -178,6 +192,7 @@ std::string to_json(const bench_report& r) {
     j["runs"].push_back({{"micro_batches", run.micro_batches},
                          {"combine_mode", to_string(run.mode)},
                          {"figures", figures_json(run.figures)},
+                         {"tokens_per_s_repeats", run.tokens_per_s_repeats},
                          {"ratio", {{"tokens_per_s", run.ratio_tokens_per_s}, {"tpot_p50", run.ratio_tpot_p50}}},
                          {"accuracy",
                           {{"bitwise_equal", a.bitwise_equal},

@@ -74,6 +74,7 @@ int run_bench_command(int argc, char** argv) {
   app.add_flag("--slice-shared", o.slice_shared,
                "throughput mode with --shape: slice shared/dense units over the FFN workers (tensor parallel)");
   app.add_option("--threads", o.reference_threads, "kernel threads of the reference engine (default: usable cores)");
+  app.add_option("--repeat", o.repeats, "runs of each configuration, interleaved; the median is shown (default 1)");
   app.add_option("--timeout", o.timeout_seconds, "seconds a cluster run may take (default 600)");
   app.add_flag("--json", json, "print one JSON object instead of the text report");
   app.add_flag("--quick", quick, "a small run for smoke tests: tiny preset, 4 requests, 8 + 8 tokens");
@@ -109,6 +110,7 @@ int run_bench_command(int argc, char** argv) {
       return usage("--combine-dtype must be bf16 or f32, got '" + combine_dtype + "'");
     o.combine_dtype = combine_dtype == "f32" ? dtype::f32 : dtype::bf16;
   }
+  if (o.repeats < 1 || o.repeats > 99) return usage("--repeat must be in [1, 99], got " + std::to_string(o.repeats));
   o.quick = quick;
   if (quick) {
     if (app.count("--preset") == 0) preset = "tiny";

@@ -184,10 +184,11 @@ TEST(bench_command, quick_json_report_is_complete_and_consistent) {
   const json r = json::parse(o.out, nullptr, false);
   ASSERT_FALSE(r.is_discarded()) << o.out;
   for (const char* key : {"cluster_kind", "shape", "attention_workers", "ffn_workers", "placement", "machine", "model",
-                          "load", "numerics", "threads", "reference", "runs", "quick"})
+                          "load", "numerics", "threads", "reference", "runs", "quick", "repeats"})
     EXPECT_TRUE(r.contains(key)) << key;
   EXPECT_EQ(r.at("shape"), "2A2F");
   EXPECT_TRUE(r.at("quick").get<bool>());
+  EXPECT_EQ(r.at("repeats"), 1);
   EXPECT_NE(r.at("cluster_kind").get<std::string>().find("loopback"), std::string::npos);
   EXPECT_GE(r.at("machine").at("usable_cores").get<int>(), 1);
   EXPECT_EQ(r.at("machine").at("load_start").size(), 3u);
@@ -206,12 +207,13 @@ TEST(bench_command, quick_json_report_is_complete_and_consistent) {
 }
 
 TEST(bench_command, text_report_names_the_checks_and_the_stragglers) {
-  const outcome o = bench("--quick --shape 1A2F --micro-batches 2");
+  const outcome o = bench("--quick --shape 1A2F --micro-batches 2 --repeat 3");
   ASSERT_EQ(o.code, 0) << o.out << stderr_text();
   for (const char* text : {"1A2F", "machine:", "load average", "threads:", "reference engine (deterministic)",
                            "reference engine (throughput)", "tok/s", "TPOT p50", "TTFT p50", "bitwise equal: yes",
                            "max relative L2 error of logits", "tolerance", "stragglers", "network wait",
-                           "per layer, ms per step (compute/wait)", "L0 dense"})
+                           "per layer, ms per step (compute/wait)", "L0 dense", "repeats: 3 runs",
+                           "tok/s of each repeat:"})
     EXPECT_NE(o.out.find(text), std::string::npos) << text << "\n" << o.out;
 }
 
@@ -235,6 +237,7 @@ TEST(bench_command, bad_arguments_are_usage_errors) {
   EXPECT_EQ(bench("--quick --combine-mode fast").code, 2);
   EXPECT_EQ(bench("--quick --micro-batches 1,x").code, 2);
   EXPECT_EQ(bench("--quick --preset huge").code, 2);
+  EXPECT_EQ(bench("--quick --repeat 0").code, 2);
   const outcome o = bench("--quick --requests 0");
   EXPECT_EQ(o.code, 1);
   EXPECT_NE(stderr_text().find("--requests"), std::string::npos) << stderr_text();
