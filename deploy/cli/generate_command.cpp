@@ -1,24 +1,36 @@
-// `afd generate`: runs one request through the single-process reference engine.
+// `afd generate`: runs one request through the single-process reference engine, or through an
+// AFD cluster: `--topology FILE` runs the cluster the file describes inside this process for this
+// one call (`--model DIR` overrides the file's model path), `--connect HOST:PORT` sends it to a
+// launched cluster. The output (tokens, JSON with logits) is the same in every case.
 // Exit codes: 0 success, 2 bad usage (malformed options, a request the model cannot take: token
 // id outside the vocabulary, prompt longer than the context), 1 runtime failure (missing model
-// directory, bad checkpoint).
+// directory, bad checkpoint, cluster unreachable or failed).
 #ifdef AFD_HAVE_ENGINE
 
 #include "deploy/cli/generate_command.hpp"
 
 #include <chrono>
 #include <climits>
+#include <memory>
 #include <cstdio>
 #include <string>
 
 #include "deploy/cli/command_registry.hpp"
 #include "kernels/cpu/cpu_kernels.hpp"
 #include "runtime/engine/model_weights.hpp"
+#ifdef AFD_HAVE_LAUNCH
+#include "deploy/client/client.hpp"
+#include "deploy/client/cluster_spec_from_topology.hpp"
+#include "deploy/client/embedded.hpp"
+#include "deploy/launch/launch_plan.hpp"
+#include "deploy/topology/topology.hpp"
+#endif
 
 namespace afd::cli {
 
 void add_generate_options(CLI::App& app, generate_args& a) {
-  app.add_option("--model", a.model_dir, "checkpoint directory (config.json + safetensors)")->required();
+  // Required unless a cluster command adds --topology / --connect (checked in run_generate).
+  app.add_option("--model", a.model_dir, "checkpoint directory (config.json + safetensors)");
   app.add_option("--prompt-ids", a.prompt_ids, "prompt token ids, comma-separated: 5,17,300")->required();
   app.add_option("--max-new-tokens", a.max_new_tokens, "tokens to generate at most (default 16)");
   app.add_option("--temperature", a.temperature, "sampling temperature; 0 (default) is greedy");
@@ -139,18 +151,132 @@ void print_generation(std::FILE* out, const engine::result& r, bool json) {
 
 namespace {
 
+#ifdef AFD_HAVE_LAUNCH
+/// Exit code of a cluster error: the request's own mistakes are usage errors.
+int cluster_exit_code(const error& e) {
+  return e.code() == errc::invalid_argument || e.code() == errc::rejected ? 2 : 1;
+}
+
+/// `--topology FILE` / `--connect HOST:PORT`: the request through an AFD cluster.
+int generate_on_cluster(const generate_args& args, const generate_plan& plan, const std::string& topology_file,
+                        const std::string& connect) {
+  std::unique_ptr<client::cluster> c;
+  if (!connect.empty()) {
+    if (!args.kv_dtype.empty() || !args.dispatch_dtype.empty() || !args.combine_dtype.empty() ||
+        !args.combine_mode.empty() || !args.model_dir.empty()) {
+      std::fprintf(stderr,
+                   "afd generate: --connect: the cluster runs the model and numerics of its topology file; leave "
+                   "out --model, --kv-dtype, --dispatch-dtype, --combine-dtype and --combine-mode\n");
+      return 2;
+    }
+    auto address = launch::parse_host_port(connect);
+    if (!address) {
+      std::fprintf(stderr, "afd generate: --connect: %s\n", address.err().message().c_str());
+      return 2;
+    }
+    auto connected = client::cluster::connect(address->first, static_cast<std::uint16_t>(address->second));
+    if (!connected) {
+      std::fprintf(stderr, "afd generate: %s\n", connected.err().message().c_str());
+      return 1;
+    }
+    c = std::move(*connected);
+  } else {
+    auto t = topology::load_file(topology_file);
+    if (!t) {
+      std::fprintf(stderr, "%s\n", t.err().message().c_str());
+      return 2;
+    }
+    if (!args.model_dir.empty()) t->model.path = args.model_dir;
+    // Numerics given on the command line replace the file's.
+    if (!args.kv_dtype.empty()) t->model.kv_dtype = plan.num.kv;
+    if (!args.kv_dtype.empty() || !args.dispatch_dtype.empty()) t->model.dispatch_dtype = plan.num.dispatch;
+    if (!args.kv_dtype.empty() || !args.combine_dtype.empty()) t->model.combine_dtype = plan.num.combine;
+    if (!args.combine_mode.empty())
+      t->model.combine = plan.num.mode == combine_mode::deterministic ? topology::combine_mode::deterministic
+                                                                      : topology::combine_mode::throughput;
+    auto config = topology::read_model_config(*t);
+    if (!config) {
+      std::fprintf(stderr, "afd generate: cannot read the model config of %s: %s\n", topology_file.c_str(),
+                   config.err().message().c_str());
+      return 1;
+    }
+    auto spec = client::to_cluster_spec(*t, *config);
+    if (!spec) {
+      std::fprintf(stderr, "%s\n", spec.err().message().c_str());
+      return 2;
+    }
+    auto embedded = client::embed_spec(std::move(*spec));
+    if (!embedded) {
+      std::fprintf(stderr, "afd generate: cluster of %s: %s\n", topology_file.c_str(),
+                   embedded.err().message().c_str());
+      return 1;
+    }
+    c = std::move(*embedded);
+  }
+  client::request r;
+  r.prompt = plan.request.prompt;
+  r.max_new_tokens = plan.request.max_new_tokens;
+  r.sampling.temperature = plan.request.sampling.temperature;
+  r.sampling.top_k = plan.request.sampling.top_k;
+  r.sampling.top_p = plan.request.sampling.top_p;
+  r.sampling.seed = plan.request.sampling.seed;
+  r.stop_ids = plan.request.stop_ids;
+  r.logits_rows = plan.request.logits_rows;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto id = c->submit(r);
+  if (!id) {
+    std::fprintf(stderr, "afd generate: %s\n", id.err().message().c_str());
+    c->shutdown();
+    return cluster_exit_code(id.err());
+  }
+  auto res = c->wait(*id, std::chrono::hours(1));
+  const auto t1 = std::chrono::steady_clock::now();
+  c->shutdown();
+  if (!res) {
+    std::fprintf(stderr, "afd generate: %s\n", res.err().message().c_str());
+    return cluster_exit_code(res.err());
+  }
+  engine::result out;
+  out.tokens = res->tokens;
+  out.reason = res->finish_reason == "stop"      ? engine::finish_reason::stop
+               : res->finish_reason == "context" ? engine::finish_reason::context
+                                                 : engine::finish_reason::length;
+  out.logits = std::move(res->logits);
+  print_generation(stdout, out, args.json);
+  if (!args.json)
+    std::fprintf(stderr, "%zu tokens (finish: %s) in %.1f ms on the cluster %s\n", out.tokens.size(),
+                 res->finish_reason.c_str(), std::chrono::duration<double>(t1 - t0).count() * 1e3,
+                 connect.empty() ? ("of " + topology_file).c_str() : ("at " + connect).c_str());
+  return 0;
+}
+#endif  // AFD_HAVE_LAUNCH
+
 int run_generate(int argc, char** argv) {
-  CLI::App app{"Generates tokens for one prompt with the single-process reference engine.\n"
+  CLI::App app{"Generates tokens for one prompt with the single-process reference engine, or with an AFD\n"
+               "cluster: --topology FILE runs the cluster the file describes for this call, --connect\n"
+               "HOST:PORT uses a launched one (`afd launch`). The output is the same in every case.\n"
                "Numerics default to the cluster's (KV bf16, dispatch fp8, combine bf16, deterministic);\n"
                "--kv-dtype f32 alone runs f32 everywhere, reproducing the float64 model definition.",
                "afd generate"};
   generate_args args;
   add_generate_options(app, args);
+  std::string topology_file, connect;
+#ifdef AFD_HAVE_LAUNCH
+  auto* topo = app.add_option("--topology", topology_file,
+                              "run on the cluster this topology file describes (in this process, for this call); "
+                              "--model overrides its model path");
+  app.add_option("--connect", connect, "run on the launched cluster whose coordinator is at HOST:PORT")
+      ->excludes(topo);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);
     return code == 0 ? 0 : 2;
+  }
+  if (args.model_dir.empty() && topology_file.empty() && connect.empty()) {
+    std::fprintf(stderr, "afd generate: --model is required (or --topology FILE, or --connect HOST:PORT)\n");
+    return 2;
   }
   auto plan = resolve_generate_args(args);
   if (!plan) {
@@ -159,6 +285,9 @@ int run_generate(int argc, char** argv) {
   }
   if (plan->request.logits_rows > 0 && !args.json)
     std::fprintf(stderr, "afd generate: note: --logits is printed only with --json\n");
+#ifdef AFD_HAVE_LAUNCH
+  if (!topology_file.empty() || !connect.empty()) return generate_on_cluster(args, *plan, topology_file, connect);
+#endif
 
   const auto t0 = std::chrono::steady_clock::now();
   auto weights = engine::model_weights::load(args.model_dir);
@@ -207,7 +336,8 @@ int run_generate(int argc, char** argv) {
   return 0;
 }
 
-const bool registered = register_command({"generate", "generate tokens with the single-process reference engine", run_generate});
+const bool registered = register_command(
+    {"generate", "generate tokens with the reference engine, or a cluster (--topology, --connect)", run_generate});
 
 }  // namespace
 }  // namespace afd::cli

@@ -227,7 +227,7 @@ class launcher {
           auto w = actors::spawn_worker(*system_, spec_, name, coordinator_, env);
           if (!w) {
             std::fprintf(stderr, "afd launch: %s\n", w.err().message().c_str());
-            stop();
+            abort_start();
             return false;
           }
         }
@@ -240,7 +240,7 @@ class launcher {
       if (!child) {
         std::fprintf(stderr, "afd launch: cannot start worker process '%s': %s\n", p.name.c_str(),
                      child.err().message().c_str());
-        stop();
+        abort_start();
         return false;
       }
       w.child.emplace(std::move(*child));
@@ -252,7 +252,7 @@ class launcher {
     for (;;) {
       if (int sig = launch::stop_signal()) {
         std::fprintf(stderr, "afd launch: signal %d during start; stopping\n", sig);
-        stop();
+        abort_start();
         return false;
       }
       {
@@ -273,12 +273,12 @@ class launcher {
             exited = true;
           }
       if (exited) {
-        stop();
+        abort_start();
         return false;
       }
       if (clock::now() >= deadline) {
         report_not_ready();
-        stop();
+        abort_start();
         return false;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -291,12 +291,20 @@ class launcher {
           if (w.child)
             if (auto status = w.child->poll(); status && !launch::exited_cleanly(*status))
               report_exit(w, *status, "while the cluster was starting");
-        stop();
+        abort_start();
         return false;
       }
     }
     ready_seconds_ = std::chrono::duration<double>(clock::now() - t0).count();
+    serving_ = true;
     return true;
+  }
+
+  /// Stops what started after a failed start, naming where the logs are.
+  void abort_start() {
+    std::fprintf(stderr, "afd launch: cluster not started; logs in %s\n", run_dir_.c_str());
+    std::fflush(stderr);
+    stop();
   }
 
   void print(bool foreground) const {
@@ -324,9 +332,9 @@ class launcher {
             w.reported = true;
             report_exit(w, *status, "while serving");
             std::fprintf(stderr,
-                         "afd launch: cluster '%s' stopped serving (its requests ended with an error); `afd status` "
-                         "shows it, `afd stop %s` ends it\n",
-                         spec_.name.c_str(), file_.c_str());
+                         "afd launch: cluster '%s' lost worker process '%s': the coordinator moves its work to the "
+                         "surviving workers where it can, or fails the requests; `afd status %s` shows the state\n",
+                         spec_.name.c_str(), w.plan.name.c_str(), file_.c_str());
           }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
@@ -363,11 +371,13 @@ class launcher {
     }
     if (watcher_) caf::anon_send_exit(watcher_, caf::exit_reason::user_shutdown);
     if (system_) {
-      // In-process workers end with the coordinator; a stuck one must not hold the launcher forever.
-      std::thread([] {
-        std::this_thread::sleep_for(std::chrono::seconds(20));
-        std::fprintf(stderr, "afd launch: actors did not stop within 20 s; exiting\n");
-        std::_Exit(1);
+      // Every worker process is reaped by now; in-process actors end with the coordinator. A stuck
+      // one (or the middleman's teardown) must not hold the launcher: 5 s, then exit.
+      const int code = serving_ ? 0 : 1;
+      std::thread([code] {
+        std::this_thread::sleep_for(std::chrono::seconds(5));
+        std::fprintf(stderr, "afd launch: actors did not stop within 5 s; exiting\n");
+        std::_Exit(code);
       }).detach();
       coordinator_ = nullptr;
       watcher_ = nullptr;
@@ -423,6 +433,7 @@ class launcher {
   std::vector<worker_process> procs_;
   double ready_seconds_ = 0;
   bool stopped_ = false;
+  bool serving_ = false;
 };
 
 void print_diagnostics(const topology::diagnostics& errors) {
@@ -555,10 +566,7 @@ int run_launch(int argc, char** argv) {
   launch::install_stop_signals();
 
   launcher l(std::move(t), std::move(*spec), plan, options, file, std::chrono::seconds(start_timeout_s));
-  if (!l.start(*run_dir)) {
-    std::fprintf(stderr, "afd launch: cluster not started; logs in %s\n", run_dir->c_str());
-    return 1;
-  }
+  if (!l.start(*run_dir)) return 1;
   l.print(foreground);
   if (!foreground) {
     // Ready: tell the waiting parent, then write to the launcher's log instead of its pipe.

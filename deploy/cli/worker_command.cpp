@@ -102,7 +102,7 @@ int run_worker(int argc, char** argv) {
   auto system = std::make_unique<caf::actor_system>(cfg);
 
   std::vector<std::pair<std::string, caf::actor>> workers;
-  int code = 0;
+  int code = 0;  // read by the exit watchdog below
   for (const auto& n : names) {
     auto w = actors::start_worker(*system, *spec, n, address->first, static_cast<std::uint16_t>(address->second));
     if (!w) {
@@ -140,11 +140,13 @@ int run_worker(int argc, char** argv) {
   if (watcher) caf::anon_send_exit(watcher, caf::exit_reason::user_shutdown);
   workers.clear();
   watcher = nullptr;
-  // A worker blocked in its engine must not keep the process (and its GPU) forever.
-  std::thread([] {
-    std::this_thread::sleep_for(std::chrono::seconds(15));
-    std::fprintf(stderr, "afd worker: actors did not stop within 15 s; exiting\n");
-    std::_Exit(1);
+  // A worker blocked in its engine must not keep the process (and its GPU) forever; after a signal
+  // (the launcher died or asked) nothing is left to hand over, so the wait is short.
+  const int grace_s = launch::stop_signal() ? 3 : 15;
+  std::thread([grace_s, code] {
+    std::this_thread::sleep_for(std::chrono::seconds(grace_s));
+    std::fprintf(stderr, "afd worker: actors did not stop within %d s; exiting\n", grace_s);
+    std::_Exit(code);
   }).detach();
   system.reset();
   return code;
