@@ -283,9 +283,14 @@ class launcher {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
+    bool ready = false;
     {
       std::lock_guard lock(events_->mutex);
-      if (!events_->ready) {
+      ready = events_->ready;
+    }
+    {
+      // Not under the lock: stopping waits for the watcher, whose down handler takes it.
+      if (!ready) {
         std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let a crashed process be reaped
         for (auto& w : procs_)
           if (w.child)

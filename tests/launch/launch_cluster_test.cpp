@@ -76,6 +76,14 @@ class launch_env {
   std::string model;
   int counter = 0;
 
+  ~launch_env() {
+    // Kept for inspection when a test failed.
+    if (::testing::UnitTest::GetInstance()->Passed()) {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  }
+
   run_result afd(const std::vector<std::string>& args, int timeout_ms = 60000) {
     std::vector<std::string> argv{AFD_EXECUTABLE};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -111,6 +119,8 @@ class launch_env {
   launch_env() {
     dir = (fs::temp_directory_path() / ("afd-launch-test-" + std::to_string(::getpid()))).string();
     fs::create_directories(dir);
+    // Run directories (logs of every launched process) inside the scratch directory.
+    ::setenv("XDG_RUNTIME_DIR", dir.c_str(), 1);
     model = dir + "/tiny";
     auto r = afd({"make-model", "--preset", "tiny", "--out", model});
     if (r.code != 0) ADD_FAILURE() << "make-model failed: " << r.output;
