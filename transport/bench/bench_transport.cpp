@@ -36,6 +36,7 @@ struct options {
   int rtt_iters = 300;
   int window = 32;
   bool skip_perftest = false;
+  std::size_t only_size = 0;  // --size: the bandwidth test at this one size, nothing else
 };
 
 // ---- a child process with a socket to the parent, for address exchange --------------------
@@ -366,8 +367,10 @@ int main(int argc, char** argv) {
     else if (a == "--devices") o.devices = next();
     else if (a == "--quick") { o.bw_iters = 300; o.lat_iters = 3000; o.rtt_iters = 50; }
     else if (a == "--no-perftest") o.skip_perftest = true;
+    else if (a == "--size") o.only_size = std::strtoull(next().c_str(), nullptr, 10);
+    else if (a == "--window") o.window = std::max(1, std::atoi(next().c_str()));
     else {
-      std::printf("usage: afd-bench-transport [--tls tcp|sm|...] [--devices lo|eth0|...] [--quick] [--no-perftest]\n");
+      std::printf("usage: afd-bench-transport [--tls tcp|sm|...] [--devices lo|eth0|...] [--quick] [--no-perftest] [--size BYTES] [--window N]\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -375,8 +378,10 @@ int main(int argc, char** argv) {
   std::printf("afd-bench-transport: UCX %s, UCX_TLS=%s, UCX_NET_DEVICES=%s\n", ucx_version().c_str(),
               o.tls.c_str(), o.devices.empty() ? "(all)" : o.devices.c_str());
   const unsigned busy = 1000000000u, blocking = 50;
-  const std::vector<std::pair<const char*, std::size_t>> sizes = {
+  std::vector<std::pair<const char*, std::size_t>> sizes = {
       {"8 KiB", 8192}, {"64 KiB", 65536}, {"896 KiB", 917504}, {"1.75 MiB", 1835008}};
+  std::string only_name = std::to_string(o.only_size) + " B";
+  if (o.only_size > 0) sizes = {{only_name.c_str(), o.only_size}};
 
   std::printf("\n(a) one-way bandwidth, MiB/s (window %d); ratio: the better afd mode / tag_bw\n", o.window);
   std::printf("%-10s %12s %12s %12s %10s\n", "size", "afd busy", "afd block", "perftest", "ratio");
@@ -395,6 +400,7 @@ int main(int argc, char** argv) {
     if (n >= 917504 && ref > 0 && ratio < 0.9) bw_target = false;
     std::printf("%-10s %12.1f %12.1f %12.1f %10.2f\n", name, b.bw_mib_s, k.bw_mib_s, ref, ratio);
   }
+  if (o.only_size > 0) return 0;
 
   std::printf("\n(a') one-way latency (half round trip), us; ratio: the better afd mode / tag_lat\n");
   std::printf("%-14s %12s %12s %12s %10s\n", "message", "afd busy", "afd block", "perftest", "ratio");

@@ -409,13 +409,25 @@ class ucx_impl final : public transport {
     if (s == UCS_ERR_BUSY) return true;  // events arrived meanwhile: progress again
     auto remaining = until - clock::now();
     if (remaining <= clock::duration::zero()) return false;
-    // Wake at least every 100 ms so UCX's timers (keepalive) run while we sleep.
-    auto nap = std::min<clock::duration>(remaining, std::chrono::milliseconds(100));
+    // Wake at least every 100 ms so UCX's timers (keepalive) run while we sleep. A send that
+    // UCX holds back (shared-memory FIFO full, rendezvous fragments queued) gets no wake-up:
+    // ucp_worker_arm arms receive events only, and the peer draining its FIFO signals nobody.
+    // So while a send is pending, nap briefly and progress again instead of sleeping 100 ms.
+    auto cap = sends_pending() ? std::chrono::microseconds(100) : std::chrono::microseconds(100000);
+    auto nap = std::min<clock::duration>(remaining, cap);
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(nap).count();
     timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
     pollfd pfd{efd_, POLLIN, 0};
     int n = ::ppoll(&pfd, 1, &ts, nullptr);
     return n > 0 || clock::now() < until;
+  }
+
+  /// Whether a send is still owned by UCX (it may be waiting for room, with no event to come).
+  bool sends_pending() const noexcept {
+    for (const ucx_op& o : ops_) {
+      if (o.in_use && o.kind == op_kind::send && o.status == op_status::pending) return true;
+    }
+    return false;
   }
 
   bool peer_alive(peer_id peer) const noexcept override {
