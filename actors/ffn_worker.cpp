@@ -16,27 +16,6 @@ namespace {
 struct ffn_worker_state;
 using ffn_actor = caf::stateful_actor<ffn_worker_state>;
 
-/// True when `a` computes any layer's shared expert / dense MLP, whole or a slice of it.
-bool needs_shared(const ffn_assignment& a) {
-  for (const auto& units : a.units)
-    if (std::find(units.begin(), units.end(), engine::shared_unit) != units.end()) return true;
-  for (const auto& sl : a.shared_slices)
-    if (sl.count > 0) return true;
-  return false;
-}
-
-/// What to load for `a`: the routed experts of each layer (shared_unit removed), and the dense /
-/// shared units when any layer's unit is owned whole or in part (a slice reads the whole unit's
-/// rows and columns it needs from the same tensors).
-engine::weight_selection selection_of(const ffn_assignment& a) {
-  std::vector<std::vector<std::int32_t>> experts(a.units.size());
-  bool shared = needs_shared(a);
-  for (std::size_t l = 0; l < a.units.size(); ++l)
-    for (auto u : a.units[l])
-      if (u != engine::shared_unit) experts[l].push_back(u);
-  return engine::weight_selection::ffn_side(std::move(experts), shared);
-}
-
 struct ffn_worker_state {
   explicit ffn_worker_state(ffn_actor* s) : self(s) {}
   ~ffn_worker_state() {
@@ -65,9 +44,12 @@ struct ffn_worker_state {
     auto peers = connect_all(*ctx.transport, m.attention_addresses, "attention worker", peers_known);
     if (!peers) return to_caf_error(peers.err());
     // Weights are loaded again only when they lack something of the new assignment.
-    const bool shared = needs_shared(assignment);
-    if (!weights || assignment.units != loaded_units || (shared && !loaded_shared)) {
-      auto loaded = engine::model_weights::load(ctx.spec.model_path, selection_of(assignment));
+    // The selection holds exactly this worker's routed experts and the shared/dense units of the
+    // layers it owns whole or in part, nothing of other layers.
+    engine::weight_selection selection = ffn_weight_selection(assignment);
+    const std::vector<bool> shared = selection.shared_layers.value_or(std::vector<bool>{});
+    if (!weights || assignment.units != loaded_units || shared != loaded_shared) {
+      auto loaded = engine::model_weights::load(ctx.spec.model_path, selection);
       if (!loaded)
         return to_caf_error(fail(loaded.err().code(), "worker '", ctx.name, "': ", loaded.err().message()));
       weights = *loaded;
@@ -119,7 +101,7 @@ struct ffn_worker_state {
   std::unique_ptr<ffn_engine> engine;
   std::shared_ptr<const engine::model_weights> weights;  ///< the units of loaded_units
   std::vector<std::vector<std::int32_t>> loaded_units;
-  bool loaded_shared = false;  ///< the dense/shared units are in `weights`
+  std::vector<bool> loaded_shared;  ///< per layer: its dense/shared unit is in `weights`
   peer_table peers_known;
   std::shared_ptr<live_figures> figures = std::make_shared<live_figures>();
   std::string state = "starting";
