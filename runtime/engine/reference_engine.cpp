@@ -46,6 +46,29 @@ struct chunk {
 
 }  // namespace
 
+expected<void> validate_request(const model_config& c, const request& r) {
+  if (r.prompt.empty()) return fail(errc::invalid_argument, "empty prompt: a request needs at least one token");
+  for (std::size_t i = 0; i < r.prompt.size(); ++i) {
+    const std::int32_t t = r.prompt[i];
+    if (t < 0 || t >= c.vocab_size)
+      return fail(errc::invalid_argument, "prompt token ", i, " has id ", t, ", outside the vocabulary [0, ",
+                  c.vocab_size, ")");
+  }
+  const auto p = static_cast<std::int64_t>(r.prompt.size());
+  if (p >= c.max_position_embedding)
+    return fail(errc::rejected, "prompt of ", p, " tokens does not fit the context of ", c.max_position_embedding);
+  if (r.max_new_tokens < 1)
+    return fail(errc::invalid_argument, "max_new_tokens must be at least 1, got ", r.max_new_tokens);
+  const auto& s = r.sampling;
+  if (!(s.temperature >= 0.0f) || !std::isfinite(s.temperature))
+    return fail(errc::invalid_argument, "temperature must be a finite value >= 0, got ", s.temperature);
+  if (s.top_k < 0) return fail(errc::invalid_argument, "top_k must be >= 0, got ", s.top_k);
+  if (!(s.top_p > 0.0f && s.top_p <= 1.0f))
+    return fail(errc::invalid_argument, "top_p must be in (0, 1], got ", s.top_p);
+  if (r.logits_rows < 0) return fail(errc::invalid_argument, "logits rows must be >= 0, got ", r.logits_rows);
+  return {};
+}
+
 struct reference_engine::state {
   std::shared_ptr<const model_weights> weights;
   engine_options options;
@@ -78,26 +101,7 @@ struct reference_engine::state {
   }
 
   expected<void> validate(const request& r) const {
-    const model_config& c = config();
-    if (r.prompt.empty()) return fail(errc::invalid_argument, "empty prompt: a request needs at least one token");
-    for (std::size_t i = 0; i < r.prompt.size(); ++i) {
-      const std::int32_t t = r.prompt[i];
-      if (t < 0 || t >= c.vocab_size)
-        return fail(errc::invalid_argument, "prompt token ", i, " has id ", t, ", outside the vocabulary [0, ",
-                    c.vocab_size, ")");
-    }
-    const auto p = static_cast<std::int64_t>(r.prompt.size());
-    if (p >= c.max_position_embedding)
-      return fail(errc::rejected, "prompt of ", p, " tokens does not fit the context of ", c.max_position_embedding);
-    if (r.max_new_tokens < 1)
-      return fail(errc::invalid_argument, "max_new_tokens must be at least 1, got ", r.max_new_tokens);
-    const auto& s = r.sampling;
-    if (!(s.temperature >= 0.0f) || !std::isfinite(s.temperature))
-      return fail(errc::invalid_argument, "temperature must be a finite value >= 0, got ", s.temperature);
-    if (s.top_k < 0) return fail(errc::invalid_argument, "top_k must be >= 0, got ", s.top_k);
-    if (!(s.top_p > 0.0f && s.top_p <= 1.0f))
-      return fail(errc::invalid_argument, "top_p must be in (0, 1], got ", s.top_p);
-    if (r.logits_rows < 0) return fail(errc::invalid_argument, "logits rows must be >= 0, got ", r.logits_rows);
+    if (auto ok = validate_request(config(), r); !ok) return ok;
     const std::int64_t positions = positions_needed(r);
     const std::int64_t blocks = kv.blocks_for(positions);
     if (blocks > kv.num_blocks())

@@ -77,6 +77,11 @@ struct engine_stats {
   double step_seconds = 0.0;         ///< total time inside step()
 };
 
+/// Checks a request against the model: a non-empty prompt of ids inside the vocabulary that fits
+/// the context, max_new_tokens >= 1, sampling parameters in range. The validation of submit(),
+/// shared with the cluster's attention workers so both refuse the same requests the same way.
+expected<void> validate_request(const model_config& c, const request& r);
+
 /// Runs requests to completion with continuous batching. Not thread-safe; one thread drives it.
 class reference_engine {
  public:
