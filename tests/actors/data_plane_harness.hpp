@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/process_scratch.hpp"
 #include "actors/data_plane.hpp"
 #include "kernels/cpu/cpu_kernels.hpp"
 #include "runtime/model/make_model.hpp"
@@ -23,19 +24,8 @@ namespace afd::actors::testing {
 
 /// A directory removed at process exit.
 inline const std::filesystem::path& scratch_root() {
-  static const std::filesystem::path root = [] {
-    auto p = std::filesystem::temp_directory_path() / ("afd-data-plane-test-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(p);
-    return p;
-  }();
-  static const struct cleanup {
-    ~cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(root, ec);
-    }
-  } remover;
-  (void)remover;
-  return root;
+  static const test_support::process_scratch root{"afd-data-plane-test"};
+  return root.path;
 }
 
 /// The tiny preset (4 layers, layer 0 dense, 8 experts, top-3, a shared expert), written once.

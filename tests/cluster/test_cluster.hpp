@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/process_scratch.hpp"
 #include "actors/cluster_spec.hpp"
 #include "deploy/client/client.hpp"
 #include "deploy/client/cluster_spec_from_topology.hpp"
@@ -26,19 +27,8 @@ namespace afd::cluster_testing {
 
 /// A directory removed at process exit.
 inline const std::filesystem::path& scratch_root() {
-  static const std::filesystem::path root = [] {
-    auto p = std::filesystem::temp_directory_path() / ("afd-cluster-test-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(p);
-    return p;
-  }();
-  static const struct cleanup {
-    ~cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(root, ec);
-    }
-  } remover;
-  (void)remover;
-  return root;
+  static const test_support::process_scratch root{"afd-cluster-test"};
+  return root.path;
 }
 
 /// The tiny preset, bf16, written once per process.

@@ -12,25 +12,15 @@
 #include <sstream>
 #include <string>
 
+#include "tests/common/process_scratch.hpp"
 #include "runtime/model/make_model.hpp"
 
 namespace afd::engine::testing {
 
 /// A directory removed at process exit.
 inline const std::filesystem::path& scratch_root() {
-  static const std::filesystem::path root = [] {
-    auto p = std::filesystem::temp_directory_path() / ("afd-engine-test-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(p);
-    return p;
-  }();
-  static const struct cleanup {
-    ~cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(root, ec);
-    }
-  } remover;
-  (void)remover;
-  return root;
+  static const test_support::process_scratch root{"afd-engine-test"};
+  return root.path;
 }
 
 /// The preset's config; fails the test on error.
