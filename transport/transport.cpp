@@ -12,6 +12,23 @@ const char* to_string(op_status s) noexcept {
   return "unknown";
 }
 
+const char* to_string(error_mode m) noexcept {
+  switch (m) {
+    case error_mode::automatic: return "auto";
+    case error_mode::peer: return "peer";
+    case error_mode::minimal: return "minimal";
+  }
+  return "unknown";
+}
+
+expected<error_mode> parse_error_mode(std::string_view text, std::string_view source) {
+  for (error_mode m : {error_mode::automatic, error_mode::peer, error_mode::minimal}) {
+    if (text == to_string(m)) return m;
+  }
+  return fail(errc::invalid_config, "transport: ", source, " \"", text,
+              "\" is not an error mode; use auto, peer or minimal");
+}
+
 op_status transport::wait(op_handle op, deadline until) noexcept {
   for (;;) {
     progress();

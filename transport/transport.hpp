@@ -129,6 +129,9 @@ class transport {
   virtual bool peer_alive(peer_id peer) const noexcept = 0;
   /// Why a peer failed ("" when it has not), for error messages; allocates.
   virtual std::string peer_failure(peer_id peer) const = 0;
+  /// How the connection to a peer was set up, e.g. "UCX error mode minimal" ("" if nothing to
+  /// say); for logs and benchmarks, allocates.
+  virtual std::string peer_setup(peer_id) const { return {}; }
 
   /// Closes every connection, cancels pending operations, releases registrations.
   virtual expected<void> shutdown(deadline until) = 0;
@@ -146,6 +149,26 @@ class transport {
   error describe(op_handle op, std::string_view what) const;
 };
 
+/// How a transport that reaches other processes learns that a peer failed (UCX only).
+enum class error_mode : std::uint8_t {
+  /// `minimal` between two workers that can only use sockets and shared memory, except over
+  /// shared memory on one host; `peer` otherwise (RDMA, CUDA transports). The default.
+  automatic,
+  /// UCX's peer error mode: keepalive probes, and UCX's data-integrity rules, which over TCP
+  /// (UCX 1.13) forbid the zero-copy rendezvous: large messages cost an extra copy.
+  peer,
+  /// UCX's minimal error mode with the failure callback still installed: a dropped connection
+  /// still fails every operation to that peer (TCP reports it within milliseconds), at full
+  /// zero-copy speed; no keepalive, so a host that vanishes silently is reported by the wait's
+  /// deadline instead. Not for RDMA transports.
+  minimal,
+};
+
+/// "auto", "peer", "minimal".
+const char* to_string(error_mode m) noexcept;
+/// Parses "auto" | "peer" | "minimal"; `source` names the setting in the error message.
+expected<error_mode> parse_error_mode(std::string_view text, std::string_view source);
+
 /// Network and memory selection for transports that reach other processes.
 struct transport_config {
   rank_t rank = 0;
@@ -162,6 +185,9 @@ struct transport_config {
   std::uint32_t max_ops = 4096;
   /// How often UCX probes a silent peer to notice that it died (0: UCX's default).
   std::chrono::milliseconds keepalive = std::chrono::milliseconds(1000);
+  /// How a failed peer is noticed; both ends of a connection settle on the same mode, and
+  /// `peer` on either end wins.
+  error_mode errors = error_mode::automatic;
 };
 
 }  // namespace afd::transport

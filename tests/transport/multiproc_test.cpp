@@ -36,8 +36,10 @@ std::vector<std::byte> from_hex(const std::string& s) {
 }
 
 std::vector<std::string> peer_args(const std::string& mode, const std::string& tls,
-                                   const std::string& devices, int rank) {
-  std::vector<std::string> a = {AFD_TRANSPORT_PEER, "--mode", mode, "--tls", tls, "--rank", std::to_string(rank)};
+                                   const std::string& devices, int rank,
+                                   error_mode errors = error_mode::automatic) {
+  std::vector<std::string> a = {AFD_TRANSPORT_PEER, "--mode", mode, "--tls", tls, "--rank", std::to_string(rank),
+                                "--errors", to_string(errors)};
   if (!devices.empty()) {
     a.push_back("--devices");
     a.push_back(devices);
@@ -45,9 +47,14 @@ std::vector<std::string> peer_args(const std::string& mode, const std::string& t
   return a;
 }
 
-// This process plays the client against an echo peer; sizes as the peer's list.
-void ping_pong_with_child(const std::string& tls, const std::string& devices) {
-  child_process child(peer_args("echo", tls, devices, 2));
+// This process plays the client against an echo peer; sizes as the peer's list. `mine` and
+// `theirs` are the two ends' error-mode settings; `expected` the mode they must settle on (UCX
+// refuses a connection whose ends disagree, so the exchange succeeding shows they agreed).
+void ping_pong_with_child(const std::string& tls, const std::string& devices,
+                          error_mode mine = error_mode::automatic,
+                          error_mode theirs = error_mode::automatic,
+                          const char* expected = nullptr) {
+  child_process child(peer_args("echo", tls, devices, 2, theirs));
   ASSERT_TRUE(child.started());
   std::string seen;
   std::string addr = child.expect("ADDR ", 10s, &seen);
@@ -56,12 +63,16 @@ void ping_pong_with_child(const std::string& tls, const std::string& devices) {
   cfg.rank = 1;
   cfg.tls = tls;
   cfg.net_devices = devices;
+  cfg.errors = mine;
   auto made = make_ucx_transport(cfg);
   ASSERT_TRUE(made) << made.err().to_string();
   transport& t = **made;
   child.write_line("PEER " + to_hex(t.address()));
   auto peer = t.connect(from_hex(addr));
   ASSERT_TRUE(peer) << peer.err().to_string();
+  if (expected != nullptr) {
+    EXPECT_EQ(t.peer_setup(*peer), std::string("UCX error mode ") + expected);
+  }
   std::vector<std::byte> buf(1835008);
   region r = *t.register_memory(buf.data(), buf.size(), memory_kind::host);
   for (int round = 0; round < 2; ++round) {
@@ -80,30 +91,51 @@ void ping_pong_with_child(const std::string& tls, const std::string& devices) {
       ASSERT_EQ(bad, 0u) << n;
     }
   }
+  // Close this end too, so that the peer's flush at shutdown is not left waiting for us.
+  EXPECT_TRUE(t.shutdown(after(2s)));
   EXPECT_EQ(child.wait_exit(10s), 0);
 }
 
-TEST(multiproc, tcp_between_processes) { ping_pong_with_child("tcp", "lo"); }
+TEST(multiproc, tcp_between_processes) {
+  // Sockets only: the minimal error mode (full-speed zero-copy rendezvous).
+  ping_pong_with_child("tcp", "lo", error_mode::automatic, error_mode::automatic, "minimal");
+}
 
-TEST(multiproc, shared_memory_between_processes) { ping_pong_with_child("sm,self", ""); }
+TEST(multiproc, tcp_with_peer_error_mode_on_either_end_settles_on_peer) {
+  ping_pong_with_child("tcp", "lo", error_mode::peer, error_mode::automatic, "peer");
+  ping_pong_with_child("tcp", "lo", error_mode::automatic, error_mode::peer, "peer");
+  ping_pong_with_child("tcp", "lo", error_mode::minimal, error_mode::peer, "peer");
+}
+
+TEST(multiproc, shared_memory_between_processes) {
+  // One host, both ends would use shared memory: UCX's peer mode (its faster posix path).
+  ping_pong_with_child("sm,self", "", error_mode::automatic, error_mode::automatic, "peer");
+}
+
+TEST(multiproc, shared_memory_in_minimal_mode_when_asked) {
+  ping_pong_with_child("sm,self", "", error_mode::minimal, error_mode::automatic, "minimal");
+}
 
 // `detected`: UCX reports the death itself (TCP sees the connection drop). Over shared memory
 // UCX 1.13 notices nothing, so the wait's deadline is what turns the silence into an error.
 void killed_peer_is_an_error_within_the_deadline(const std::string& tls, const std::string& devices,
-                                                 bool detected) {
-  child_process child(peer_args("stall", tls, devices, 2));
+                                                 bool detected,
+                                                 error_mode errors = error_mode::automatic) {
+  child_process child(peer_args("stall", tls, devices, 2, errors));
   std::string addr = child.expect("ADDR ", 10s);
   ASSERT_FALSE(addr.empty());
   transport_config cfg;
   cfg.rank = 1;
   cfg.tls = tls;
   cfg.net_devices = devices;
+  cfg.errors = errors;
   auto made = make_ucx_transport(cfg);
   ASSERT_TRUE(made) << made.err().to_string();
   transport& t = **made;
   child.write_line("PEER " + to_hex(t.address()));
   auto peer = t.connect(from_hex(addr));
   ASSERT_TRUE(peer);
+  std::printf("%s\n", t.peer_setup(*peer).c_str());
   std::string seen;
   child.expect("READY", 10s, &seen);
   ASSERT_NE(seen.find("READY"), std::string::npos) << seen;
@@ -140,8 +172,14 @@ void killed_peer_is_an_error_within_the_deadline(const std::string& tls, const s
   (void)t.shutdown(after(500ms));
 }
 
+// The default over TCP is UCX's minimal error mode, where UCX documents no error callback:
+// this checks that UCX still reports the dropped connection through it.
 TEST(multiproc, killed_peer_over_tcp_fails_pending_operations) {
-  killed_peer_is_an_error_within_the_deadline("tcp", "lo", true);
+  killed_peer_is_an_error_within_the_deadline("tcp", "lo", true, error_mode::minimal);
+}
+
+TEST(multiproc, killed_peer_over_tcp_in_peer_error_mode_fails_pending_operations) {
+  killed_peer_is_an_error_within_the_deadline("tcp", "lo", true, error_mode::peer);
 }
 
 TEST(multiproc, killed_peer_over_shared_memory_is_an_error_at_the_deadline) {

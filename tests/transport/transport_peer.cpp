@@ -54,6 +54,11 @@ int main(int argc, char** argv) {
     else if (k == "--devices") cfg.net_devices = v;
     else if (k == "--rank") cfg.rank = static_cast<rank_t>(std::stoi(v));
     else if (k == "--rounds") rounds = std::stoi(v);
+    else if (k == "--errors") {
+      auto m = parse_error_mode(v, "--errors");
+      if (!m) return die(m.err().to_string());
+      cfg.errors = *m;
+    }
   }
   auto made = make_ucx_transport(cfg);
   if (!made) return die(made.err().to_string());

@@ -68,6 +68,85 @@ TEST(ucx, garbage_address_is_refused) {
   EXPECT_FALSE((*t)->connect(std::span<const std::byte>(junk).first(5)));
 }
 
+// ---- error mode: what each end offers and what a pair settles on --------------------------
+
+std::array<std::uint8_t, 16> host_of(std::uint8_t b) {
+  std::array<std::uint8_t, 16> h{};
+  h.fill(b);
+  return h;
+}
+
+TEST(ucx_error_mode, names_parse_and_bad_ones_are_named) {
+  EXPECT_EQ(*parse_error_mode("auto", "x"), error_mode::automatic);
+  EXPECT_EQ(*parse_error_mode("peer", "x"), error_mode::peer);
+  EXPECT_EQ(*parse_error_mode("minimal", "x"), error_mode::minimal);
+  auto bad = parse_error_mode("none", "transport.error_mode");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.err().code(), afd::errc::invalid_config);
+  EXPECT_NE(bad.err().message().find("transport.error_mode \"none\""), std::string::npos) << bad.err().message();
+  EXPECT_NE(bad.err().message().find("auto, peer or minimal"), std::string::npos);
+}
+
+TEST(ucx_error_mode, minimal_is_offered_only_where_no_rdma_or_cuda_transport_can_be_used) {
+  auto h = host_of(1);
+  // Explicit socket / shared-memory lists: minimal accepted whatever devices exist.
+  for (const char* tls : {"tcp", "tcp,self", "sm", "tcp,sm,self", "posix,sysv,cma"}) {
+    EXPECT_TRUE(make_error_mode_offer(error_mode::automatic, tls, true, true, h).minimal_ok) << tls;
+  }
+  // A list that names an RDMA or CUDA transport: peer.
+  for (const char* tls : {"rc", "tcp,rc_x", "ud,sm", "tcp,cuda_copy", "dc_x"}) {
+    EXPECT_FALSE(make_error_mode_offer(error_mode::automatic, tls, false, false, h).minimal_ok) << tls;
+  }
+  // UCX's own choice ("", "all", "^...") is safe only without RDMA devices and CUDA memory.
+  for (const char* tls : {"", "all", "^ud"}) {
+    EXPECT_TRUE(make_error_mode_offer(error_mode::automatic, tls, false, false, h).minimal_ok) << tls;
+    EXPECT_FALSE(make_error_mode_offer(error_mode::automatic, tls, true, false, h).minimal_ok) << tls;
+    EXPECT_FALSE(make_error_mode_offer(error_mode::automatic, tls, false, true, h).minimal_ok) << tls;
+  }
+  // Explicit settings override the rule.
+  EXPECT_FALSE(make_error_mode_offer(error_mode::peer, "tcp", false, false, h).minimal_ok);
+  EXPECT_TRUE(make_error_mode_offer(error_mode::minimal, "rc", true, true, h).minimal_ok);
+  // Shared memory preference follows the list.
+  EXPECT_FALSE(make_error_mode_offer(error_mode::automatic, "tcp", false, false, h).shm_wants_peer);
+  EXPECT_TRUE(make_error_mode_offer(error_mode::automatic, "tcp,sm,self", false, false, h).shm_wants_peer);
+  EXPECT_TRUE(make_error_mode_offer(error_mode::automatic, "", false, false, h).shm_wants_peer);
+  EXPECT_FALSE(make_error_mode_offer(error_mode::minimal, "sm", false, false, h).shm_wants_peer);
+}
+
+TEST(ucx_error_mode, both_ends_settle_on_the_same_mode) {
+  const error_mode_offer offers[] = {
+      make_error_mode_offer(error_mode::automatic, "tcp", false, false, host_of(1)),
+      make_error_mode_offer(error_mode::automatic, "tcp,sm,self", false, false, host_of(1)),
+      make_error_mode_offer(error_mode::automatic, "tcp,sm,self", false, false, host_of(2)),
+      make_error_mode_offer(error_mode::automatic, "", true, false, host_of(2)),
+      make_error_mode_offer(error_mode::peer, "tcp", false, false, host_of(1)),
+      make_error_mode_offer(error_mode::minimal, "tcp", false, false, host_of(1)),
+      make_error_mode_offer(error_mode::minimal, "sm", false, false, host_of(2)),
+  };
+  for (const auto& a : offers) {
+    for (const auto& b : offers) EXPECT_EQ(settle_error_mode(a, b), settle_error_mode(b, a));
+  }
+  // tcp on both ends: minimal, on one host or two.
+  EXPECT_EQ(settle_error_mode(offers[0], offers[0]), error_mode::minimal);
+  // Shared memory on one host: peer (UCX's posix path); across hosts: minimal (TCP).
+  EXPECT_EQ(settle_error_mode(offers[1], offers[1]), error_mode::peer);
+  EXPECT_EQ(settle_error_mode(offers[1], offers[2]), error_mode::minimal);
+  // A tcp-only end and a shared-memory end on one host: UCX can only use TCP between them.
+  EXPECT_EQ(settle_error_mode(offers[0], offers[1]), error_mode::minimal);
+  // An end with RDMA devices, or one set to peer: peer.
+  EXPECT_EQ(settle_error_mode(offers[2], offers[3]), error_mode::peer);
+  EXPECT_EQ(settle_error_mode(offers[0], offers[4]), error_mode::peer);
+  // Minimal asked for explicitly holds on one host too, unless the other end says peer.
+  EXPECT_EQ(settle_error_mode(offers[5], offers[1]), error_mode::minimal);
+  EXPECT_EQ(settle_error_mode(offers[5], offers[4]), error_mode::peer);
+}
+
+TEST(ucx_error_mode, this_host_has_an_identity) {
+  auto a = host_identity(), b = host_identity();
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, (std::array<std::uint8_t, 16>{}));
+}
+
 // Two UCX workers in one process, each progressed by its own thread.
 struct ucx_pair : ::testing::Test {
   void start(const transport_config& ca, const transport_config& cb, const ucx_options& opt = {}) {

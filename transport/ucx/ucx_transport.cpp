@@ -1,10 +1,14 @@
 #include "transport/ucx/ucx_transport.hpp"
 
 #include <poll.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <fstream>
+#include <functional>
 
 #include "transport/net_devices.hpp"
 #include "transport/ucx/ucx_handles.hpp"
@@ -16,8 +20,11 @@ namespace {
 using namespace afd::transport::ucx;
 
 constexpr std::uint32_t address_magic = 0x55444641u;  // "AFDU"
-constexpr std::uint16_t address_version = 1;
-constexpr std::size_t address_prefix = 12;  // magic, version, rank, length
+constexpr std::uint16_t address_version = 2;
+// magic (4), version (2), rank (2), UCX address length (4), offer flags (4), host id (16)
+constexpr std::size_t address_prefix = 32;
+constexpr std::uint32_t offer_minimal_ok = 1u << 0;
+constexpr std::uint32_t offer_shm_wants_peer = 1u << 1;
 
 enum class op_kind : std::uint8_t { send, recv };
 
@@ -30,6 +37,7 @@ struct ucx_peer {
   ucp_ep_h ep = nullptr;
   bool failed = false;
   bool sent = false;  // a send was posted: there may be something to flush
+  error_mode mode = error_mode::peer;  // UCX's error mode on this endpoint
   ucs_status_t why = UCS_OK;
 };
 
@@ -114,6 +122,7 @@ class ucx_impl final : public transport {
     if (!devices.empty()) {
       if (auto ok = validate_net_devices(devices, dev_source); !ok) return ok;
     }
+    tls_ = tls;
     selection_ = "TLS=" + (tls.empty() ? std::string("(UCX default)") : tls) +
                  " NET_DEVICES=" + (devices.empty() ? std::string("(all)") : devices);
 
@@ -168,6 +177,8 @@ class ucx_impl final : public transport {
       cuda_direct_ = (attr.memory_types & UCS_BIT(UCS_MEMORY_TYPE_CUDA)) != 0;
     }
     staging_ = opt_.staging != nullptr ? opt_.staging : cuda_staging_ops();
+    offer_ = make_error_mode_offer(cfg_.errors, tls_, !rdma_devices().empty(), cuda_direct_,
+                                   host_identity());
 
     ucp_worker_params_t wp{};
     wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
@@ -205,16 +216,20 @@ class ucx_impl final : public transport {
   std::vector<std::byte> address() const override {
     std::vector<std::byte> a(address_prefix + address_.size());
     auto len = static_cast<std::uint32_t>(address_.size());
+    std::uint32_t flags = (offer_.minimal_ok ? offer_minimal_ok : 0u) |
+                          (offer_.shm_wants_peer ? offer_shm_wants_peer : 0u);
     std::memcpy(a.data(), &address_magic, 4);
     std::memcpy(a.data() + 4, &address_version, 2);
     std::memcpy(a.data() + 6, &cfg_.rank, 2);
     std::memcpy(a.data() + 8, &len, 4);
+    std::memcpy(a.data() + 12, &flags, 4);
+    std::memcpy(a.data() + 16, offer_.host.data(), offer_.host.size());
     std::memcpy(a.data() + address_prefix, address_.data(), address_.size());
     return a;
   }
 
   expected<peer_id> connect(std::span<const std::byte> blob) override {
-    std::uint32_t magic = 0, len = 0;
+    std::uint32_t magic = 0, len = 0, flags = 0;
     std::uint16_t version = 0;
     rank_t r = 0;
     if (blob.size() < address_prefix) {
@@ -224,6 +239,11 @@ class ucx_impl final : public transport {
     std::memcpy(&version, blob.data() + 4, 2);
     std::memcpy(&r, blob.data() + 6, 2);
     std::memcpy(&len, blob.data() + 8, 4);
+    std::memcpy(&flags, blob.data() + 12, 4);
+    error_mode_offer remote;
+    remote.minimal_ok = (flags & offer_minimal_ok) != 0;
+    remote.shm_wants_peer = (flags & offer_shm_wants_peer) != 0;
+    std::memcpy(remote.host.data(), blob.data() + 16, remote.host.size());
     if (magic != address_magic) return fail(errc::invalid_argument, "transport: not a UCX worker address");
     if (version != address_version) {
       return fail(errc::invalid_argument, "transport: UCX address version ", version, ", expected ",
@@ -237,11 +257,15 @@ class ucx_impl final : public transport {
     p.owner = this;
     p.id = static_cast<peer_id>(peers_.size() - 1);
     p.rank = r;
+    p.mode = settle_error_mode(offer_, remote);
     ucp_ep_params_t ep{};
     ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                     UCP_EP_PARAM_FIELD_ERR_HANDLER;
     ep.address = reinterpret_cast<const ucp_address_t*>(blob.data() + address_prefix);
-    ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+    // The callback is installed in both modes: UCX 1.13 calls it for a dropped connection in
+    // the minimal mode too (tests/transport/multiproc_test.cpp checks that it still does).
+    ep.err_mode = p.mode == error_mode::minimal ? UCP_ERR_HANDLING_MODE_NONE
+                                                : UCP_ERR_HANDLING_MODE_PEER;
     ep.err_handler.cb = &ucx_impl::on_peer_error;
     ep.err_handler.arg = &p;
     if (ucs_status_t s = ucp_ep_create(worker_.get(), &ep, &p.ep); s != UCS_OK) {
@@ -428,6 +452,11 @@ class ucx_impl final : public transport {
       if (o.in_use && o.kind == op_kind::send && o.status == op_status::pending) return true;
     }
     return false;
+  }
+
+  std::string peer_setup(peer_id peer) const override {
+    if (peer >= peers_.size()) return {};
+    return std::string("UCX error mode ") + to_string(peers_[peer].mode);
   }
 
   bool peer_alive(peer_id peer) const noexcept override {
@@ -644,6 +673,8 @@ class ucx_impl final : public transport {
   transport_config cfg_;
   ucx_options opt_;
   std::string selection_;
+  std::string tls_;  // the effective UCX_TLS ("" for UCX's default)
+  error_mode_offer offer_;
   const device_memory_ops* staging_ = nullptr;
   bool cuda_direct_ = false;
   bool running_ = false;
@@ -659,6 +690,73 @@ class ucx_impl final : public transport {
 };
 
 }  // namespace
+
+error_mode_offer make_error_mode_offer(error_mode configured, std::string_view tls,
+                                       bool rdma_devices_present, bool cuda_memory,
+                                       const std::array<std::uint8_t, 16>& host) {
+  error_mode_offer o;
+  o.host = host;
+  if (configured == error_mode::peer) return o;
+  if (configured == error_mode::minimal) {
+    o.minimal_ok = true;
+    return o;
+  }
+  // Transports whose endpoints are sockets or shared memory: a dead peer leaves nothing that
+  // could still write into our memory once UCX has reported it, so UCX's peer-mode integrity
+  // rules buy nothing there.
+  static constexpr std::string_view plain[] = {"tcp", "self", "sm", "shm", "mm", "posix",
+                                               "sysv", "cma", "knem", "xpmem"};
+  std::vector<std::string> items = split_list(tls);
+  bool open = items.empty() || tls.front() == '^' ||
+              std::find(items.begin(), items.end(), "all") != items.end();
+  if (open) {
+    o.minimal_ok = !rdma_devices_present && !cuda_memory;
+  } else {
+    o.minimal_ok = std::all_of(items.begin(), items.end(), [](const std::string& t) {
+      return std::find(std::begin(plain), std::end(plain), t) != std::end(plain);
+    });
+  }
+  o.shm_wants_peer = uses_shared_memory(std::string(tls));
+  return o;
+}
+
+error_mode settle_error_mode(const error_mode_offer& a, const error_mode_offer& b) noexcept {
+  if (!a.minimal_ok || !b.minimal_ok) return error_mode::peer;
+  if (a.host == b.host && a.shm_wants_peer && b.shm_wants_peer) return error_mode::peer;
+  return error_mode::minimal;
+}
+
+std::array<std::uint8_t, 16> host_identity() {
+  std::array<std::uint8_t, 16> id{};
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string text;
+  std::getline(in, text);
+  std::size_t n = 0;
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  int high = -1;
+  for (char c : text) {
+    int v = hex(c);
+    if (v < 0) continue;
+    if (high < 0) {
+      high = v;
+    } else if (n < id.size()) {
+      id[n++] = static_cast<std::uint8_t>(high * 16 + v);
+      high = -1;
+    }
+  }
+  if (n == id.size()) return id;
+  char name[256] = {};
+  ::gethostname(name, sizeof name - 1);
+  std::size_t h = std::hash<std::string>{}(name);
+  id = {};
+  std::memcpy(id.data(), &h, std::min(sizeof h, id.size()));
+  return id;
+}
 
 std::string ucx_version() {
   unsigned major = 0, minor = 0, release = 0;
