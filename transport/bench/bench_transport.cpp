@@ -4,6 +4,10 @@
 //   (b) the A->F->A round trip of 2 attention and 2 FFN worker processes with the paper's shapes
 //       (128 tokens, hidden 7168: FP8 dispatch, BF16 combine), p50 / p99 / max;
 //   (c) ucx_perftest tag_bw / tag_lat on the same UCX transport, and the ratios.
+// Without --tls it runs the whole suite over TCP (--devices, default lo), then over shared
+// memory. Bandwidth and latency are medians of --repeat rounds, ours and ucx_perftest's taken
+// in turn, with the two processes pinned to two distinct cores.
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -41,7 +45,29 @@ struct options {
   int buffers = 1;
   bool skip_perftest = false;
   std::size_t only_size = 0;  // --size: the bandwidth test at this one size, nothing else
+  // Bandwidth rounds per size (ours busy, ours blocking, tag_bw, in turn); medians are printed.
+  // Single runs over loopback TCP vary by a third on a small machine.
+  int repeat = 3;
+  error_mode errors = error_mode::automatic;
+  // Cores for the sender and the receiver of the pair tests (ours and ucx_perftest's alike), so
+  // that both always run on distinct cores: unpinned, latency over shared memory moved by 7x
+  // from run to run with where the scheduler put the two processes. -1: not pinned.
+  int cpu_send = -1, cpu_recv = -1;
 };
+
+// Pins the calling process to one core (no-op for -1); returns the previous mask.
+cpu_set_t pin_to(int cpu) {
+  cpu_set_t old;
+  CPU_ZERO(&old);
+  ::sched_getaffinity(0, sizeof old, &old);
+  if (cpu >= 0) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    ::sched_setaffinity(0, sizeof one, &one);
+  }
+  return old;
+}
 
 // ---- a child process with a socket to the parent, for address exchange --------------------
 
@@ -114,6 +140,7 @@ std::unique_ptr<transport> make(const options& o, rank_t rank, unsigned spin_us)
   c.tls = o.tls;
   c.net_devices = o.devices;
   c.spin_us = spin_us;
+  c.errors = o.errors;
   auto t = make_ucx_transport(c);
   if (!t) {
     std::fprintf(stderr, "afd-bench-transport: %s\n", t.err().to_string().c_str());
@@ -129,10 +156,19 @@ constexpr auto deadline_span = std::chrono::seconds(30);
 struct pair_result {
   double bw_mib_s = 0;
   double lat_us = 0;
+  std::string setup;  // how the connection was set up (UCX error mode)
 };
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  std::size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
 
 // The receiver: pre-posts `window` receives, re-posts as they complete, acks the last message.
 int bw_receiver(int fd, const options& o, std::size_t size, unsigned spin_us, bool latency) {
+  pin_to(o.cpu_recv);
   auto t = make(o, 2, spin_us);
   send_blob(fd, t->address());
   peer_id p = *t->connect(recv_blob(fd));
@@ -179,6 +215,7 @@ int bw_receiver(int fd, const options& o, std::size_t size, unsigned spin_us, bo
 
 pair_result run_pair(const options& o, std::size_t size, unsigned spin_us, bool latency) {
   child c = spawn([&](int fd) { return bw_receiver(fd, o, size, spin_us, latency); });
+  cpu_set_t all = pin_to(o.cpu_send);
   auto t = make(o, 1, spin_us);
   auto addr = recv_blob(c.fd);
   send_blob(c.fd, t->address());
@@ -188,6 +225,7 @@ pair_result run_pair(const options& o, std::size_t size, unsigned spin_us, bool 
   std::vector<std::byte> buf(std::max<std::size_t>(size, 64) * nbuf + 64);
   region r = *t->register_memory(buf.data(), buf.size(), memory_kind::host);
   pair_result res;
+  res.setup = t->peer_setup(p);
   if (latency) {
     const int warm = o.lat_iters / 10;
     clock::time_point t0;
@@ -235,6 +273,7 @@ pair_result run_pair(const options& o, std::size_t size, unsigned spin_us, bool 
   char done = 1;
   write_all(c.fd, &done, 1);
   (void)t->shutdown(after(std::chrono::seconds(1)));
+  ::sched_setaffinity(0, sizeof all, &all);
   if (wait_child(c) != 0) {
     std::fprintf(stderr, "afd-bench-transport: receiver failed\n");
     std::exit(1);
@@ -339,14 +378,19 @@ std::array<double, 3> run_af(const options& o, unsigned spin_us) {
 // ---- (c) ucx_perftest -------------------------------------------------------------------------
 
 // Runs a server/client pair of ucx_perftest; returns the "Final:" line's fields.
-std::vector<double> perftest(const options& o, const char* test, std::size_t size, int iters, int port) {
+// `error_handling`: -e, endpoints in UCX's peer error mode.
+std::vector<double> perftest(const options& o, const char* test, std::size_t size, int iters, int port,
+                             bool error_handling = false) {
   std::string env = "UCX_TLS=" + o.tls + (o.devices.empty() ? "" : " UCX_NET_DEVICES=" + o.devices) + " ";
+  std::string e = error_handling ? " -e" : "";
+  std::string cs = o.cpu_send >= 0 ? " -c " + std::to_string(o.cpu_send) : "";
+  std::string cr = o.cpu_recv >= 0 ? " -c " + std::to_string(o.cpu_recv) : "";
   std::string common = " -p " + std::to_string(port) + " -t " + test + " -s " + std::to_string(size) +
-                       " -n " + std::to_string(iters) + " -w " + std::to_string(std::max(iters / 10, 10));
-  std::string server = env + "timeout 60 ucx_perftest -p " + std::to_string(port) + " >/dev/null 2>&1 &";
+                       " -n " + std::to_string(iters) + " -w " + std::to_string(std::max(iters / 10, 10)) + e;
+  std::string server = env + "timeout 60 ucx_perftest -p " + std::to_string(port) + e + cr + " >/dev/null 2>&1 &";
   if (std::system(server.c_str()) != 0) return {};
   ::usleep(300000);
-  std::string client = env + "timeout 60 ucx_perftest 127.0.0.1" + common + " 2>/dev/null";
+  std::string client = env + "timeout 60 ucx_perftest 127.0.0.1" + common + cs + " 2>/dev/null";
   FILE* p = ::popen(client.c_str(), "r");
   if (p == nullptr) return {};
   std::vector<double> fields;
@@ -364,24 +408,70 @@ std::vector<double> perftest(const options& o, const char* test, std::size_t siz
 
 }  // namespace
 
+// One transport's suite; returns the targets line ("" without ucx_perftest).
+std::string run_suite(options o);
+
 int main(int argc, char** argv) {
   options o;
+  bool tls_given = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
-    if (a == "--tls") o.tls = next();
+    if (a == "--tls") {
+      o.tls = next();
+      tls_given = true;
+    }
     else if (a == "--devices") o.devices = next();
     else if (a == "--quick") { o.bw_iters = 300; o.lat_iters = 3000; o.rtt_iters = 50; }
     else if (a == "--no-perftest") o.skip_perftest = true;
     else if (a == "--size") o.only_size = std::strtoull(next().c_str(), nullptr, 10);
     else if (a == "--window") o.window = std::max(1, std::atoi(next().c_str()));
     else if (a == "--buffers") o.buffers = std::max(1, std::atoi(next().c_str()));
-    else {
-      std::printf("usage: afd-bench-transport [--tls tcp|sm|...] [--devices lo|eth0|...] [--quick] [--no-perftest] [--size BYTES] [--window N] [--buffers N]\n");
+    else if (a == "--repeat") o.repeat = std::max(1, std::atoi(next().c_str()));
+    else if (a == "--no-pin") o.cpu_send = o.cpu_recv = -2;
+    else if (a == "--errors") {
+      auto m = parse_error_mode(next(), "--errors");
+      if (!m) {
+        std::fprintf(stderr, "afd-bench-transport: %s\n", m.err().message().c_str());
+        return 2;
+      }
+      o.errors = *m;
+    } else {
+      std::printf("usage: afd-bench-transport [--tls tcp|sm|...: one transport; default tcp, then sm] [--devices lo|eth0|...] [--quick] [--no-perftest] [--size BYTES] [--window N] [--buffers N] [--repeat N] [--errors auto|peer|minimal] [--no-pin]\n");
       return a == "--help" ? 0 : 2;
     }
   }
+  if (tls_given) {
+    std::string targets = run_suite(o);
+    if (!targets.empty()) std::printf("\n%s\n", targets.c_str());
+    return 0;
+  }
+  // Without --tls: TCP over the given device (lo), then shared memory.
+  std::string tcp = run_suite(o);
+  std::printf("\n");
+  options sm = o;
+  sm.tls = "sm";
+  std::string shm = run_suite(sm);
+  if (!tcp.empty()) std::printf("\ntcp: %s\nsm:  %s\n", tcp.c_str(), shm.c_str());
+  return 0;
+}
+
+std::string run_suite(options o) {
   if (o.tls.find("sm") != std::string::npos || o.tls.find("posix") != std::string::npos) o.devices.clear();
+  if (o.cpu_send == -1) {
+    cpu_set_t mine;
+    CPU_ZERO(&mine);
+    ::sched_getaffinity(0, sizeof mine, &mine);
+    std::vector<int> cpus;
+    for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c) {
+      if (CPU_ISSET(c, &mine)) cpus.push_back(c);
+    }
+    if (cpus.size() == 2) {
+      o.cpu_send = cpus[0];
+      o.cpu_recv = cpus[1];
+    }
+  }
+  if (o.cpu_send < 0) o.cpu_send = o.cpu_recv = -1;
   std::printf("afd-bench-transport: UCX %s, UCX_TLS=%s, UCX_NET_DEVICES=%s\n", ucx_version().c_str(),
               o.tls.c_str(), o.devices.empty() ? "(all)" : o.devices.c_str());
   const unsigned busy = 1000000000u, blocking = 50;
@@ -390,39 +480,67 @@ int main(int argc, char** argv) {
   std::string only_name = std::to_string(o.only_size) + " B";
   if (o.only_size > 0) sizes = {{only_name.c_str(), o.only_size}};
 
-  std::printf("\n(a) one-way bandwidth, MiB/s (window %d, %d buffer(s)); ratio: the better afd mode / tag_bw\n", o.window, o.buffers);
-  std::printf("%-10s %12s %12s %12s %10s\n", "size", "afd busy", "afd block", "perftest", "ratio");
+  std::string setup = run_pair(o, 64, blocking, true).setup;
+  std::printf("connection: %s (--errors %s)\n", setup.c_str(), to_string(o.errors));
+  if (o.cpu_send >= 0) {
+    std::printf("pair tests pinned: sender on core %d, receiver on core %d (ucx_perftest too)\n", o.cpu_send, o.cpu_recv);
+  }
+  bool peer_mode = setup.find("peer") != std::string::npos;
+
+  std::printf("\n(a) one-way bandwidth, MiB/s, median of %d rounds (window %d, %d buffer(s)); ratio: the better afd mode / tag_bw\n",
+              o.repeat, o.window, o.buffers);
+  if (peer_mode && !o.skip_perftest) {
+    std::printf("    (our endpoints use UCX's peer error mode: 'tag_bw -e' is tag_bw in that mode too)\n");
+  }
+  std::printf("%-10s %12s %12s %12s %10s%s\n", "size", "afd busy", "afd block", "tag_bw", "ratio",
+              peer_mode && !o.skip_perftest ? "   tag_bw -e  ratio" : "");
   int port = 13400 + static_cast<int>(::getpid() % 500);
   bool bw_target = true;
   for (auto [name, n] : sizes) {
-    pair_result b = run_pair(o, n, busy, false);
-    pair_result k = run_pair(o, n, blocking, false);
-    double ref = 0;
-    if (!o.skip_perftest) {
+    std::vector<double> busy_runs, block_runs, ref_runs, ref_e_runs;
+    for (int round = 0; round < o.repeat; ++round) {
+      busy_runs.push_back(run_pair(o, n, busy, false).bw_mib_s);
+      block_runs.push_back(run_pair(o, n, blocking, false).bw_mib_s);
+      if (o.skip_perftest) continue;
       auto f = perftest(o, "tag_bw", n, o.bw_iters, port++);
-      if (f.size() >= 5) ref = f[4];
+      if (f.size() >= 5) ref_runs.push_back(f[4]);
+      if (peer_mode) {
+        auto g = perftest(o, "tag_bw", n, o.bw_iters, port++, true);
+        if (g.size() >= 5) ref_e_runs.push_back(g[4]);
+      }
     }
-    double best = std::max(b.bw_mib_s, k.bw_mib_s);
+    double b = median(busy_runs), k = median(block_runs), ref = median(ref_runs);
+    double best = std::max(b, k);
     double ratio = ref > 0 ? best / ref : 0;
     if (n >= 917504 && ref > 0 && ratio < 0.9) bw_target = false;
-    std::printf("%-10s %12.1f %12.1f %12.1f %10.2f\n", name, b.bw_mib_s, k.bw_mib_s, ref, ratio);
+    std::printf("%-10s %12.1f %12.1f %12.1f %10.2f", name, b, k, ref, ratio);
+    if (peer_mode && !ref_e_runs.empty()) {
+      double ref_e = median(ref_e_runs);
+      std::printf("   %10.1f %6.2f", ref_e, best / ref_e);
+    }
+    std::printf("\n");
   }
-  if (o.only_size > 0) return 0;
+  if (o.only_size > 0) return {};
 
-  std::printf("\n(a') one-way latency (half round trip), us; ratio: the better afd mode / tag_lat\n");
+  std::printf("\n(a') one-way latency (half round trip), us, median of %d rounds; ratio: the better afd mode / tag_lat\n", o.repeat);
   std::printf("%-14s %12s %12s %12s %10s\n", "message", "afd busy", "afd block", "perftest", "ratio");
-  double ref_lat = 0;
-  if (!o.skip_perftest) {
+  std::vector<double> ref_lat_runs;
+  for (int round = 0; round < o.repeat && !o.skip_perftest; ++round) {
     auto f = perftest(o, "tag_lat", 8, o.lat_iters, port++);
-    if (f.size() >= 3) ref_lat = f[2];
+    if (f.size() >= 3) ref_lat_runs.push_back(f[2]);
   }
+  double ref_lat = median(ref_lat_runs);
   bool lat_target = true;
   for (auto [name, n] : std::vector<std::pair<const char*, std::size_t>>{{"8 B", 8}, {"header (64 B)", 64}}) {
-    pair_result b = run_pair(o, n, busy, true);
-    pair_result k = run_pair(o, n, blocking, true);
-    double ratio = ref_lat > 0 ? std::min(b.lat_us, k.lat_us) / ref_lat : 0;
+    std::vector<double> busy_runs, block_runs;
+    for (int round = 0; round < o.repeat; ++round) {
+      busy_runs.push_back(run_pair(o, n, busy, true).lat_us);
+      block_runs.push_back(run_pair(o, n, blocking, true).lat_us);
+    }
+    double b = median(busy_runs), k = median(block_runs);
+    double ratio = ref_lat > 0 ? std::min(b, k) / ref_lat : 0;
     if (n == 8 && ref_lat > 0 && ratio > 1.3) lat_target = false;
-    std::printf("%-14s %12.2f %12.2f %12.2f %10.2f\n", name, b.lat_us, k.lat_us, ref_lat, ratio);
+    std::printf("%-14s %12.2f %12.2f %12.2f %10.2f\n", name, b, k, ref_lat, ratio);
   }
 
   std::printf("\n(b) 2A2F round trip A->F->A, 128 tokens, hidden 7168 (FP8 dispatch %.0f KiB, BF16 combine %.0f KiB per pair), us\n",
@@ -433,9 +551,7 @@ int main(int argc, char** argv) {
     auto r = run_af(o, spin);
     std::printf("%-22s %10.1f %10.1f %10.1f\n", name, r[0], r[1], r[2]);
   }
-  if (!o.skip_perftest) {
-    std::printf("\ntargets: bandwidth >= 0.9 x tag_bw at >= 896 KiB: %s; 8-byte latency <= 1.3 x tag_lat: %s\n",
-                bw_target ? "met" : "NOT met", lat_target ? "met" : "NOT met");
-  }
-  return 0;
+  if (o.skip_perftest) return {};
+  return std::string("targets: bandwidth >= 0.9 x tag_bw at >= 896 KiB: ") + (bw_target ? "met" : "NOT met") +
+         "; 8-byte latency <= 1.3 x tag_lat: " + (lat_target ? "met" : "NOT met");
 }
