@@ -12,6 +12,7 @@
 
 #include "actors/data_plane.hpp"
 #include "runtime/core/error.hpp"
+#include "transport/transport.hpp"
 
 namespace afd::actors {
 
@@ -46,6 +47,7 @@ struct transport_settings {
   kind type = kind::loopback;
   std::string tls;          ///< UCX_TLS ("" = UCX's default)
   std::string net_devices;  ///< UCX_NET_DEVICES ("" = all)
+  transport::error_mode errors = transport::error_mode::automatic;  ///< how UCX notices a failed peer
 };
 
 /// Admission limits of the coordinator.

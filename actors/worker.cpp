@@ -98,6 +98,7 @@ expected<std::unique_ptr<transport::transport>> make_transport(const cluster_spe
   c.rank = rank;
   c.tls = spec.transport.tls;
   c.net_devices = spec.transport.net_devices;
+  c.errors = spec.transport.errors;
   return transport::make_ucx_transport(c);
 #else
   return fail(errc::unsupported, "transport kind ucx: this build has no UCX transport");

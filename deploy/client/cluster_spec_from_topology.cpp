@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "runtime/engine/layer.hpp"
+#include "transport/transport.hpp"
 
 namespace afd::client {
 
@@ -58,6 +59,11 @@ expected<actors::cluster_spec> to_cluster_spec(const topology::topology& t, cons
                                                                             : actors::transport_settings::kind::ucx;
   s.transport.tls = t.transport.tls;
   s.transport.net_devices = t.transport.net_devices;
+  if (auto m = transport::parse_error_mode(t.transport.error_mode, "transport.error_mode")) {
+    s.transport.errors = *m;
+  } else {
+    return fail(m.err().code(), t.file, ": ", m.err().message());
+  }
   s.limits.queue = t.limits.queue;
   s.limits.max_new_tokens = t.limits.max_new_tokens;
   s.limits.max_context = t.limits.max_context > 0 ? t.limits.max_context : config.max_position_embedding;

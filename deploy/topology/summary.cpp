@@ -93,7 +93,8 @@ std::string summarize(const topology& t, const placement* p, const model_config*
   o << "transport: " << to_string(t.transport.kind);
   if (t.transport.kind == transport_kind::ucx) {
     o << ", tls " << (t.transport.tls.empty() ? "(UCX default)" : t.transport.tls) << ", net devices "
-      << (t.transport.net_devices.empty() ? "(UCX default)" : t.transport.net_devices);
+      << (t.transport.net_devices.empty() ? "(UCX default)" : t.transport.net_devices)
+      << ", error mode " << t.transport.error_mode;
   }
   if (t.transport.base_port > 0)
     o << ", data ports " << t.transport.base_port << "-"

@@ -487,7 +487,7 @@ struct parser {
 
   void transport(const entry& e) {
     auto es = r.mapping(e.value, e.value_at, "'transport'", e.path,
-                        {"kind", "tls", "net_devices", "base_port"});
+                        {"kind", "tls", "net_devices", "error_mode", "base_port"});
     if (!es) return;
     if (const entry* k = find(*es, "kind"))
       if (auto i = r.choice(*k, {"ucx", "loopback"}))
@@ -503,6 +503,10 @@ struct parser {
     }
     if (const entry* k = find(*es, "net_devices"))
       if (auto s = r.string(*k)) t.transport.net_devices = *s;
+    if (const entry* k = find(*es, "error_mode")) {
+      static const std::vector<std::string> modes = {"auto", "peer", "minimal"};
+      if (auto i = r.choice(*k, modes)) t.transport.error_mode = modes[*i];
+    }
     r.optional_integer(*es, "base_port", t.transport.base_port, 0, 65535);
   }
 

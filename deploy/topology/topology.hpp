@@ -107,6 +107,8 @@ struct transport_spec {
   transport_kind kind = transport_kind::ucx;
   std::string tls;          ///< UCX_TLS, e.g. "tcp,sm,self"; empty = UCX's default
   std::string net_devices;  ///< UCX_NET_DEVICES, e.g. "lo"; empty = UCX's default
+  /// How UCX notices a failed peer: "auto" | "peer" | "minimal" (transport::error_mode).
+  std::string error_mode = "auto";
   int base_port = 0;        ///< 0: every worker listens on an ephemeral port; else worker i on base_port + i
 };
 

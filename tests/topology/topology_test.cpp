@@ -56,7 +56,7 @@ TEST(topology_parse, every_key_is_read) {
       .set(2, "cluster: {name: demo}")
       .set(7, "  - {name: a0, node: local, device: \"cuda:3\", kv_blocks: 100, block_size: 32, max_batch: 5}")
       .set(9, "  - {name: f0, node: local, device: cpu, max_tokens: 77}")
-      .add("transport: {kind: loopback, tls: \"tcp,sm,self\", net_devices: lo, base_port: 9000}")
+      .add("transport: {kind: loopback, tls: \"tcp,sm,self\", net_devices: lo, error_mode: peer, base_port: 9000}")
       .add("pipeline: {micro_batches: 2, prefill_chunk: 64, step_deadline_ms: 10}")
       .add("limits: {queue: 9, max_new_tokens: 100, max_context: 200}")
       .add("processes:")
@@ -79,6 +79,7 @@ TEST(topology_parse, every_key_is_read) {
   EXPECT_EQ(t.transport.kind, transport_kind::loopback);
   EXPECT_EQ(t.transport.tls, "tcp,sm,self");
   EXPECT_EQ(t.transport.net_devices, "lo");
+  EXPECT_EQ(t.transport.error_mode, "peer");
   EXPECT_EQ(t.transport.base_port, 9000);
   EXPECT_EQ(t.data_port('a', 0), 9000);
   EXPECT_EQ(t.data_port('f', 1), 9002);
@@ -203,6 +204,15 @@ TEST(topology_parse, dtype_and_mode_names) {
                "expected one of deterministic | throughput for 'combine_mode', got 'determinstic' (did you mean "
                "'deterministic'?)",
                5, 17);
+}
+
+TEST(topology_parse, error_mode_names) {
+  auto y = base_file();
+  EXPECT_EQ(parse(y).value->transport.error_mode, "auto");
+  y.add("transport: {kind: ucx, error_mode: none}");
+  auto r = parse(y);
+  expect_error(r.errors, "expected one of auto | peer | minimal for 'error_mode', got 'none'", 11,
+               y.column(11, "none"));
 }
 
 TEST(topology_parse, zero_workers_of_a_role) {
