@@ -116,8 +116,9 @@ TEST(multiproc, shared_memory_in_minimal_mode_when_asked) {
   ping_pong_with_child("sm,self", "", error_mode::minimal, error_mode::automatic, "minimal");
 }
 
-// `detected`: UCX reports the death itself (TCP sees the connection drop). Over shared memory
-// UCX 1.13 notices nothing, so the wait's deadline is what turns the silence into an error.
+// `detected`: the death is reported before the deadline: by UCX (TCP sees the connection drop),
+// or, for a peer process on this host, by the transport watching the process (UCX 1.13 notices
+// nothing over shared memory). Otherwise the wait's deadline turns the silence into an error.
 void killed_peer_is_an_error_within_the_deadline(const std::string& tls, const std::string& devices,
                                                  bool detected,
                                                  error_mode errors = error_mode::automatic) {
@@ -182,8 +183,12 @@ TEST(multiproc, killed_peer_over_tcp_in_peer_error_mode_fails_pending_operations
   killed_peer_is_an_error_within_the_deadline("tcp", "lo", true, error_mode::peer);
 }
 
-TEST(multiproc, killed_peer_over_shared_memory_is_an_error_at_the_deadline) {
-  killed_peer_is_an_error_within_the_deadline("sm,self", "", false);
+TEST(multiproc, killed_peer_over_shared_memory_fails_pending_operations) {
+  killed_peer_is_an_error_within_the_deadline("sm,self", "", true);
+}
+
+TEST(multiproc, killed_peer_over_shared_memory_in_minimal_mode_fails_pending_operations) {
+  killed_peer_is_an_error_within_the_deadline("sm,self", "", true, error_mode::minimal);
 }
 
 // Two network namespaces joined by a veth pair, each end only in a namespace this test made.

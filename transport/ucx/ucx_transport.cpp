@@ -1,7 +1,11 @@
 #include "transport/ucx/ucx_transport.hpp"
 
 #include <poll.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <cstdlib>
@@ -21,8 +25,9 @@ using namespace afd::transport::ucx;
 
 constexpr std::uint32_t address_magic = 0x55444641u;  // "AFDU"
 constexpr std::uint16_t address_version = 2;
-// magic (4), version (2), rank (2), UCX address length (4), offer flags (4), host id (16)
-constexpr std::size_t address_prefix = 32;
+// magic (4), version (2), rank (2), UCX address length (4), offer flags (4), host id (16),
+// process id (4), pid namespace (8), reserved (4)
+constexpr std::size_t address_prefix = 48;
 constexpr std::uint32_t offer_minimal_ok = 1u << 0;
 constexpr std::uint32_t offer_shm_wants_peer = 1u << 1;
 
@@ -38,8 +43,29 @@ struct ucx_peer {
   bool failed = false;
   bool sent = false;  // a send was posted: there may be something to flush
   error_mode mode = error_mode::peer;  // UCX's error mode on this endpoint
+  int pidfd = -1;  // the peer's process, when it runs on this host in our pid namespace
+  bool exited = false;  // failed because its process exited (seen through pidfd)
   ucs_status_t why = UCS_OK;
 };
+
+/// The pid namespace this process lives in (the inode of /proc/self/ns/pid; 0 if unknown).
+std::uint64_t pid_namespace() {
+  struct stat st {};
+  if (::stat("/proc/self/ns/pid", &st) != 0) return 0;
+  return static_cast<std::uint64_t>(st.st_ino);
+}
+
+/// A file descriptor that becomes readable when process `pid` exits; -1 where the kernel has
+/// no pidfd_open (before Linux 5.3) or the process is gone already.
+int open_pidfd(std::int32_t pid) {
+#ifdef SYS_pidfd_open
+  long fd = ::syscall(SYS_pidfd_open, static_cast<pid_t>(pid), 0);
+  return fd < 0 ? -1 : static_cast<int>(fd);
+#else
+  (void)pid;
+  return -1;
+#endif
+}
 
 struct ucx_region {
   void* base = nullptr;      // what the caller registered (host or device)
@@ -102,7 +128,10 @@ std::string env_or_empty(const char* name) {
 class ucx_impl final : public transport {
  public:
   ucx_impl(const transport_config& cfg, const ucx_options& opt) : cfg_(cfg), opt_(opt) {}
-  ~ucx_impl() override { (void)shutdown(after(std::chrono::seconds(2))); }
+  ~ucx_impl() override {
+    (void)shutdown(after(std::chrono::seconds(2)));
+    for (ucx_peer& p : peers_) close_pidfd(p);
+  }
 
   expected<void> start() {
     // Validate the selection first: a wrong device must be an error naming it, not a hang.
@@ -192,6 +221,7 @@ class ucx_impl final : public transport {
     if (ucs_status_t s = ucp_worker_get_efd(worker_.get(), &efd_); s != UCS_OK) {
       return fail(errc::transport_error, "transport: ucp_worker_get_efd: ", ucs_status_string(s));
     }
+    rebuild_poll_set();
     ucp_address_t* addr = nullptr;
     std::size_t addr_len = 0;
     if (ucs_status_t s = ucp_worker_get_address(worker_.get(), &addr, &addr_len); s != UCS_OK) {
@@ -224,6 +254,10 @@ class ucx_impl final : public transport {
     std::memcpy(a.data() + 8, &len, 4);
     std::memcpy(a.data() + 12, &flags, 4);
     std::memcpy(a.data() + 16, offer_.host.data(), offer_.host.size());
+    const auto pid = static_cast<std::int32_t>(::getpid());
+    const std::uint64_t ns = pid_namespace();
+    std::memcpy(a.data() + 32, &pid, 4);
+    std::memcpy(a.data() + 36, &ns, 8);
     std::memcpy(a.data() + address_prefix, address_.data(), address_.size());
     return a;
   }
@@ -244,6 +278,10 @@ class ucx_impl final : public transport {
     remote.minimal_ok = (flags & offer_minimal_ok) != 0;
     remote.shm_wants_peer = (flags & offer_shm_wants_peer) != 0;
     std::memcpy(remote.host.data(), blob.data() + 16, remote.host.size());
+    std::int32_t remote_pid = 0;
+    std::uint64_t remote_ns = 0;
+    std::memcpy(&remote_pid, blob.data() + 32, 4);
+    std::memcpy(&remote_ns, blob.data() + 36, 8);
     if (magic != address_magic) return fail(errc::invalid_argument, "transport: not a UCX worker address");
     if (version != address_version) {
       return fail(errc::invalid_argument, "transport: UCX address version ", version, ", expected ",
@@ -275,6 +313,13 @@ class ucx_impl final : public transport {
       return fail(errc::unavailable, "transport: cannot reach rank ", r, " with ", selection_, ": ",
                   ucs_status_string(s));
     }
+    // A peer process on this host is watched directly: UCX 1.13 notices nothing when a peer
+    // on shared memory dies, and its exit makes the pidfd readable at once.
+    if (remote.host == offer_.host && remote_ns != 0 && remote_ns == pid_namespace() &&
+        remote_pid > 0 && remote_pid != static_cast<std::int32_t>(::getpid())) {
+      p.pidfd = open_pidfd(remote_pid);
+    }
+    rebuild_poll_set();
     return p.id;
   }
 
@@ -406,8 +451,9 @@ class ucx_impl final : public transport {
     ucx_op* o = find(op);
     if (o == nullptr) return;
     o->on_done = nullptr;
-    if (o->status == op_status::pending && o->request != nullptr) {
-      // UCX still owns the buffer: cancel, and free the slot from the completion callback.
+    if (o->request != nullptr) {
+      // UCX still owns the request (pending, or failed by us while UCX holds it): cancel, and
+      // free the slot from the completion callback.
       o->orphan = true;
       ucp_request_cancel(worker_.get(), o->request);
       return;
@@ -423,11 +469,22 @@ class ucx_impl final : public transport {
   bool wait_for_activity(deadline until) noexcept override {
     if (!worker_) return clock::now() < until;
     const auto spin_end = clock::now() + std::chrono::microseconds(cfg_.spin_us);
+    auto next_exit_check = clock::now() + std::chrono::milliseconds(10);
     for (;;) {
       if (ucp_worker_progress(worker_.get()) != 0) return true;
       auto now = clock::now();
       if (now >= until) return false;
       if (now >= spin_end) break;
+      if (now >= next_exit_check && poll_set_.size() > 1) {
+        // A long spin still notices a watched peer process that exited.
+        next_exit_check = now + std::chrono::milliseconds(10);
+        timespec zero{0, 0};
+        if (::ppoll(poll_set_.data() + 1, poll_set_.size() - 1, &zero, nullptr) > 0) {
+          poll_set_[0].revents = 0;
+          reap_exited_peers();
+          return true;
+        }
+      }
     }
     ucs_status_t s = ucp_worker_arm(worker_.get());
     if (s == UCS_ERR_BUSY) return true;  // events arrived meanwhile: progress again
@@ -441,9 +498,70 @@ class ucx_impl final : public transport {
     auto nap = std::min<clock::duration>(remaining, cap);
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(nap).count();
     timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
-    pollfd pfd{efd_, POLLIN, 0};
-    int n = ::ppoll(&pfd, 1, &ts, nullptr);
+    int n = ::ppoll(poll_set_.data(), poll_set_.size(), &ts, nullptr);
+    if (n > 0 && poll_set_.size() > 1) reap_exited_peers();
     return n > 0 || clock::now() < until;
+  }
+
+  /// The event fd, then the pidfd of every watched peer process.
+  void rebuild_poll_set() {
+    poll_set_.clear();
+    poll_set_.push_back(pollfd{efd_, POLLIN, 0});
+    for (const ucx_peer& p : peers_) {
+      if (p.pidfd >= 0) poll_set_.push_back(pollfd{p.pidfd, POLLIN, 0});
+    }
+  }
+
+  /// A watched peer process exited: fail the peer as UCX would, then close the endpoint at once
+  /// so that UCX completes the sends it still holds for it (cancelled: peer_failed).
+  void reap_exited_peers() noexcept {
+    bool changed = false;
+    for (std::size_t i = 1; i < poll_set_.size(); ++i) {
+      if ((poll_set_[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+      for (ucx_peer& p : peers_) {
+        if (p.pidfd != poll_set_[i].fd) continue;
+        close_pidfd(p);
+        changed = true;
+        if (p.failed) continue;
+        p.exited = true;
+        fail_peer(p, UCS_ERR_CONNECTION_RESET);
+        if (p.ep != nullptr) {
+          ucp_request_param_t cp{};
+          cp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+          cp.flags = UCP_EP_CLOSE_FLAG_FORCE;
+          ucs_status_ptr_t req = ucp_ep_close_nbx(p.ep, &cp);
+          p.ep = nullptr;
+          if (UCS_PTR_IS_PTR(req)) {
+            const auto give_up = after(std::chrono::seconds(1));
+            while (ucp_request_check_status(req) == UCS_INPROGRESS && clock::now() < give_up) progress();
+            ucp_request_free(req);
+          }
+        }
+        // In UCX's minimal mode the close does not complete a rendezvous send still waiting for
+        // the dead receiver (UCX tracks no requests per endpoint there, and cannot cancel sends).
+        // Fail it here; its slot stays UCX's until a callback that may never come (release()
+        // leaves it alone): a few slots per dead peer.
+        for (ucx_op& o : ops_) {
+          if (o.in_use && o.peer == p.id && o.status == op_status::pending) {
+            o.status = op_status::error;
+            o.code = errc::peer_failed;
+          }
+        }
+      }
+    }
+    if (changed) {
+      try {
+        rebuild_poll_set();
+      } catch (...) {
+        // Out of memory on a failure path: keep the event fd alone.
+        poll_set_.resize(1);
+      }
+    }
+  }
+
+  static void close_pidfd(ucx_peer& p) noexcept {
+    if (p.pidfd >= 0) ::close(p.pidfd);
+    p.pidfd = -1;
   }
 
   /// Whether a send is still owned by UCX (it may be waiting for room, with no event to come).
@@ -465,8 +583,11 @@ class ucx_impl final : public transport {
 
   std::string peer_failure(peer_id peer) const override {
     if (peer >= peers_.size() || !peers_[peer].failed) return {};
-    return "peer rank " + std::to_string(peers_[peer].rank) + " failed: " +
-           ucs_status_string(peers_[peer].why);
+    const ucx_peer& p = peers_[peer];
+    if (p.exited) {
+      return "peer rank " + std::to_string(p.rank) + " failed: its process exited";
+    }
+    return "peer rank " + std::to_string(p.rank) + " failed: " + ucs_status_string(p.why);
   }
 
   expected<void> shutdown(deadline until) override {
@@ -521,11 +642,13 @@ class ucx_impl final : public transport {
     }
     progress();  // completions of operations that the closes cancelled
     for (ucx_op& o : ops_) {
-      if (o.in_use && o.status == op_status::pending) {
+      if (!o.in_use) continue;
+      if (o.status == op_status::pending) {
         o.status = op_status::error;
         o.code = errc::cancelled;
-        o.request = nullptr;
       }
+      o.request = nullptr;  // the worker goes away: nothing of UCX's is left to wait for
+      if (o.orphan) recycle(&o);
     }
     for (std::uint32_t i = 0; i < regions_.size(); ++i) deregister(region{i});
     address_.reset();
@@ -599,6 +722,9 @@ class ucx_impl final : public transport {
     if (UCS_PTR_IS_ERR(req)) {
       return reject(o, errc_of(UCS_PTR_STATUS(req), peers_[o->peer].failed));
     }
+    // With UCP_OP_ATTR_FLAG_NO_IMM_CMPL, UCX runs the callback inside the call when the message
+    // was already there (the request is freed by then), and still returns the request.
+    if (o->status != op_status::pending) return o->status;
     o->request = req;
     return op_status::pending;
   }
@@ -679,6 +805,7 @@ class ucx_impl final : public transport {
   bool cuda_direct_ = false;
   bool running_ = false;
   int efd_ = -1;
+  std::vector<pollfd> poll_set_;  // rebuilt at connect and when a watched peer exits
   // Declaration order is destruction order in reverse: context last.
   context_handle context_;
   worker_handle worker_;
