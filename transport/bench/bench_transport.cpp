@@ -35,7 +35,8 @@ namespace {
 struct options {
   std::string tls = "tcp";
   std::string devices = "lo";
-  int bw_iters = 2000;
+  int bw_iters = 2000;              // at least this many messages per bandwidth run
+  std::size_t bw_bytes = 256u << 20;  // and at least this much data (small messages: more of them)
   int lat_iters = 20000;
   int rtt_iters = 300;
   int window = 32;
@@ -54,6 +55,12 @@ struct options {
   // from run to run with where the scheduler put the two processes. -1: not pinned.
   int cpu_send = -1, cpu_recv = -1;
 };
+
+// Messages per bandwidth run: a run of 2000 x 8 KiB lasts about 15 ms, too short to measure.
+int bw_iters_for(const options& o, std::size_t size) {
+  std::size_t by_bytes = o.bw_bytes / std::max<std::size_t>(size, 1);
+  return static_cast<int>(std::clamp<std::size_t>(by_bytes, static_cast<std::size_t>(o.bw_iters), 65536));
+}
 
 // Pins the calling process to one core (no-op for -1); returns the previous mask.
 cpu_set_t pin_to(int cpu) {
@@ -176,7 +183,7 @@ int bw_receiver(int fd, const options& o, std::size_t size, unsigned spin_us, bo
   std::size_t nbuf = std::min<std::size_t>(slots, static_cast<std::size_t>(o.buffers));
   std::vector<std::byte> buf(std::max<std::size_t>(size, 64) * nbuf);
   region r = *t->register_memory(buf.data(), buf.size(), memory_kind::host);
-  const int total = latency ? o.lat_iters + o.lat_iters / 10 : o.bw_iters + o.bw_iters / 10;
+  const int total = latency ? o.lat_iters + o.lat_iters / 10 : bw_iters_for(o, size) + bw_iters_for(o, size) / 10;
   if (latency) {
     for (int i = 0; i < total; ++i) {
       op_handle q, s;
@@ -243,7 +250,8 @@ pair_result run_pair(const options& o, std::size_t size, unsigned spin_us, bool 
     }
     res.lat_us = duration<double, std::micro>(clock::now() - t0).count() / o.lat_iters / 2;
   } else {
-    const int warm = o.bw_iters / 10, total = o.bw_iters + warm;
+    const int iters = bw_iters_for(o, size);
+    const int warm = iters / 10, total = iters + warm;
     std::vector<op_handle> ops(slots);
     std::vector<bool> live(slots, false);
     clock::time_point t0;
@@ -268,7 +276,7 @@ pair_result run_pair(const options& o, std::size_t size, unsigned spin_us, bool 
     if (t->wait(ack, after(deadline_span)) != op_status::done) std::exit(1);
     t->release(ack);
     double secs = duration<double>(clock::now() - t0).count();
-    res.bw_mib_s = double(size) * o.bw_iters / secs / (1024.0 * 1024.0);
+    res.bw_mib_s = double(size) * iters / secs / (1024.0 * 1024.0);
   }
   char done = 1;
   write_all(c.fd, &done, 1);
@@ -422,7 +430,7 @@ int main(int argc, char** argv) {
       tls_given = true;
     }
     else if (a == "--devices") o.devices = next();
-    else if (a == "--quick") { o.bw_iters = 300; o.lat_iters = 3000; o.rtt_iters = 50; }
+    else if (a == "--quick") { o.bw_iters = 300; o.bw_bytes = 16u << 20; o.lat_iters = 3000; o.rtt_iters = 50; }
     else if (a == "--no-perftest") o.skip_perftest = true;
     else if (a == "--size") o.only_size = std::strtoull(next().c_str(), nullptr, 10);
     else if (a == "--window") o.window = std::max(1, std::atoi(next().c_str()));
@@ -502,10 +510,10 @@ std::string run_suite(options o) {
       busy_runs.push_back(run_pair(o, n, busy, false).bw_mib_s);
       block_runs.push_back(run_pair(o, n, blocking, false).bw_mib_s);
       if (o.skip_perftest) continue;
-      auto f = perftest(o, "tag_bw", n, o.bw_iters, port++);
+      auto f = perftest(o, "tag_bw", n, bw_iters_for(o, n), port++);
       if (f.size() >= 5) ref_runs.push_back(f[4]);
       if (peer_mode) {
-        auto g = perftest(o, "tag_bw", n, o.bw_iters, port++, true);
+        auto g = perftest(o, "tag_bw", n, bw_iters_for(o, n), port++, true);
         if (g.size() >= 5) ref_e_runs.push_back(g[4]);
       }
     }
