@@ -151,8 +151,8 @@ class transport {
 
 /// How a transport that reaches other processes learns that a peer failed (UCX only).
 enum class error_mode : std::uint8_t {
-  /// `minimal` between two workers that can only use sockets and shared memory, except over
-  /// shared memory on one host; `peer` otherwise (RDMA, CUDA transports). The default.
+  /// `minimal` between two workers that can only use sockets and shared memory; `peer`
+  /// otherwise (RDMA, CUDA transports). The default.
   automatic,
   /// UCX's peer error mode: keepalive probes, and UCX's data-integrity rules, which over TCP
   /// (UCX 1.13) forbid the zero-copy rendezvous: large messages cost an extra copy.

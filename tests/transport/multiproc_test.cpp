@@ -108,12 +108,11 @@ TEST(multiproc, tcp_with_peer_error_mode_on_either_end_settles_on_peer) {
 }
 
 TEST(multiproc, shared_memory_between_processes) {
-  // One host, both ends would use shared memory: UCX's peer mode (its faster posix path).
-  ping_pong_with_child("sm,self", "", error_mode::automatic, error_mode::automatic, "peer");
+  ping_pong_with_child("sm,self", "", error_mode::automatic, error_mode::automatic, "minimal");
 }
 
-TEST(multiproc, shared_memory_in_minimal_mode_when_asked) {
-  ping_pong_with_child("sm,self", "", error_mode::minimal, error_mode::automatic, "minimal");
+TEST(multiproc, shared_memory_in_peer_mode_when_asked) {
+  ping_pong_with_child("sm,self", "", error_mode::automatic, error_mode::peer, "peer");
 }
 
 // `detected`: the death is reported before the deadline: by UCX (TCP sees the connection drop),
@@ -184,7 +183,7 @@ TEST(multiproc, killed_peer_over_tcp_in_peer_error_mode_fails_pending_operations
 }
 
 TEST(multiproc, killed_peer_over_shared_memory_fails_pending_operations) {
-  killed_peer_is_an_error_within_the_deadline("sm,self", "", true);
+  killed_peer_is_an_error_within_the_deadline("sm,self", "", true, error_mode::peer);
 }
 
 TEST(multiproc, killed_peer_over_shared_memory_in_minimal_mode_fails_pending_operations) {

@@ -106,11 +106,6 @@ TEST(ucx_error_mode, minimal_is_offered_only_where_no_rdma_or_cuda_transport_can
   // Explicit settings override the rule.
   EXPECT_FALSE(make_error_mode_offer(error_mode::peer, "tcp", false, false, h).minimal_ok);
   EXPECT_TRUE(make_error_mode_offer(error_mode::minimal, "rc", true, true, h).minimal_ok);
-  // Shared memory preference follows the list.
-  EXPECT_FALSE(make_error_mode_offer(error_mode::automatic, "tcp", false, false, h).shm_wants_peer);
-  EXPECT_TRUE(make_error_mode_offer(error_mode::automatic, "tcp,sm,self", false, false, h).shm_wants_peer);
-  EXPECT_TRUE(make_error_mode_offer(error_mode::automatic, "", false, false, h).shm_wants_peer);
-  EXPECT_FALSE(make_error_mode_offer(error_mode::minimal, "sm", false, false, h).shm_wants_peer);
 }
 
 TEST(ucx_error_mode, both_ends_settle_on_the_same_mode) {
@@ -126,18 +121,17 @@ TEST(ucx_error_mode, both_ends_settle_on_the_same_mode) {
   for (const auto& a : offers) {
     for (const auto& b : offers) EXPECT_EQ(settle_error_mode(a, b), settle_error_mode(b, a));
   }
-  // tcp on both ends: minimal, on one host or two.
+  // Sockets and shared memory, on one host or two: minimal.
   EXPECT_EQ(settle_error_mode(offers[0], offers[0]), error_mode::minimal);
-  // Shared memory on one host: peer (UCX's posix path); across hosts: minimal (TCP).
-  EXPECT_EQ(settle_error_mode(offers[1], offers[1]), error_mode::peer);
+  EXPECT_EQ(settle_error_mode(offers[1], offers[1]), error_mode::minimal);
   EXPECT_EQ(settle_error_mode(offers[1], offers[2]), error_mode::minimal);
-  // A tcp-only end and a shared-memory end on one host: UCX can only use TCP between them.
   EXPECT_EQ(settle_error_mode(offers[0], offers[1]), error_mode::minimal);
   // An end with RDMA devices, or one set to peer: peer.
   EXPECT_EQ(settle_error_mode(offers[2], offers[3]), error_mode::peer);
   EXPECT_EQ(settle_error_mode(offers[0], offers[4]), error_mode::peer);
-  // Minimal asked for explicitly holds on one host too, unless the other end says peer.
-  EXPECT_EQ(settle_error_mode(offers[5], offers[1]), error_mode::minimal);
+  // Minimal asked for explicitly holds, unless the other end says peer.
+  EXPECT_EQ(settle_error_mode(offers[5], offers[3]), error_mode::peer);
+  EXPECT_EQ(settle_error_mode(offers[5], offers[6]), error_mode::minimal);
   EXPECT_EQ(settle_error_mode(offers[5], offers[4]), error_mode::peer);
 }
 

@@ -29,7 +29,6 @@ constexpr std::uint16_t address_version = 2;
 // process id (4), pid namespace (8), reserved (4)
 constexpr std::size_t address_prefix = 48;
 constexpr std::uint32_t offer_minimal_ok = 1u << 0;
-constexpr std::uint32_t offer_shm_wants_peer = 1u << 1;
 
 enum class op_kind : std::uint8_t { send, recv };
 
@@ -246,8 +245,7 @@ class ucx_impl final : public transport {
   std::vector<std::byte> address() const override {
     std::vector<std::byte> a(address_prefix + address_.size());
     auto len = static_cast<std::uint32_t>(address_.size());
-    std::uint32_t flags = (offer_.minimal_ok ? offer_minimal_ok : 0u) |
-                          (offer_.shm_wants_peer ? offer_shm_wants_peer : 0u);
+    std::uint32_t flags = offer_.minimal_ok ? offer_minimal_ok : 0u;
     std::memcpy(a.data(), &address_magic, 4);
     std::memcpy(a.data() + 4, &address_version, 2);
     std::memcpy(a.data() + 6, &cfg_.rank, 2);
@@ -276,7 +274,6 @@ class ucx_impl final : public transport {
     std::memcpy(&flags, blob.data() + 12, 4);
     error_mode_offer remote;
     remote.minimal_ok = (flags & offer_minimal_ok) != 0;
-    remote.shm_wants_peer = (flags & offer_shm_wants_peer) != 0;
     std::memcpy(remote.host.data(), blob.data() + 16, remote.host.size());
     std::int32_t remote_pid = 0;
     std::uint64_t remote_ns = 0;
@@ -843,14 +840,11 @@ error_mode_offer make_error_mode_offer(error_mode configured, std::string_view t
       return std::find(std::begin(plain), std::end(plain), t) != std::end(plain);
     });
   }
-  o.shm_wants_peer = uses_shared_memory(std::string(tls));
   return o;
 }
 
 error_mode settle_error_mode(const error_mode_offer& a, const error_mode_offer& b) noexcept {
-  if (!a.minimal_ok || !b.minimal_ok) return error_mode::peer;
-  if (a.host == b.host && a.shm_wants_peer && b.shm_wants_peer) return error_mode::peer;
-  return error_mode::minimal;
+  return a.minimal_ok && b.minimal_ok ? error_mode::minimal : error_mode::peer;
 }
 
 std::array<std::uint8_t, 16> host_identity() {

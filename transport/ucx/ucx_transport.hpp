@@ -50,10 +50,7 @@ std::string ucx_version();
 
 /// What one end of a UCX connection accepts for failure handling; carried in its address.
 struct error_mode_offer {
-  bool minimal_ok = false;        ///< this end may run UCX's minimal error mode
-  bool shm_wants_peer = false;    ///< with a peer on the same host, this end would rather use
-                                  ///< shared memory in peer mode (UCX's posix path; measured
-                                  ///< faster than the cma path the minimal mode takes)
+  bool minimal_ok = false;              ///< this end may run UCX's minimal error mode
   std::array<std::uint8_t, 16> host{};  ///< which host (its boot id)
 };
 
@@ -66,7 +63,7 @@ error_mode_offer make_error_mode_offer(error_mode configured, std::string_view t
                                        const std::array<std::uint8_t, 16>& host);
 
 /// The mode for a connection between two offers: the same answer from either end. Minimal when
-/// both accept it, unless both are on one host and both would rather use shared memory.
+/// both accept it.
 error_mode settle_error_mode(const error_mode_offer& a, const error_mode_offer& b) noexcept;
 
 /// This host's identity for error_mode_offer::host (the kernel's boot id; the host name's hash
