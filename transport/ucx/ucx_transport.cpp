@@ -522,18 +522,7 @@ class ucx_impl final : public transport {
         if (p.failed) continue;
         p.exited = true;
         fail_peer(p, UCS_ERR_CONNECTION_RESET);
-        if (p.ep != nullptr) {
-          ucp_request_param_t cp{};
-          cp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-          cp.flags = UCP_EP_CLOSE_FLAG_FORCE;
-          ucs_status_ptr_t req = ucp_ep_close_nbx(p.ep, &cp);
-          p.ep = nullptr;
-          if (UCS_PTR_IS_PTR(req)) {
-            const auto give_up = after(std::chrono::seconds(1));
-            while (ucp_request_check_status(req) == UCS_INPROGRESS && clock::now() < give_up) progress();
-            ucp_request_free(req);
-          }
-        }
+        close_endpoint(p);
         // In UCX's minimal mode the close does not complete a rendezvous send still waiting for
         // the dead receiver (UCX tracks no requests per endpoint there, and cannot cancel sends).
         // Fail it here; its slot stays UCX's until a callback that may never come (release()
@@ -553,6 +542,22 @@ class ucx_impl final : public transport {
         // Out of memory on a failure path: keep the event fd alone.
         poll_set_.resize(1);
       }
+    }
+  }
+
+  /// Closes a peer's endpoint at once (no goodbye to the peer); UCX completes what it still
+  /// holds for it as cancelled. A close that does not finish within a second is left to UCX.
+  void close_endpoint(ucx_peer& p) noexcept {
+    if (p.ep == nullptr) return;
+    ucp_request_param_t cp{};
+    cp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    cp.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    ucs_status_ptr_t req = ucp_ep_close_nbx(p.ep, &cp);
+    p.ep = nullptr;
+    if (UCS_PTR_IS_PTR(req)) {
+      const auto give_up = after(std::chrono::seconds(1));
+      while (ucp_request_check_status(req) == UCS_INPROGRESS && clock::now() < give_up) progress();
+      ucp_request_free(req);
     }
   }
 
@@ -625,18 +630,7 @@ class ucx_impl final : public transport {
       }
       wait_for_activity(std::min(until, after(std::chrono::milliseconds(10))));
     }
-    for (ucx_peer& p : peers_) {
-      if (p.ep == nullptr) continue;
-      ucp_request_param_t cp{};
-      cp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-      cp.flags = UCP_EP_CLOSE_FLAG_FORCE;
-      ucs_status_ptr_t req = ucp_ep_close_nbx(p.ep, &cp);
-      p.ep = nullptr;
-      if (UCS_PTR_IS_PTR(req)) {
-        while (ucp_request_check_status(req) == UCS_INPROGRESS) progress();
-        ucp_request_free(req);
-      }
-    }
+    for (ucx_peer& p : peers_) close_endpoint(p);
     progress();  // completions of operations that the closes cancelled
     for (ucx_op& o : ops_) {
       if (!o.in_use) continue;
