@@ -5,7 +5,7 @@
 #include <chrono>
 #include <memory>
 
-#include "actors/data_plane.hpp"
+#include "runtime/dataplane/data_plane.hpp"
 #include "actors/worker_common.hpp"
 
 namespace afd::actors::detail {
@@ -38,7 +38,7 @@ struct attention_worker_state {
     if (ctx.transport) (void)ctx.transport->shutdown(transport::after(std::chrono::seconds(1)));
   }
 
-  const attention_worker_spec& spec() const { return ctx.spec.attention_workers[static_cast<std::size_t>(ctx.index)]; }
+  const dataplane::attention_worker_spec& spec() const { return ctx.spec.attention_workers[static_cast<std::size_t>(ctx.index)]; }
 
   caf::result<ready_atom, std::uint32_t> on_start_epoch(start_epoch_msg& m) {
     // A new epoch (after a failure) starts from a fresh engine: the requests come back through
@@ -55,7 +55,7 @@ struct attention_worker_state {
         return to_caf_error(fail(loaded.err().code(), "worker '", ctx.name, "': ", loaded.err().message()));
       weights = *loaded;
     }
-    attention_engine_options o;
+    dataplane::attention_engine_options o;
     o.plane = ctx.spec.plane;
     o.plane.epoch = m.epoch;
     o.block_size = spec().block_size;
@@ -66,7 +66,7 @@ struct attention_worker_state {
     auto fig = figures;
     const auto index = static_cast<std::int32_t>(ctx.index);
     const auto ep = epoch;
-    auto on_report = [coordinator, fig, index, ep](step_report&& r) {
+    auto on_report = [coordinator, fig, index, ep](dataplane::step_report&& r) {
       fig->running.store(r.running, std::memory_order_relaxed);
       worker_report_msg out;
       out.epoch = ep;
@@ -93,7 +93,7 @@ struct attention_worker_state {
       caf::anon_send(coordinator,
                      worker_failed_msg{ep, name, static_cast<std::uint8_t>(e.code()), e.message()});
     };
-    auto created = attention_engine::create(weights, o, *ctx.transport, std::move(*peers),
+    auto created = dataplane::attention_engine::create(weights, o, *ctx.transport, std::move(*peers),
                                             std::move(on_report), std::move(on_failure));
     if (!created) return to_caf_error(created.err());
     engine = std::move(*created);
@@ -107,7 +107,7 @@ struct attention_worker_state {
 
   void on_admit(admit_msg& m) {
     if (m.epoch != epoch || !engine) return;
-    admitted_request r;
+    dataplane::admitted_request r;
     r.id = m.id;
     r.req = to_engine_request(m.req);
     r.generated = std::move(m.generated);
@@ -151,7 +151,7 @@ struct attention_worker_state {
 
   attention_actor* self;
   worker_context ctx;
-  std::unique_ptr<attention_engine> engine;
+  std::unique_ptr<dataplane::attention_engine> engine;
   std::shared_ptr<const engine::model_weights> weights;  ///< the attention side, loaded once
   peer_table peers_known;
   std::shared_ptr<live_figures> figures = std::make_shared<live_figures>();

@@ -18,7 +18,7 @@ namespace {
 
 /// A worker as the coordinator sees it.
 struct worker_entry {
-  worker_role role = worker_role::attention;
+  dataplane::worker_role role = dataplane::worker_role::attention;
   int index = 0;
   std::string name;
   std::string device;
@@ -53,13 +53,13 @@ class coordinator_state {
  public:
   explicit coordinator_state(coordinator_actor* self) : self_(self) {}
 
-  void init(cluster_spec spec) {
+  void init(dataplane::cluster_spec spec) {
     spec_ = std::move(spec);
     if (spec_.limits.max_context <= 0) spec_.limits.max_context = spec_.model.max_position_embedding;
     for (std::size_t i = 0; i < spec_.attention_workers.size(); ++i) {
       const auto& a = spec_.attention_workers[i];
       worker_entry w;
-      w.role = worker_role::attention;
+      w.role = dataplane::worker_role::attention;
       w.index = static_cast<int>(i);
       w.name = a.name;
       w.device = a.device;
@@ -71,7 +71,7 @@ class coordinator_state {
     }
     for (std::size_t i = 0; i < spec_.ffn_workers.size(); ++i) {
       worker_entry w;
-      w.role = worker_role::ffn;
+      w.role = dataplane::worker_role::ffn;
       w.index = static_cast<int>(i);
       w.name = spec_.ffn_workers[i].name;
       w.device = spec_.ffn_workers[i].device;
@@ -93,7 +93,7 @@ class coordinator_state {
                                spec_.name, "'"));
     if (static_cast<std::uint8_t>(w->role) != m.role)
       return to_caf_error(fail(errc::invalid_argument, "worker '", m.name, "' registered as ",
-                               to_string(static_cast<worker_role>(m.role)), " but the topology says ",
+                               to_string(static_cast<dataplane::worker_role>(m.role)), " but the topology says ",
                                to_string(w->role)));
     if (w->registered)
       return to_caf_error(fail(errc::invalid_argument, "worker '", m.name, "' is already registered"));
@@ -221,7 +221,7 @@ class coordinator_state {
         s.role = to_string(w.role);
         s.state = w.state;
         s.device = w.device;
-        s.running = w.role == worker_role::attention ? w.assigned : 0;
+        s.running = w.role == dataplane::worker_role::attention ? w.assigned : 0;
         s.kv_total = w.kv_total;
         s.kv_used = w.kv_total - w.reported_free;
         result->workers.push_back(s);
@@ -237,10 +237,10 @@ class coordinator_state {
       if (--*pending == 0) rp.deliver(*result);
     };
     for (auto* w : asked) {
-      const std::size_t slot = static_cast<std::size_t>(w - (w->role == worker_role::attention ? attention_.data()
+      const std::size_t slot = static_cast<std::size_t>(w - (w->role == dataplane::worker_role::attention ? attention_.data()
                                                                                                 : ffn_.data())) +
-                               (w->role == worker_role::attention ? 0 : attention_.size());
-      const std::int64_t running = w->role == worker_role::attention ? w->assigned : 0;
+                               (w->role == dataplane::worker_role::attention ? 0 : attention_.size());
+      const std::int64_t running = w->role == dataplane::worker_role::attention ? w->assigned : 0;
       self_->request(w->handle, std::chrono::seconds(2), status_atom::value)
           .then(
               [result, slot, running, finish](worker_status_msg& s) mutable {
@@ -481,7 +481,7 @@ class coordinator_state {
   /// layer's unit goes whole to one survivor and every slice of it is cleared (valid in throughput
   /// mode). A layer left with one slice is owned whole by its holder (no column copy in its engine).
   void move_slices_of(std::size_t lost) {
-    using slice = ffn_assignment::slice;
+    using slice = dataplane::ffn_assignment::slice;
     const auto survivors = live_ffn();
     for (std::size_t l = 0; l < slices_[lost].size(); ++l) {
       const slice gone = slices_[lost][l];
@@ -601,11 +601,11 @@ class coordinator_state {
           w.state = "failed";
           w.handle = nullptr;
           w.ready = false;
-          const worker_role role = w.role;
+          const dataplane::worker_role role = w.role;
           const bool survivors =
               count_if([role](const worker_entry& x) { return x.role == role && live(x); }) > 0;
           if (survivors && !failure_ && !stopping_ && started_) {
-            if (role == worker_role::ffn)
+            if (role == dataplane::worker_role::ffn)
               recover_from_ffn_loss(static_cast<std::size_t>(w.index));
             else
               recover_from_attention_loss();
@@ -618,7 +618,7 @@ class coordinator_state {
   }
 
   coordinator_actor* self_;
-  cluster_spec spec_;
+  dataplane::cluster_spec spec_;
   std::uint32_t epoch_ = 1;
   bool ready_ = false;
   bool stopping_ = false;
@@ -632,12 +632,12 @@ class coordinator_state {
   std::vector<caf::response_promise> ready_waiters_;
   std::vector<worker_failed_msg> reported_failures_;  ///< engine failures waiting for a root cause
   std::vector<std::vector<std::vector<std::int32_t>>> units_;  ///< current placement: [ffn worker][layer]
-  std::vector<std::vector<ffn_assignment::slice>> slices_;     ///< current unit slices: [ffn worker][layer]
+  std::vector<std::vector<dataplane::ffn_assignment::slice>> slices_;     ///< current unit slices: [ffn worker][layer]
   bool started_ = false;      ///< the first epoch was started (recovery needs one)
   static constexpr std::chrono::milliseconds failure_grace{300};
 };
 
-caf::behavior coordinator_behavior(coordinator_actor* self, cluster_spec spec) {
+caf::behavior coordinator_behavior(coordinator_actor* self, dataplane::cluster_spec spec) {
   auto& s = self->state;
   s.init(std::move(spec));
   return {
@@ -655,11 +655,11 @@ caf::behavior coordinator_behavior(coordinator_actor* self, cluster_spec spec) {
 
 }  // namespace
 
-caf::actor spawn_coordinator(caf::actor_system& sys, cluster_spec spec) {
+caf::actor spawn_coordinator(caf::actor_system& sys, dataplane::cluster_spec spec) {
   return sys.spawn(coordinator_behavior, std::move(spec));
 }
 
-expected<published_coordinator> start_coordinator(caf::actor_system& sys, cluster_spec spec, std::uint16_t port,
+expected<published_coordinator> start_coordinator(caf::actor_system& sys, dataplane::cluster_spec spec, std::uint16_t port,
                                                   const std::string& host) {
   auto handle = spawn_coordinator(sys, std::move(spec));
   auto bound = sys.middleman().publish(handle, port, host.empty() ? nullptr : host.c_str(), true);

@@ -8,13 +8,13 @@
 #include <cstdint>
 #include <string>
 
-#include "actors/cluster_spec.hpp"
+#include "runtime/dataplane/cluster_spec.hpp"
 #include "runtime/core/error.hpp"
 
 namespace afd::actors {
 
 /// Spawns the coordinator of `spec` in `sys` (not published; workers in this process use the handle).
-caf::actor spawn_coordinator(caf::actor_system& sys, cluster_spec spec);
+caf::actor spawn_coordinator(caf::actor_system& sys, dataplane::cluster_spec spec);
 
 /// A started coordinator and the TCP port it is published on.
 struct published_coordinator {
@@ -25,7 +25,7 @@ struct published_coordinator {
 /// Spawns the coordinator and publishes it through the middleman (which `sys` must have loaded)
 /// on `port` (0: any free port) of `host` (empty: every interface), for workers and clients of
 /// other processes. errc::unavailable naming the port when it cannot be bound.
-expected<published_coordinator> start_coordinator(caf::actor_system& sys, cluster_spec spec, std::uint16_t port,
+expected<published_coordinator> start_coordinator(caf::actor_system& sys, dataplane::cluster_spec spec, std::uint16_t port,
                                                   const std::string& host = "");
 
 }  // namespace afd::actors

@@ -6,7 +6,7 @@
 #include <chrono>
 #include <memory>
 
-#include "actors/data_plane.hpp"
+#include "runtime/dataplane/data_plane.hpp"
 #include "actors/worker_common.hpp"
 
 namespace afd::actors::detail {
@@ -24,7 +24,7 @@ struct ffn_worker_state {
     if (ctx.transport) (void)ctx.transport->shutdown(transport::after(std::chrono::seconds(1)));
   }
 
-  const ffn_worker_spec& spec() const { return ctx.spec.ffn_workers[static_cast<std::size_t>(ctx.index)]; }
+  const dataplane::ffn_worker_spec& spec() const { return ctx.spec.ffn_workers[static_cast<std::size_t>(ctx.index)]; }
 
   caf::result<ready_atom, std::uint32_t> on_start_epoch(start_epoch_msg& m) {
     // A new epoch (after a failure) may hand this worker more units: a fresh engine over them.
@@ -38,7 +38,7 @@ struct ffn_worker_state {
       return to_caf_error(fail(errc::internal, "start_epoch ", m.epoch, " has slices for ", m.ffn_slices.size(),
                                " FFN workers and units for ", m.ffn_names.size()));
     const auto f = static_cast<std::size_t>(position - m.ffn_names.begin());
-    ffn_assignment assignment{m.ffn_units[f], {}};
+    dataplane::ffn_assignment assignment{m.ffn_units[f], {}};
     if (!m.ffn_slices.empty())
       for (const auto& sl : m.ffn_slices[f]) assignment.shared_slices.push_back({sl.first, sl.count});
     auto peers = connect_all(*ctx.transport, m.attention_addresses, "attention worker", peers_known);
@@ -46,7 +46,7 @@ struct ffn_worker_state {
     // Weights are loaded again only when they lack something of the new assignment.
     // The selection holds exactly this worker's routed experts and the shared/dense units of the
     // layers it owns whole or in part, nothing of other layers.
-    engine::weight_selection selection = ffn_weight_selection(assignment);
+    engine::weight_selection selection = dataplane::ffn_weight_selection(assignment);
     const std::vector<bool> shared = selection.shared_layers.value_or(std::vector<bool>{});
     if (!weights || assignment.units != loaded_units || shared != loaded_shared) {
       auto loaded = engine::model_weights::load(ctx.spec.model_path, selection);
@@ -56,7 +56,7 @@ struct ffn_worker_state {
       loaded_units = assignment.units;
       loaded_shared = shared;
     }
-    data_plane_options o = ctx.spec.plane;
+    dataplane::data_plane_options o = ctx.spec.plane;
     o.epoch = m.epoch;
     epoch = m.epoch;
     auto coordinator = ctx.coordinator;
@@ -68,8 +68,8 @@ struct ffn_worker_state {
       caf::anon_send(coordinator,
                      worker_failed_msg{ep, name, static_cast<std::uint8_t>(e.code()), e.message()});
     };
-    auto created = ffn_engine::create(weights, o, std::move(assignment), *ctx.transport,
-                                      std::move(*peers), [](step_report&&) {}, std::move(on_failure));
+    auto created = dataplane::ffn_engine::create(weights, o, std::move(assignment), *ctx.transport,
+                                      std::move(*peers), [](dataplane::step_report&&) {}, std::move(on_failure));
     if (!created) return to_caf_error(created.err());
     engine = std::move(*created);
     if (auto started = engine->start(); !started) {
@@ -98,7 +98,7 @@ struct ffn_worker_state {
 
   ffn_actor* self;
   worker_context ctx;
-  std::unique_ptr<ffn_engine> engine;
+  std::unique_ptr<dataplane::ffn_engine> engine;
   std::shared_ptr<const engine::model_weights> weights;  ///< the units of loaded_units
   std::vector<std::vector<std::int32_t>> loaded_units;
   std::vector<bool> loaded_shared;  ///< per layer: its dense/shared unit is in `weights`

@@ -10,7 +10,7 @@
 namespace afd::actors {
 
 struct local_cluster::impl {
-  cluster_spec spec;
+  dataplane::cluster_spec spec;
   caf::actor_system_config config;  // the system keeps a reference: declared first, destroyed last
   std::unique_ptr<caf::actor_system> system;
   std::shared_ptr<transport::loopback_fabric> fabric;
@@ -44,14 +44,14 @@ local_cluster::~local_cluster() {
   impl_->system.reset();  // joins the scheduler and every detached actor's thread
 }
 
-expected<std::unique_ptr<local_cluster>> local_cluster::start(cluster_spec spec, local_cluster_options options) {
+expected<std::unique_ptr<local_cluster>> local_cluster::start(dataplane::cluster_spec spec, local_cluster_options options) {
   if (auto ok = spec.validate(); !ok) return ok.err();
   auto p = std::make_unique<impl>();
   p->spec = std::move(spec);
   register_message_types(p->config);
   configure_scheduler(p->config, options.scheduler_threads);
   p->system = std::make_unique<caf::actor_system>(p->config);
-  if (p->spec.transport.type == transport_settings::kind::loopback) p->fabric = transport::loopback_fabric::create();
+  if (p->spec.transport.type == dataplane::transport_settings::kind::loopback) p->fabric = transport::loopback_fabric::create();
   std::unique_ptr<local_cluster> c(new local_cluster(std::move(p)));
   impl& s = *c->impl_;
   s.coordinator = spawn_coordinator(*s.system, s.spec);
@@ -79,7 +79,7 @@ expected<std::unique_ptr<local_cluster>> local_cluster::start(cluster_spec spec,
 
 caf::actor_system& local_cluster::system() { return *impl_->system; }
 const caf::actor& local_cluster::coordinator() const { return impl_->coordinator; }
-const cluster_spec& local_cluster::spec() const { return impl_->spec; }
+const dataplane::cluster_spec& local_cluster::spec() const { return impl_->spec; }
 
 expected<void> local_cluster::kill_worker(const std::string& name) {
   for (auto& [n, w] : impl_->workers)

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "actors/cluster_spec.hpp"
+#include "runtime/dataplane/cluster_spec.hpp"
 #include "runtime/core/error.hpp"
 
 namespace afd::actors {
@@ -23,7 +23,7 @@ struct local_cluster_options {
 class local_cluster {
  public:
   /// Starts every actor of `spec` and waits (up to spec.start_timeout) until all workers are ready.
-  static expected<std::unique_ptr<local_cluster>> start(cluster_spec spec, local_cluster_options options = {});
+  static expected<std::unique_ptr<local_cluster>> start(dataplane::cluster_spec spec, local_cluster_options options = {});
   ~local_cluster();
   local_cluster(const local_cluster&) = delete;
   local_cluster& operator=(const local_cluster&) = delete;
@@ -33,7 +33,7 @@ class local_cluster {
   /// The coordinator.
   const caf::actor& coordinator() const;
   /// The spec it runs.
-  const cluster_spec& spec() const;
+  const dataplane::cluster_spec& spec() const;
   /// Kills the actor of worker `name` as a crash would (no goodbye); errc::invalid_argument when
   /// there is no such worker.
   expected<void> kill_worker(const std::string& name);

@@ -28,7 +28,7 @@ using confirm_failure_atom = caf::atom_constant<caf::atom("cfailure")>; ///< coo
 /// Worker -> coordinator: join the cluster. Answered with the coordinator's epoch, or an error
 /// (unknown or duplicate name, role mismatch).
 struct register_worker_msg {
-  std::uint8_t role = 0;               ///< worker_role
+  std::uint8_t role = 0;               ///< dataplane::worker_role
   std::string name;
   std::vector<std::uint8_t> address;   ///< the worker's transport address blob
   std::int64_t kv_blocks = 0;

@@ -9,51 +9,9 @@
 
 #include "actors/worker_common.hpp"
 #include "transport/loopback.hpp"
-#ifdef AFD_CLUSTER_HAS_UCX
 #include "transport/ucx/ucx_transport.hpp"
-#endif
 
 namespace afd::actors {
-
-const char* to_string(worker_role r) noexcept { return r == worker_role::attention ? "attention" : "ffn"; }
-
-int cluster_spec::attention_index(const std::string& n) const {
-  for (std::size_t i = 0; i < attention_workers.size(); ++i)
-    if (attention_workers[i].name == n) return static_cast<int>(i);
-  return -1;
-}
-
-int cluster_spec::ffn_index(const std::string& n) const {
-  for (std::size_t i = 0; i < ffn_workers.size(); ++i)
-    if (ffn_workers[i].name == n) return static_cast<int>(i);
-  return -1;
-}
-
-std::uint16_t cluster_spec::rank_of(worker_role role, int index) const {
-  return static_cast<std::uint16_t>(role == worker_role::attention ? index
-                                                                    : static_cast<int>(attention_workers.size()) + index);
-}
-
-expected<void> cluster_spec::validate() const {
-  if (attention_workers.empty() || ffn_workers.empty())
-    return fail(errc::invalid_config, "cluster '", name, "' needs at least one attention and one FFN worker (has ",
-                attention_workers.size(), " and ", ffn_workers.size(), ")");
-  std::set<std::string> names;
-  for (const auto& a : attention_workers)
-    if (!names.insert(a.name).second) return fail(errc::invalid_config, "worker name '", a.name, "' is used twice");
-  for (const auto& f : ffn_workers)
-    if (!names.insert(f.name).second) return fail(errc::invalid_config, "worker name '", f.name, "' is used twice");
-  for (const auto& a : attention_workers)
-    if (a.kv_blocks < 1 || a.block_size < 1 || a.max_batch < 1)
-      return fail(errc::invalid_config, "attention worker '", a.name, "': kv_blocks, block_size and max_batch must be >= 1");
-  for (const auto& f : ffn_workers)
-    if (static_cast<std::int64_t>(f.assignment.units.size()) != model.num_layers)
-      return fail(errc::invalid_config, "FFN worker '", f.name, "' has units for ", f.assignment.units.size(),
-                  " layers; the model has ", model.num_layers);
-  if (plane.micro_batches < 1) return fail(errc::invalid_config, "micro_batches must be >= 1");
-  if (limits.queue < 0) return fail(errc::invalid_config, "limits.queue must be >= 0");
-  return {};
-}
 
 namespace detail {
 
@@ -86,36 +44,32 @@ std::vector<std::uint8_t> address_bytes(const transport::transport& t) {
 
 namespace {
 
-expected<std::unique_ptr<transport::transport>> make_transport(const cluster_spec& spec, std::uint16_t rank,
+expected<std::unique_ptr<transport::transport>> make_transport(const dataplane::cluster_spec& spec, std::uint16_t rank,
                                                                const worker_environment& env) {
-  if (spec.transport.type == transport_settings::kind::loopback) {
+  if (spec.transport.type == dataplane::transport_settings::kind::loopback) {
     if (!env.fabric)
       return fail(errc::invalid_config, "transport kind loopback needs an in-process fabric (embedded cluster only)");
     return transport::make_loopback_transport(env.fabric, rank);
   }
-#ifdef AFD_CLUSTER_HAS_UCX
   transport::transport_config c;
   c.rank = rank;
   c.tls = spec.transport.tls;
   c.net_devices = spec.transport.net_devices;
   c.errors = spec.transport.errors;
   return transport::make_ucx_transport(c);
-#else
-  return fail(errc::unsupported, "transport kind ucx: this build has no UCX transport");
-#endif
 }
 
 }  // namespace
 
-expected<caf::actor> spawn_worker(caf::actor_system& sys, const cluster_spec& spec, const std::string& name,
+expected<caf::actor> spawn_worker(caf::actor_system& sys, const dataplane::cluster_spec& spec, const std::string& name,
                                   caf::actor coordinator, worker_environment env) {
   detail::worker_context ctx;
   ctx.name = name;
   if (int i = spec.attention_index(name); i >= 0) {
-    ctx.role = worker_role::attention;
+    ctx.role = dataplane::worker_role::attention;
     ctx.index = i;
   } else if (int f = spec.ffn_index(name); f >= 0) {
-    ctx.role = worker_role::ffn;
+    ctx.role = dataplane::worker_role::ffn;
     ctx.index = f;
   } else {
     return fail(errc::invalid_argument, "worker '", name, "' is not in cluster '", spec.name, "'");
@@ -126,11 +80,11 @@ expected<caf::actor> spawn_worker(caf::actor_system& sys, const cluster_spec& sp
   ctx.transport = std::shared_ptr<transport::transport>(std::move(*t));
   ctx.spec = spec;
   ctx.coordinator = std::move(coordinator);
-  return ctx.role == worker_role::attention ? detail::spawn_attention_worker(sys, std::move(ctx))
+  return ctx.role == dataplane::worker_role::attention ? detail::spawn_attention_worker(sys, std::move(ctx))
                                             : detail::spawn_ffn_worker(sys, std::move(ctx));
 }
 
-expected<caf::actor> start_worker(caf::actor_system& sys, const cluster_spec& spec, const std::string& name,
+expected<caf::actor> start_worker(caf::actor_system& sys, const dataplane::cluster_spec& spec, const std::string& name,
                                   const std::string& coordinator_host, std::uint16_t coordinator_port,
                                   worker_environment env) {
   auto coordinator = sys.middleman().remote_actor(coordinator_host, coordinator_port);

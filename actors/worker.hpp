@@ -10,7 +10,7 @@
 #include <memory>
 #include <string>
 
-#include "actors/cluster_spec.hpp"
+#include "runtime/dataplane/cluster_spec.hpp"
 #include "runtime/core/error.hpp"
 #include "transport/loopback.hpp"
 
@@ -26,12 +26,12 @@ struct worker_environment {
 /// Creates the worker `name` of `spec` (its transport first, so that a bad transport setting
 /// fails here) and spawns its actor, which registers with `coordinator`.
 /// errc::invalid_argument when `name` is not in the spec; the transport's errors otherwise.
-expected<caf::actor> spawn_worker(caf::actor_system& sys, const cluster_spec& spec, const std::string& name,
+expected<caf::actor> spawn_worker(caf::actor_system& sys, const dataplane::cluster_spec& spec, const std::string& name,
                                   caf::actor coordinator, worker_environment env = {});
 
 /// The same for a worker whose coordinator lives in another process: connects to it through the
 /// middleman (which `sys` must have loaded) at host:port. errc::unavailable when unreachable.
-expected<caf::actor> start_worker(caf::actor_system& sys, const cluster_spec& spec, const std::string& name,
+expected<caf::actor> start_worker(caf::actor_system& sys, const dataplane::cluster_spec& spec, const std::string& name,
                                   const std::string& coordinator_host, std::uint16_t coordinator_port,
                                   worker_environment env = {});
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "actors/cluster_spec.hpp"
+#include "runtime/dataplane/cluster_spec.hpp"
 #include "actors/messages.hpp"
 #include "transport/transport.hpp"
 
@@ -18,9 +18,9 @@ namespace afd::actors::detail {
 
 /// Everything a worker actor starts from.
 struct worker_context {
-  cluster_spec spec;
+  dataplane::cluster_spec spec;
   std::string name;
-  worker_role role = worker_role::attention;
+  dataplane::worker_role role = dataplane::worker_role::attention;
   int index = 0;
   caf::actor coordinator;
   /// Shared only to pass through CAF's spawn arguments; the actor's state is the one owner.

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "deploy/client/client.hpp"
+#include <afd/client.hpp>
 
 namespace {
 

@@ -1,7 +1,7 @@
 // The translation unit of the installed libafd_client.so. The library is the static afd libraries
 // linked into one shared object; the references below make the linker keep the whole public API
 // (client.hpp and error.hpp: the entry points; the rest is reached through the cluster's vtable).
-#include "deploy/client/client.hpp"
+#include <afd/client.hpp>
 
 namespace afd::client::detail {
 

@@ -21,7 +21,7 @@
 #include <mutex>
 #include <thread>
 
-#include "actors/data_plane.hpp"
+#include "runtime/dataplane/data_plane.hpp"
 #include "deploy/topology/topology.hpp"
 #include "kernels/cpu/cpu_kernels.hpp"
 #include "runtime/engine/layer.hpp"
@@ -152,8 +152,8 @@ struct layout {
   };
   struct ffn_worker {
     std::string name;
-    actors::ffn_assignment whole;   ///< deterministic (and throughput without slices)
-    actors::ffn_assignment sliced;  ///< throughput with sliced shared/dense units; units empty: none
+    dataplane::ffn_assignment whole;   ///< deterministic (and throughput without slices)
+    dataplane::ffn_assignment sliced;  ///< throughput with sliced shared/dense units; units empty: none
   };
   std::vector<attention_worker> attention;
   std::vector<ffn_worker> ffn;
@@ -368,7 +368,7 @@ struct collector {
   bool timed = false;
   std::uint64_t last_step = 0;
 
-  void on_attention(std::size_t worker, actors::step_report&& r) {
+  void on_attention(std::size_t worker, dataplane::step_report&& r) {
     const auto now = clock_type::now();
     std::lock_guard lock(mu);
     for (const auto& t : r.tokens)
@@ -377,7 +377,7 @@ struct collector {
     add(worker, r.step, r.timing);
     cv.notify_all();
   }
-  void on_ffn(std::size_t worker, actors::step_report&& r) {
+  void on_ffn(std::size_t worker, dataplane::step_report&& r) {
     std::lock_guard lock(mu);
     add(worker, r.step, r.timing);
   }
@@ -386,7 +386,7 @@ struct collector {
     failures.push_back(who + ": " + e.to_string());
     cv.notify_all();
   }
-  void add(std::size_t worker, std::uint64_t step, const actors::step_timing& t) {
+  void add(std::size_t worker, std::uint64_t step, const dataplane::step_timing& t) {
     last_step = std::max(last_step, step);
     if (timed && step <= warm_up_through) return;
     worker_figures& w = workers[worker];
@@ -437,7 +437,7 @@ expected<cluster_outcome> run_cluster(const layout& lay, const std::shared_ptr<c
   // One kernel thread per engine thread: A + F engine threads share the machine's cores.
   kernels::cpu::set_num_threads(1);
 
-  actors::data_plane_options plane;
+  dataplane::data_plane_options plane;
   plane.num = num;
   plane.micro_batches = K;
   plane.prefill_chunk = prefill_chunk;
@@ -477,30 +477,30 @@ expected<cluster_outcome> run_cluster(const layout& lay, const std::shared_ptr<c
   for (const auto& f : lay.ffn) col.workers.push_back({f.name, "ffn"});
 
   const bool sliced = num.mode == combine_mode::throughput && lay.slices;
-  std::vector<std::unique_ptr<actors::ffn_engine>> ffn;
-  std::vector<std::unique_ptr<actors::attention_engine>> attn;
+  std::vector<std::unique_ptr<dataplane::ffn_engine>> ffn;
+  std::vector<std::unique_ptr<dataplane::attention_engine>> attn;
   auto stop_all = [&] {
     for (auto& e : attn) e->stop();
     for (auto& e : ffn) e->stop();
   };
   for (std::uint32_t f = 0; f < F; ++f) {
     const std::string who = lay.ffn[f].name;
-    auto e = actors::ffn_engine::create(
+    auto e = dataplane::ffn_engine::create(
         ffn_weights[f], plane, sliced ? lay.ffn[f].sliced : lay.ffn[f].whole, *ft[f], fp[f],
-        [&col, i = A + f](actors::step_report&& r) { col.on_ffn(i, std::move(r)); },
+        [&col, i = A + f](dataplane::step_report&& r) { col.on_ffn(i, std::move(r)); },
         [&col, who](const error& err) { col.on_failure("FFN worker " + who, err); });
     if (!e) return fail(e.err().code(), "FFN worker ", who, ": ", e.err().message());
     ffn.push_back(std::move(*e));
   }
   for (std::uint32_t a = 0; a < A; ++a) {
     const std::string who = lay.attention[a].name;
-    actors::attention_engine_options ao;
+    dataplane::attention_engine_options ao;
     ao.plane = plane;
     ao.block_size = lay.attention[a].block_size;
     ao.num_blocks = lay.attention[a].kv_blocks;
     ao.max_running = lay.attention[a].max_running;
-    auto e = actors::attention_engine::create(
-        attn_weights, ao, *at[a], ap[a], [&col, a](actors::step_report&& r) { col.on_attention(a, std::move(r)); },
+    auto e = dataplane::attention_engine::create(
+        attn_weights, ao, *at[a], ap[a], [&col, a](dataplane::step_report&& r) { col.on_attention(a, std::move(r)); },
         [&col, who](const error& err) { col.on_failure("attention worker " + who, err); });
     if (!e) return fail(e.err().code(), "attention worker ", who, ": ", e.err().message());
     attn.push_back(std::move(*e));
@@ -698,7 +698,7 @@ expected<bench_report> run_bench(const bench_options& o, const progress_fn& prog
   rep.ffn_workers = static_cast<std::uint32_t>(lay.ffn.size());
   rep.shape = std::to_string(rep.attention_workers) + "A" + std::to_string(rep.ffn_workers) + "F";
   rep.cluster_kind =
-      "in-process: attention and FFN engine threads (actors/data_plane) over the loopback transport; no CAF "
+      "in-process: attention and FFN engine threads (runtime/dataplane) over the loopback transport; no CAF "
       "control plane; per-worker timing from the engines' step reports";
   rep.placement = lay.placement;
   rep.model_name = o.model_name.empty() ? model_dir : o.model_name;

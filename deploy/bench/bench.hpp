@@ -1,6 +1,6 @@
 #pragma once
 /// `afd bench`: the cluster benchmark. Builds an AFD cluster in this process (attention and FFN
-/// engine threads of actors/data_plane.hpp over the loopback transport, no control plane), runs
+/// engine threads of runtime/dataplane/data_plane.hpp over the loopback transport, no control plane), runs
 /// N concurrent requests through it with continuous batching, runs the same load through the
 /// single-process reference engine, and reports throughput, TPOT/TTFT percentiles, per-worker
 /// compute / network-wait time per layer with the straggler of each role, and the numerical

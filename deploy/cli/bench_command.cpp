@@ -3,7 +3,6 @@
 // TPOT/TTFT, per-worker compute / network-wait time per layer, stragglers, and the numerical
 // agreement of both combine modes with the reference. Exit code 1 when a run fails or a combine
 // mode misses its bound (deterministic: bitwise; throughput: the stated tolerance).
-#ifdef AFD_HAVE_BENCH
 
 #include <CLI/CLI.hpp>
 
@@ -162,4 +161,3 @@ const bool registered = register_command(
 }  // namespace
 }  // namespace afd::cli
 
-#endif  // AFD_HAVE_BENCH

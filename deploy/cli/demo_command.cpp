@@ -3,7 +3,6 @@
 // plane), sends several concurrent requests of different prompt lengths through the client API,
 // streams their tokens as they come, and ends with throughput and latency figures. `--check`
 // also runs every request through the single-process reference engine and compares the tokens.
-#if defined(AFD_HAVE_ENGINE) && defined(AFD_HAVE_CLIENT)
 
 #include <CLI/CLI.hpp>
 #include <unistd.h>
@@ -19,7 +18,7 @@
 #include <vector>
 
 #include "deploy/cli/command_registry.hpp"
-#include "deploy/client/client.hpp"
+#include <afd/client.hpp>
 #include "kernels/cpu/cpu_kernels.hpp"
 #include "runtime/engine/model_weights.hpp"
 #include "runtime/engine/reference_engine.hpp"
@@ -303,4 +302,3 @@ const bool registered =
 }  // namespace
 }  // namespace afd::cli
 
-#endif  // AFD_HAVE_ENGINE && AFD_HAVE_CLIENT

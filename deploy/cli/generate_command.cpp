@@ -5,7 +5,6 @@
 // Exit codes: 0 success, 2 bad usage (malformed options, a request the model cannot take: token
 // id outside the vocabulary, prompt longer than the context), 1 runtime failure (missing model
 // directory, bad checkpoint, cluster unreachable or failed).
-#ifdef AFD_HAVE_ENGINE
 
 #include "deploy/cli/generate_command.hpp"
 
@@ -18,13 +17,11 @@
 #include "deploy/cli/command_registry.hpp"
 #include "kernels/cpu/cpu_kernels.hpp"
 #include "runtime/engine/model_weights.hpp"
-#ifdef AFD_HAVE_LAUNCH
-#include "deploy/client/client.hpp"
-#include "deploy/client/cluster_spec_from_topology.hpp"
+#include <afd/client.hpp>
+#include "deploy/topology/cluster_spec_from_topology.hpp"
 #include "deploy/client/embedded.hpp"
 #include "deploy/launch/launch_plan.hpp"
 #include "deploy/topology/topology.hpp"
-#endif
 
 namespace afd::cli {
 
@@ -151,7 +148,6 @@ void print_generation(std::FILE* out, const engine::result& r, bool json) {
 
 namespace {
 
-#ifdef AFD_HAVE_LAUNCH
 /// Exit code of a cluster error: the request's own mistakes are usage errors.
 int cluster_exit_code(const error& e) {
   return e.code() == errc::invalid_argument || e.code() == errc::rejected ? 2 : 1;
@@ -249,7 +245,6 @@ int generate_on_cluster(const generate_args& args, const generate_plan& plan, co
                  connect.empty() ? ("of " + topology_file).c_str() : ("at " + connect).c_str());
   return 0;
 }
-#endif  // AFD_HAVE_LAUNCH
 
 int run_generate(int argc, char** argv) {
   CLI::App app{"Generates tokens for one prompt with the single-process reference engine, or with an AFD\n"
@@ -261,13 +256,11 @@ int run_generate(int argc, char** argv) {
   generate_args args;
   add_generate_options(app, args);
   std::string topology_file, connect;
-#ifdef AFD_HAVE_LAUNCH
   auto* topo = app.add_option("--topology", topology_file,
                               "run on the cluster this topology file describes (in this process, for this call); "
                               "--model overrides its model path");
   app.add_option("--connect", connect, "run on the launched cluster whose coordinator is at HOST:PORT")
       ->excludes(topo);
-#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -285,9 +278,7 @@ int run_generate(int argc, char** argv) {
   }
   if (plan->request.logits_rows > 0 && !args.json)
     std::fprintf(stderr, "afd generate: note: --logits is printed only with --json\n");
-#ifdef AFD_HAVE_LAUNCH
   if (!topology_file.empty() || !connect.empty()) return generate_on_cluster(args, *plan, topology_file, connect);
-#endif
 
   const auto t0 = std::chrono::steady_clock::now();
   auto weights = engine::model_weights::load(args.model_dir);
@@ -342,4 +333,3 @@ const bool registered = register_command(
 }  // namespace
 }  // namespace afd::cli
 
-#endif  // AFD_HAVE_ENGINE

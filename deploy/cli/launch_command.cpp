@@ -6,7 +6,6 @@
 // Without --foreground it returns once the cluster is ready and serves from the background.
 // Exit codes: 0 served and stopped (or started, in the background), 1 failed to start, 2 invalid
 // topology or usage.
-#ifdef AFD_HAVE_LAUNCH
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -33,7 +32,7 @@
 #include "actors/messages.hpp"
 #include "actors/worker.hpp"
 #include "deploy/cli/command_registry.hpp"
-#include "deploy/client/cluster_spec_from_topology.hpp"
+#include "deploy/topology/cluster_spec_from_topology.hpp"
 #include "deploy/launch/child_process.hpp"
 #include "deploy/launch/launch_plan.hpp"
 #include "deploy/launch/signals.hpp"
@@ -126,7 +125,7 @@ std::string connect_host(const std::string& host) {
   return host;
 }
 
-std::string units_summary(const actors::ffn_worker_spec& f) {
+std::string units_summary(const dataplane::ffn_worker_spec& f) {
   std::size_t experts = 0, shared = 0, moe_layers = 0;
   for (const auto& layer : f.assignment.units) {
     bool routed = false;
@@ -144,7 +143,7 @@ std::string units_summary(const actors::ffn_worker_spec& f) {
          std::to_string(shared) + " shared/dense units";
 }
 
-void print_summary(const topology::topology& t, const actors::cluster_spec& spec, const std::string& file,
+void print_summary(const topology::topology& t, const dataplane::cluster_spec& spec, const std::string& file,
                    const std::string& coordinator, const std::vector<worker_process>& procs,
                    const std::string& run_dir, double seconds, bool foreground) {
   auto process_of = [&](const std::string& worker) -> std::pair<std::string, long> {
@@ -194,7 +193,7 @@ void print_summary(const topology::topology& t, const actors::cluster_spec& spec
 /// The launcher after validation: owns the actor system, the coordinator and the worker processes.
 class launcher {
  public:
-  launcher(topology::topology t, actors::cluster_spec spec, launch::launch_plan plan,
+  launcher(topology::topology t, dataplane::cluster_spec spec, launch::launch_plan plan,
            launch::worker_command_options options, std::string file, std::chrono::seconds start_timeout)
       : t_(std::move(t)), spec_(std::move(spec)), plan_(std::move(plan)), options_(std::move(options)),
         file_(std::move(file)), start_timeout_(start_timeout) {}
@@ -219,7 +218,7 @@ class launcher {
     watcher_ = system_->spawn(watch_coordinator, coordinator_, events_);
 
     actors::worker_environment env;
-    if (spec_.transport.type == actors::transport_settings::kind::loopback)
+    if (spec_.transport.type == dataplane::transport_settings::kind::loopback)
       env.fabric = transport::loopback_fabric::create();
     for (const auto& p : plan_.processes) {
       if (p.in_launcher) {
@@ -424,7 +423,7 @@ class launcher {
   }
 
   topology::topology t_;
-  actors::cluster_spec spec_;
+  dataplane::cluster_spec spec_;
   launch::launch_plan plan_;
   launch::worker_command_options options_;
   std::string file_;
@@ -542,7 +541,7 @@ int run_launch(int argc, char** argv) {
   topology::diagnostics errors = launch::check_launchable(t, plan, options);
   auto env_errors = topology::check_environment(t);
   errors.insert(errors.end(), env_errors.begin(), env_errors.end());
-  std::optional<actors::cluster_spec> spec;
+  std::optional<dataplane::cluster_spec> spec;
   std::string spec_error;
   if (auto config = topology::read_model_config(t); !config) {
     errors.push_back({t.location_of("model.path"), "cannot read the model config: " + config.err().message()});
@@ -596,4 +595,3 @@ const bool registered = register_command(
 }  // namespace
 }  // namespace afd::cli
 
-#endif  // AFD_HAVE_LAUNCH

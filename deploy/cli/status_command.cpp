@@ -1,7 +1,6 @@
 // `afd status FILE | --connect HOST:PORT [--json]`: the state of a launched cluster as its
 // coordinator sees it: per worker its role, device, state, running requests and KV blocks used.
 // Exit codes: 0 answered, 1 unreachable, 2 bad usage.
-#ifdef AFD_HAVE_LAUNCH
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -10,7 +9,7 @@
 #include <string>
 
 #include "deploy/cli/command_registry.hpp"
-#include "deploy/client/client.hpp"
+#include <afd/client.hpp>
 #include "deploy/launch/launch_plan.hpp"
 
 namespace afd::cli {
@@ -87,4 +86,3 @@ const bool registered = register_command({"status", "show a launched cluster's w
 }  // namespace
 }  // namespace afd::cli
 
-#endif  // AFD_HAVE_LAUNCH

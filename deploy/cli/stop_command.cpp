@@ -2,7 +2,6 @@
 // launcher then stops every worker and exits. Given the topology file of a cluster launched on
 // this machine, it also waits (up to --timeout) until the launcher has exited.
 // Exit codes: 0 stopped, 1 unreachable or still running after the timeout, 2 bad usage.
-#ifdef AFD_HAVE_LAUNCH
 
 #include <CLI/CLI.hpp>
 #include <signal.h>
@@ -15,7 +14,7 @@
 #include <thread>
 
 #include "deploy/cli/command_registry.hpp"
-#include "deploy/client/client.hpp"
+#include <afd/client.hpp>
 #include "deploy/launch/launch_plan.hpp"
 
 namespace afd::cli {
@@ -86,4 +85,3 @@ const bool registered = register_command({"stop", "stop a launched cluster", run
 }  // namespace
 }  // namespace afd::cli
 
-#endif  // AFD_HAVE_LAUNCH

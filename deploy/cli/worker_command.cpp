@@ -6,7 +6,6 @@
 // `afd launch` starts it; it can also be started by hand on another machine.
 // Exit codes: 0 stopped by the cluster or a signal, 1 failed or lost the coordinator, 2 bad usage
 // or topology.
-#ifdef AFD_HAVE_LAUNCH
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -26,7 +25,7 @@
 #include "actors/messages.hpp"
 #include "actors/worker.hpp"
 #include "deploy/cli/command_registry.hpp"
-#include "deploy/client/cluster_spec_from_topology.hpp"
+#include "deploy/topology/cluster_spec_from_topology.hpp"
 #include "deploy/launch/launch_plan.hpp"
 #include "deploy/launch/signals.hpp"
 
@@ -158,4 +157,3 @@ const bool registered =
 }  // namespace
 }  // namespace afd::cli
 
-#endif  // AFD_HAVE_LAUNCH

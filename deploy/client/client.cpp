@@ -20,8 +20,8 @@
 
 #include "actors/local_cluster.hpp"
 #include "actors/messages.hpp"
-#include "deploy/client/client.hpp"
-#include "deploy/client/cluster_spec_from_topology.hpp"
+#include <afd/client.hpp>
+#include "deploy/topology/cluster_spec_from_topology.hpp"
 #include "deploy/client/embedded.hpp"
 #include "deploy/topology/topology.hpp"
 
@@ -370,7 +370,7 @@ afd::error probe(const std::string& host, std::uint16_t port, std::chrono::milli
 
 }  // namespace
 
-expected<std::unique_ptr<cluster>> embed_spec(actors::cluster_spec spec) {
+expected<std::unique_ptr<cluster>> embed_spec(dataplane::cluster_spec spec) {
   try {
     auto local = actors::local_cluster::start(std::move(spec));
     if (!local) return local.err();

@@ -5,13 +5,13 @@
 #include <memory>
 #include <string>
 
-#include "actors/cluster_spec.hpp"
-#include "deploy/client/client.hpp"
+#include "runtime/dataplane/cluster_spec.hpp"
+#include <afd/client.hpp>
 
 namespace afd::client {
 
 /// Starts every worker of `spec` inside this process and waits until all are ready.
-expected<std::unique_ptr<cluster>> embed_spec(actors::cluster_spec spec);
+expected<std::unique_ptr<cluster>> embed_spec(dataplane::cluster_spec spec);
 
 /// Kills the actor of worker `name` of an embedded cluster as a crash would.
 /// errc::unsupported for a connected (remote) cluster.

@@ -1,11 +1,8 @@
-// Reads the model's config.json through runtime/model when this build has it (AFD_TOPOLOGY_HAS_MODEL);
-// without it, topologies still parse and only the checks that need the model are skipped.
+// Reads the model's config.json through runtime/model.
 #include <filesystem>
 
 #include "deploy/topology/topology.hpp"
-#ifdef AFD_TOPOLOGY_HAS_MODEL
 #include "runtime/model/checkpoint.hpp"
-#endif
 
 namespace afd::topology {
 
@@ -14,11 +11,7 @@ expected<model_config> read_model_config(const topology& t) {
   std::error_code ec;
   if (t.model.path.empty() || !std::filesystem::exists(config, ec))
     return fail(errc::io_error, "no model config at ", config);
-#ifdef AFD_TOPOLOGY_HAS_MODEL
   return model::parse_config_file(config);
-#else
-  return fail(errc::unsupported, "this build has no checkpoint reader (runtime/model): cannot read ", config);
-#endif
 }
 
 }  // namespace afd::topology

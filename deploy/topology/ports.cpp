@@ -8,9 +8,7 @@
 #include <unistd.h>
 
 #include "deploy/topology/topology.hpp"
-#ifdef AFD_TOPOLOGY_HAS_TRANSPORT
 #include "transport/net_devices.hpp"
-#endif
 
 namespace afd::topology {
 
@@ -76,7 +74,6 @@ diagnostics check_ports(const topology& t) {
 
 diagnostics check_environment(const topology& t) {
   diagnostics out = check_ports(t);
-#ifdef AFD_TOPOLOGY_HAS_TRANSPORT
   bool worker_here = false;
   auto here = [&](const std::string& node_name) {
     const node_spec* node = t.find_node(node_name);
@@ -88,7 +85,6 @@ diagnostics check_environment(const topology& t) {
     if (auto ok = transport::validate_net_devices(t.transport.net_devices, "net_devices"); !ok)
       out.push_back(diagnostic{t.location_of("transport.net_devices"), ok.err().message()});
   }
-#endif
   return out;
 }
 

@@ -4,9 +4,7 @@
 #include "deploy/topology/topology.hpp"
 
 #include <yaml-cpp/yaml.h>
-#ifdef AFD_TOPOLOGY_HAS_TRANSPORT
 #include "transport/net_devices.hpp"
-#endif
 
 #include <algorithm>
 #include <charconv>
@@ -495,10 +493,8 @@ struct parser {
     if (const entry* k = find(*es, "tls")) {
       if (auto s = r.string(*k)) {
         t.transport.tls = *s;
-#ifdef AFD_TOPOLOGY_HAS_TRANSPORT
         // UCX transport names do not depend on the host: checked here, with the line.
         if (auto ok = transport::validate_tls(*s, "tls"); !ok) r.error(k->value_at, ok.err().message());
-#endif
       }
     }
     if (const entry* k = find(*es, "net_devices"))

@@ -33,7 +33,7 @@ std::string shape_name(const ::testing::TestParamInfo<shape>& p) {
   return std::string(p.param.topology) + "_k" + std::to_string(p.param.micro_batches);
 }
 
-std::unique_ptr<client::cluster> start(const actors::cluster_spec& spec) {
+std::unique_ptr<client::cluster> start(const dataplane::cluster_spec& spec) {
   auto c = client::embed_spec(spec);
   EXPECT_TRUE(c.has_value()) << (c ? "" : c.err().to_string());
   return c ? std::move(*c) : nullptr;
@@ -115,7 +115,7 @@ INSTANTIATE_TEST_SUITE_P(example_topologies, cluster_shapes,
 // 2a3f.yaml as written: throughput combine with the shared expert sliced across the three FFN
 // workers (tensor parallel, as the system report does) and the dense MLPs whole on f2; embedded
 // over loopback on the tiny model.
-actors::cluster_spec sliced_2a3f_spec() {
+dataplane::cluster_spec sliced_2a3f_spec() {
   auto t = topology::load_file(std::string(AFD_SOURCE_DIR) + "/deploy/examples/2a3f.yaml");
   EXPECT_TRUE(t.has_value()) << (t ? "" : t.err().to_string());
   EXPECT_EQ(t->model.combine, topology::combine_mode::throughput);
@@ -145,7 +145,7 @@ double relative_l2(const std::vector<float>& got, const std::vector<float>& want
 /// The reference engine's logits for position `k` of `r` given the tokens `got` the cluster
 /// produced before it (teacher forcing: a throughput-mode run may pick other tokens than the
 /// reference near a tie, and every later row then depends on the cluster's own tokens).
-std::vector<float> reference_logits_at(const actors::cluster_spec& spec, const client::request& r,
+std::vector<float> reference_logits_at(const dataplane::cluster_spec& spec, const client::request& r,
                                        const std::vector<std::int32_t>& got, std::size_t k) {
   client::request q = r;
   q.prompt.insert(q.prompt.end(), got.begin(), got.begin() + static_cast<std::ptrdiff_t>(k));
@@ -193,7 +193,7 @@ TEST(cluster, sliced_shared_expert_in_throughput_mode_stays_within_tolerance) {
 /// tokens; returns the number of rows compared. A re-admitted request keeps the rows from where it
 /// resumed (index tokens - rows on), none when it had ended before the failure but its end record
 /// was lost with the epoch (the coordinator ends it from the tokens it kept).
-std::size_t expect_rows_within_tolerance(const actors::cluster_spec& spec, const client::request& req,
+std::size_t expect_rows_within_tolerance(const dataplane::cluster_spec& spec, const client::request& req,
                                          const client::response& r, const std::string& what) {
   EXPECT_LE(r.logits.size(), r.tokens.size()) << what;
   if (r.logits.size() > r.tokens.size()) return 0;
@@ -271,7 +271,7 @@ TEST(cluster, a_lost_ffn_worker_holding_an_end_slice_and_whole_units_is_recovere
 // More requests than the workers' batches hold: the coordinator's queue feeds them in as others
 // finish (continuous batching), and each still gets the reference engine's tokens.
 TEST(cluster, a_queue_longer_than_the_batches_drains_with_the_reference_tokens) {
-  const auto spec = example_spec("2a2f", 3, [](actors::cluster_spec& s) {
+  const auto spec = example_spec("2a2f", 3, [](dataplane::cluster_spec& s) {
     for (auto& a : s.attention_workers) a.max_batch = 3;
   });
   auto c = start(spec);
@@ -331,7 +331,7 @@ TEST(cluster, cancel_ends_the_request_and_frees_its_kv) {
 }
 
 TEST(cluster, a_full_queue_rejects_with_a_clear_error) {
-  auto c = start(example_spec("1a1f", 3, [](actors::cluster_spec& s) {
+  auto c = start(example_spec("1a1f", 3, [](dataplane::cluster_spec& s) {
     s.attention_workers[0].max_batch = 1;
     s.limits.queue = 1;
   }));

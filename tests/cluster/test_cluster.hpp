@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "tests/common/process_scratch.hpp"
-#include "actors/cluster_spec.hpp"
-#include "deploy/client/client.hpp"
-#include "deploy/client/cluster_spec_from_topology.hpp"
+#include "runtime/dataplane/cluster_spec.hpp"
+#include <afd/client.hpp>
+#include "deploy/topology/cluster_spec_from_topology.hpp"
 #include "deploy/topology/topology.hpp"
 #include "runtime/engine/model_weights.hpp"
 #include "runtime/engine/reference_engine.hpp"
@@ -49,8 +49,8 @@ inline std::string tiny_model() {
 
 /// The example topology `name` (deploy/examples/<name>.yaml) on the tiny model, loopback transport,
 /// `micro_batches` micro-batches; `edit` may change the spec further.
-template <class Edit = void (*)(actors::cluster_spec&)>
-actors::cluster_spec example_spec(const std::string& name, int micro_batches, Edit edit = [](actors::cluster_spec&) {}) {
+template <class Edit = void (*)(dataplane::cluster_spec&)>
+dataplane::cluster_spec example_spec(const std::string& name, int micro_batches, Edit edit = [](dataplane::cluster_spec&) {}) {
   auto t = topology::load_file(std::string(AFD_SOURCE_DIR) + "/deploy/examples/" + name + ".yaml");
   EXPECT_TRUE(t.has_value()) << (t ? "" : t.err().to_string());
   t->model.path = tiny_model();
@@ -91,7 +91,7 @@ inline client::request make_request(int i, std::int64_t len, std::int64_t max_ne
 }
 
 /// What the reference engine generates for `r` with the numerics of `spec` (cached).
-inline engine::result reference_result(const actors::cluster_spec& spec, const client::request& r) {
+inline engine::result reference_result(const dataplane::cluster_spec& spec, const client::request& r) {
   static std::mutex m;
   static std::shared_ptr<const engine::model_weights> weights;
   static std::map<std::string, engine::result> cache;

@@ -12,8 +12,8 @@ namespace {
 using namespace std::chrono_literals;
 
 TEST(ucx_cluster, tokens_equal_the_reference_engine) {
-  auto spec = example_spec("2a2f", 3, [](actors::cluster_spec& s) {
-    s.transport.type = actors::transport_settings::kind::ucx;
+  auto spec = example_spec("2a2f", 3, [](dataplane::cluster_spec& s) {
+    s.transport.type = dataplane::transport_settings::kind::ucx;
     s.transport.tls = "tcp,sm,self";
     s.transport.net_devices = "lo";
   });

@@ -12,7 +12,7 @@
 
 #include "actors/messages.hpp"
 #include "actors/worker.hpp"
-#include "deploy/client/cluster_spec_from_topology.hpp"
+#include "deploy/topology/cluster_spec_from_topology.hpp"
 
 int main(int argc, char** argv) {
   if (argc < 5) {

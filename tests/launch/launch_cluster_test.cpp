@@ -20,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-#include "deploy/client/client.hpp"
+#include <afd/client.hpp>
 #include "deploy/launch/child_process.hpp"
 #include "runtime/engine/model_weights.hpp"
 #include "runtime/engine/reference_engine.hpp"

@@ -27,7 +27,7 @@ target_link_libraries(consumer PRIVATE afd::client)
 file(WRITE ${WORK_DIR}/consumer/main.cpp [=[
 // Nothing listens on port 1: connect must fail with errc::unavailable, as a value.
 #include <cstdio>
-#include "deploy/client/client.hpp"
+#include <afd/client.hpp>
 int main() {
   auto c = afd::client::cluster::connect("127.0.0.1", 1, std::chrono::milliseconds(2000));
   if (c) return 1;

@@ -300,12 +300,10 @@ TEST(topology_parse, transport_settings) {
   y.add("transport: {base_port: 65534}");
   r = parse(y);
   expect_error(r.errors, "port out of range: data ports base_port..65536", 11, y.column(11, "65534"));
-#ifdef AFD_TOPOLOGY_HAS_TRANSPORT
   y = base_file();
   y.add("transport: {tls: \"tcp,smm\"}");
   r = parse(y);
   expect_error(r.errors, "unknown UCX transport \"smm\"", 11, y.column(11, "\"tcp"));
-#endif
 }
 
 // Truncated and mutated files never crash the parser; every failure still names the file.

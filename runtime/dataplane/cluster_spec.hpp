@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "actors/data_plane.hpp"
+#include "runtime/dataplane/data_plane.hpp"
 #include "runtime/core/error.hpp"
 #include "transport/transport.hpp"
 
-namespace afd::actors {
+namespace afd::dataplane {
 
 /// A worker's role in the cluster.
 enum class worker_role : std::uint8_t { attention = 0, ffn = 1 };
@@ -87,4 +87,4 @@ struct cluster_spec {
   expected<void> validate() const;
 };
 
-}  // namespace afd::actors
+}  // namespace afd::dataplane

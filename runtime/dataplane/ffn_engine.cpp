@@ -8,9 +8,9 @@
 #include <mutex>
 #include <thread>
 
-#include "actors/data_plane_internal.hpp"
+#include "runtime/dataplane/data_plane_internal.hpp"
 
-namespace afd::actors {
+namespace afd::dataplane {
 
 namespace cpu = kernels::cpu;
 using transport::op_status;
@@ -429,4 +429,4 @@ void ffn_engine::stop() {
   if (s_->thread.joinable() && s_->thread.get_id() != std::this_thread::get_id()) s_->thread.join();
 }
 
-}  // namespace afd::actors
+}  // namespace afd::dataplane

@@ -1,4 +1,4 @@
-#include "deploy/client/cluster_spec_from_topology.hpp"
+#include "deploy/topology/cluster_spec_from_topology.hpp"
 
 #include <filesystem>
 
@@ -7,11 +7,11 @@
 
 namespace afd::client {
 
-expected<actors::cluster_spec> to_cluster_spec(const topology::topology& t, const model_config& config) {
+expected<dataplane::cluster_spec> to_cluster_spec(const topology::topology& t, const model_config& config) {
   auto resolved = topology::resolve_placement(t, config);
   if (!resolved.ok()) return resolved.to_error(errc::invalid_config);
   const topology::placement& p = *resolved.value;
-  actors::cluster_spec s;
+  dataplane::cluster_spec s;
   s.name = t.cluster_name;
   s.model_path = t.model.path;
   s.model.vocab_size = config.vocab_size;
@@ -26,7 +26,7 @@ expected<actors::cluster_spec> to_cluster_spec(const topology::topology& t, cons
   s.plane.prefill_chunk = t.pipeline.prefill_chunk;
   s.plane.step_deadline = std::chrono::milliseconds(t.pipeline.step_deadline_ms);
   for (const auto& a : t.attention_workers) {
-    actors::attention_worker_spec w;
+    dataplane::attention_worker_spec w;
     w.name = a.name;
     w.device = a.dev.to_string();
     w.kv_blocks = a.kv_blocks;
@@ -35,7 +35,7 @@ expected<actors::cluster_spec> to_cluster_spec(const topology::topology& t, cons
     s.attention_workers.push_back(std::move(w));
   }
   for (std::size_t f = 0; f < t.ffn_workers.size(); ++f) {
-    actors::ffn_worker_spec w;
+    dataplane::ffn_worker_spec w;
     w.name = t.ffn_workers[f].name;
     w.device = t.ffn_workers[f].dev.to_string();
     w.assignment.units.resize(static_cast<std::size_t>(config.num_hidden_layers));
@@ -55,8 +55,8 @@ expected<actors::cluster_spec> to_cluster_spec(const topology::topology& t, cons
     }
     s.ffn_workers.push_back(std::move(w));
   }
-  s.transport.type = t.transport.kind == topology::transport_kind::loopback ? actors::transport_settings::kind::loopback
-                                                                            : actors::transport_settings::kind::ucx;
+  s.transport.type = t.transport.kind == topology::transport_kind::loopback ? dataplane::transport_settings::kind::loopback
+                                                                            : dataplane::transport_settings::kind::ucx;
   s.transport.tls = t.transport.tls;
   s.transport.net_devices = t.transport.net_devices;
   if (auto m = transport::parse_error_mode(t.transport.error_mode, "transport.error_mode")) {
@@ -71,7 +71,7 @@ expected<actors::cluster_spec> to_cluster_spec(const topology::topology& t, cons
   return s;
 }
 
-expected<actors::cluster_spec> load_cluster_spec(const std::string& topology_file, const std::string& model_path) {
+expected<dataplane::cluster_spec> load_cluster_spec(const std::string& topology_file, const std::string& model_path) {
   auto t = topology::load_file(topology_file);
   if (!t) return t.err();
   if (!model_path.empty()) t->model.path = model_path;

@@ -4,9 +4,9 @@
 
 #include <cstdio>
 
-#include "tests/actors/data_plane_harness.hpp"
+#include "tests/dataplane/data_plane_harness.hpp"
 
-namespace afd::actors::testing {
+namespace afd::dataplane::testing {
 namespace {
 
 const std::string& bench_model() {
@@ -79,4 +79,4 @@ TEST(data_plane_bench, decode_throughput) {
 }
 
 }  // namespace
-}  // namespace afd::actors::testing
+}  // namespace afd::dataplane::testing

@@ -15,12 +15,12 @@
 #include <vector>
 
 #include "tests/common/process_scratch.hpp"
-#include "actors/data_plane.hpp"
+#include "runtime/dataplane/data_plane.hpp"
 #include "kernels/cpu/cpu_kernels.hpp"
 #include "runtime/model/make_model.hpp"
 #include "transport/loopback.hpp"
 
-namespace afd::actors::testing {
+namespace afd::dataplane::testing {
 
 /// A directory removed at process exit.
 inline const std::filesystem::path& scratch_root() {
@@ -353,4 +353,4 @@ inline ::testing::AssertionResult same_result(const engine::result& got, const e
   return ::testing::AssertionSuccess();
 }
 
-}  // namespace afd::actors::testing
+}  // namespace afd::dataplane::testing

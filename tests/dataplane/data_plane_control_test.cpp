@@ -4,9 +4,9 @@
 #include <cmath>
 #include <thread>
 
-#include "tests/actors/data_plane_harness.hpp"
+#include "tests/dataplane/data_plane_harness.hpp"
 
-namespace afd::actors::testing {
+namespace afd::dataplane::testing {
 namespace {
 
 using namespace std::chrono_literals;
@@ -485,4 +485,4 @@ TEST(data_plane_throughput, within_tolerance_of_the_reference) {
 }
 
 }  // namespace
-}  // namespace afd::actors::testing
+}  // namespace afd::dataplane::testing

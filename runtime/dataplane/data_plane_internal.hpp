@@ -8,11 +8,11 @@
 #include <chrono>
 #include <string>
 
-#include "actors/data_plane.hpp"
+#include "runtime/dataplane/data_plane.hpp"
 #include "runtime/core/model_config.hpp"
 #include "transport/exchange.hpp"
 
-namespace afd::actors::detail {
+namespace afd::dataplane::detail {
 
 /// Longest single wait before the stop flag is looked at again.
 inline constexpr std::chrono::milliseconds wait_slice{10};
@@ -86,4 +86,4 @@ inline bool has_shared_unit(const model_config& c, std::int64_t layer) {
   return !c.is_moe_layer(layer) || c.share_expert_dim > 0;
 }
 
-}  // namespace afd::actors::detail
+}  // namespace afd::dataplane::detail

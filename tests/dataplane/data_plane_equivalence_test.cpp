@@ -1,9 +1,9 @@
 // Every request's tokens, finish reason and logits rows from an AFD cluster of engine threads are
 // bitwise the reference engine's, for every A:F shape, expert placement and K.
 
-#include "tests/actors/data_plane_harness.hpp"
+#include "tests/dataplane/data_plane_harness.hpp"
 
-namespace afd::actors::testing {
+namespace afd::dataplane::testing {
 namespace {
 
 struct shape_case {
@@ -153,4 +153,4 @@ INSTANTIATE_TEST_SUITE_P(numerics, data_plane_equivalence,
                          [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
-}  // namespace afd::actors::testing
+}  // namespace afd::dataplane::testing

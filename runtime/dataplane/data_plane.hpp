@@ -24,7 +24,7 @@
 #include "runtime/engine/reference_engine.hpp"
 #include "transport/transport.hpp"
 
-namespace afd::actors {
+namespace afd::dataplane {
 
 /// Settings shared by both roles; every worker of a cluster must use the same values.
 struct data_plane_options {
@@ -154,4 +154,4 @@ class ffn_engine {
   std::unique_ptr<state> s_;
 };
 
-}  // namespace afd::actors
+}  // namespace afd::dataplane

@@ -11,10 +11,10 @@
 #include <mutex>
 #include <thread>
 
-#include "actors/data_plane_internal.hpp"
+#include "runtime/dataplane/data_plane_internal.hpp"
 #include "runtime/engine/kv_cache.hpp"
 
-namespace afd::actors {
+namespace afd::dataplane {
 
 namespace cpu = kernels::cpu;
 using transport::op_status;
@@ -631,4 +631,4 @@ void attention_engine::stop() {
 
 std::int64_t attention_engine::free_kv_blocks() const { return s_->free_blocks.load(); }
 
-}  // namespace afd::actors
+}  // namespace afd::dataplane

@@ -1,9 +1,9 @@
 #include <algorithm>
 
-#include "actors/data_plane_internal.hpp"
+#include "runtime/dataplane/data_plane_internal.hpp"
 #include "kernels/cpu/cpu_kernels.hpp"
 
-namespace afd::actors::detail {
+namespace afd::dataplane::detail {
 
 expected<void> check_plane_options(const data_plane_options& o, const model_config& c) {
   const numerics& n = o.num;
@@ -52,4 +52,4 @@ numerics unrounded_dispatch(numerics n) {
   return n;
 }
 
-}  // namespace afd::actors::detail
+}  // namespace afd::dataplane::detail
