@@ -140,13 +140,17 @@ expected<cluster_address> resolve_cluster_address(const std::string& topology_fi
   auto t = topology::load_file(topology_file);
   if (!t) return t.err();
   const auto* node = t->find_node(t->coordinator.node);
-  out.host = node ? node->host : "127.0.0.1";
-  if (out.host == "0.0.0.0") out.host = "127.0.0.1";
-  if (out.host == "::") out.host = "::1";
+  out.host = connect_host(node ? node->host : "127.0.0.1");
   out.port = t->coordinator.port;
   out.cluster_name = t->cluster_name;
   out.run_directory = run_directory_path(out.cluster_name, out.port);
   return out;
+}
+
+std::string connect_host(const std::string& host) {
+  if (host == "0.0.0.0") return "127.0.0.1";
+  if (host == "::") return "::1";
+  return host;
 }
 
 std::string shell_join(const std::vector<std::string>& argv) {

@@ -69,6 +69,10 @@ struct cluster_address {
 /// errc::invalid_config (the file's diagnostics).
 expected<cluster_address> resolve_cluster_address(const std::string& topology_file, const std::string& connect);
 
+/// Where processes of this machine reach a coordinator listening on `host`: the loopback address
+/// for a wildcard address (0.0.0.0, ::), `host` otherwise.
+std::string connect_host(const std::string& host);
+
 /// A command line as a shell would read it (arguments with spaces or quotes are quoted).
 std::string shell_join(const std::vector<std::string>& argv);
 
