@@ -15,19 +15,6 @@ namespace {
 struct attention_worker_state;
 using attention_actor = caf::stateful_actor<attention_worker_state>;
 
-engine::request to_engine_request(const request_msg& m) {
-  engine::request r;
-  r.prompt = m.prompt;
-  r.max_new_tokens = m.max_new_tokens;
-  r.sampling.temperature = m.temperature;
-  r.sampling.top_k = m.top_k;
-  r.sampling.top_p = m.top_p;
-  r.sampling.seed = m.seed;
-  r.stop_ids = m.stop_ids;
-  r.logits_rows = m.logits_rows;
-  return r;
-}
-
 /// The state of one attention worker; the behaviour below forwards to it.
 struct attention_worker_state {
   explicit attention_worker_state(attention_actor* s) : self(s) {}

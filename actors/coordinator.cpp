@@ -301,30 +301,17 @@ class coordinator_state {
     return (tokens + block_size - 1) / block_size;
   }
 
-  /// The checks a client's mistakes fail; the engine checks again (trust, but the engine owns KV).
+  /// The request checks every engine makes (engine::validate_request, against the cluster's
+  /// limits), then the cluster's KV capacity: the request alone must fit the largest worker.
   afd::error validate(const request_msg& m) const {
-    const auto vocab = spec_.model.vocab_size;
-    if (m.prompt.empty()) return fail(errc::invalid_argument, "the prompt is empty");
-    for (std::size_t i = 0; i < m.prompt.size(); ++i)
-      if (m.prompt[i] < 0 || m.prompt[i] >= vocab)
-        return fail(errc::invalid_argument, "prompt token ", i, " is ", m.prompt[i], ", outside the vocabulary [0, ",
-                    vocab, ")");
-    if (m.max_new_tokens < 1 || m.max_new_tokens > spec_.limits.max_new_tokens)
-      return fail(errc::invalid_argument, "max_new_tokens is ", m.max_new_tokens, "; it must be in [1, ",
-                  spec_.limits.max_new_tokens, "] (limits.max_new_tokens)");
-    if (!(m.temperature >= 0.0f) || !std::isfinite(m.temperature))
-      return fail(errc::invalid_argument, "temperature must be finite and >= 0");
-    if (m.top_k < 0) return fail(errc::invalid_argument, "top_k must be >= 0");
-    if (!(m.top_p > 0.0f && m.top_p <= 1.0f)) return fail(errc::invalid_argument, "top_p must be in (0, 1]");
-    if (m.logits_rows < 0) return fail(errc::invalid_argument, "logits_rows must be >= 0");
-    const auto max_context = spec_.limits.max_context;
-    const auto prompt = static_cast<std::int64_t>(m.prompt.size());
-    if (prompt >= max_context)
-      return fail(errc::rejected, "the prompt has ", prompt, " tokens; the context holds ", max_context,
-                  " (prompt + at least one generated token must fit)");
-    if (max_context < spec_.model.max_position_embedding && prompt + m.max_new_tokens > max_context)
-      return fail(errc::rejected, "prompt (", prompt, " tokens) + max_new_tokens (", m.max_new_tokens,
-                  ") exceed the cluster's context limit of ", max_context, " tokens (limits.max_context)");
+    engine::request_limits limits;
+    limits.vocab_size = spec_.model.vocab_size;
+    limits.max_position_embedding = spec_.model.max_position_embedding;
+    limits.max_new_tokens = spec_.limits.max_new_tokens;
+    limits.max_context = spec_.limits.max_context;
+    limits.max_new_tokens_field = "limits.max_new_tokens";
+    limits.max_context_field = "limits.max_context";
+    if (auto ok = engine::validate_request(limits, to_engine_request(m)); !ok) return ok.err();
     std::int64_t largest = 0, needed = 0;
     for (const auto& w : attention_)
       if (w.kv_total > largest) {

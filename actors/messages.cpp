@@ -56,4 +56,17 @@ afd::error from_caf_error(const caf::error& e) {
   return afd::error{errc::unavailable, caf::to_string(e)};
 }
 
+engine::request to_engine_request(const request_msg& m) {
+  engine::request r;
+  r.prompt = m.prompt;
+  r.max_new_tokens = m.max_new_tokens;
+  r.sampling.temperature = m.temperature;
+  r.sampling.top_k = m.top_k;
+  r.sampling.top_p = m.top_p;
+  r.sampling.seed = m.seed;
+  r.stop_ids = m.stop_ids;
+  r.logits_rows = m.logits_rows;
+  return r;
+}
+
 }  // namespace afd::actors

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "runtime/core/error.hpp"
+#include "runtime/engine/scheduler.hpp"
 
 namespace afd::actors {
 
@@ -195,6 +196,9 @@ typename Inspector::result_type inspect(Inspector& f, cluster_status_msg& x) {
   return f(caf::meta::type_name("cluster_status_msg"), x.epoch, x.ready, x.queued, x.running, x.finished,
            x.workers);
 }
+
+/// The request as the engines take it.
+engine::request to_engine_request(const request_msg& m);
 
 /// Registers every message type above and the "afd" error category with `cfg`. Call it once per
 /// actor system, before the system starts, in every process of a cluster.

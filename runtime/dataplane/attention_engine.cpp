@@ -21,33 +21,6 @@ using transport::op_status;
 
 namespace {
 
-/// A request in flight (as in the reference engine): its tokens so far and where its KV lives.
-struct sequence {
-  engine::request_id id = 0;
-  engine::request req;
-  std::vector<std::int32_t> tokens;  ///< prompt, then generated tokens
-  std::int64_t computed = 0;         ///< leading tokens whose KV is in the cache
-  std::vector<std::int32_t> blocks;  ///< block table, reserved whole at admission
-  std::int64_t blocks_needed = 0;
-  engine::result res;                ///< res.tokens: every generated token, re-admitted ones included
-  bool ended = false;
-
-  std::int64_t generated() const { return static_cast<std::int64_t>(res.tokens.size()); }
-  std::int64_t pending() const { return static_cast<std::int64_t>(tokens.size()) - computed; }
-  /// One token fed back after sampling. A request re-admitted with generated tokens has more
-  /// pending and is prefilled in chunks first; for others this is the reference engine's test.
-  bool decoding() const { return generated() > 0 && pending() == 1; }
-};
-
-/// Tokens [first, first + count) of one sequence, computed in micro-batch `mb`.
-struct chunk {
-  sequence* seq = nullptr;
-  std::int64_t first = 0;
-  std::int64_t count = 0;
-  std::uint32_t mb = 0;
-  std::int64_t logits_row = -1;  ///< row in its micro-batch's logits when the chunk ends the known tokens
-};
-
 /// One micro-batch's buffers, reused across steps.
 struct micro_batch {
   std::vector<std::int32_t> ids, positions;
@@ -75,7 +48,7 @@ struct attention_engine::state {
   report_fn on_report;
   failure_fn on_failure;
   std::unique_ptr<transport::attention_exchange> ex;
-  engine::kv_cache kv;
+  engine::batch_scheduler sched;  // the reference engine's scheduler; check() reads settings only
   numerics attn_num;  // dispatch rounding off: the wire rounds
 
   std::mutex mu;
@@ -87,10 +60,7 @@ struct attention_engine::state {
   bool started = false;
 
   // Engine-thread state.
-  std::deque<std::unique_ptr<sequence>> waiting;
-  std::vector<std::unique_ptr<sequence>> running;  // admission order
   std::uint64_t step = 0;
-  std::vector<chunk> chunks;
   std::vector<micro_batch> mbs;
   engine::attention_workspace ws;
   std::vector<float> scratch;
@@ -100,45 +70,16 @@ struct attention_engine::state {
   state(std::shared_ptr<const engine::model_weights> w, attention_engine_options o, transport::transport& tr,
         std::vector<transport::peer_id> peers, report_fn rep, failure_fn fail_fn, engine::kv_cache k)
       : weights(std::move(w)), options(o), t(tr), ffn_peers(std::move(peers)), on_report(std::move(rep)),
-        on_failure(std::move(fail_fn)), kv(std::move(k)), attn_num(detail::unrounded_dispatch(o.plane.num)) {
-    free_blocks = kv.free_blocks();
+        on_failure(std::move(fail_fn)),
+        sched(weights->config(), std::move(k),
+              {o.plane.prefill_chunk, o.max_running,
+               std::int64_t{o.plane.micro_batches} * o.plane.max_tokens_per_micro_batch}),
+        attn_num(detail::unrounded_dispatch(o.plane.num)) {
+    free_blocks = sched.kv().free_blocks();
     mbs.resize(options.plane.micro_batches);
   }
 
   const model_config& config() const { return weights->config(); }
-
-  std::int64_t positions_needed(const engine::request& r) const {
-    const auto p = static_cast<std::int64_t>(r.prompt.size());
-    const std::int64_t n = std::min(r.max_new_tokens, config().max_position_embedding - p);
-    return p + n - 1;
-  }
-
-  /// The reference engine's validation, plus the re-admitted tokens.
-  expected<void> validate(const admitted_request& a) const {
-    const model_config& c = config();
-    const engine::request& r = a.req;
-    if (auto ok = engine::validate_request(c, r); !ok) return ok;
-    const auto p = static_cast<std::int64_t>(r.prompt.size());
-    const auto g = static_cast<std::int64_t>(a.generated.size());
-    for (std::size_t i = 0; i < a.generated.size(); ++i) {
-      const std::int32_t t = a.generated[i];
-      if (t < 0 || t >= c.vocab_size)
-        return fail(errc::invalid_argument, "generated token ", i, " has id ", t, ", outside the vocabulary [0, ",
-                    c.vocab_size, ")");
-    }
-    if (g > 0) {
-      // The request must not have ended already: it would produce nothing.
-      if (g >= r.max_new_tokens || p + g >= c.max_position_embedding ||
-          std::find(r.stop_ids.begin(), r.stop_ids.end(), a.generated.back()) != r.stop_ids.end())
-        return fail(errc::invalid_argument, "request ", a.id, " already finished with ", g, " generated tokens");
-    }
-    const std::int64_t positions = positions_needed(r);
-    const std::int64_t blocks = kv.blocks_for(positions);
-    if (blocks > kv.num_blocks())
-      return fail(errc::rejected, "request needs ", blocks, " KV blocks (", positions,
-                  " positions) but the cache holds only ", kv.num_blocks(), " blocks of ", kv.block_size(), " tokens");
-    return {};
-  }
 
   // ----------------------------------------------------------------------------------------------
   // Step boundary.
@@ -151,88 +92,42 @@ struct attention_engine::state {
       cmds.swap(commands);
     }
     for (command& c : cmds) {
-      if (!c.is_cancel) {
-        auto seq = std::make_unique<sequence>();
-        seq->id = c.admit.id;
-        seq->blocks_needed = kv.blocks_for(positions_needed(c.admit.req));
-        seq->tokens = c.admit.req.prompt;
-        seq->tokens.insert(seq->tokens.end(), c.admit.generated.begin(), c.admit.generated.end());
-        seq->res.tokens = std::move(c.admit.generated);
-        seq->req = std::move(c.admit.req);
-        waiting.push_back(std::move(seq));
-        continue;
-      }
-      auto w = std::find_if(waiting.begin(), waiting.end(), [&](const auto& s) { return s->id == c.cancel; });
-      if (w != waiting.end()) {
-        waiting.erase(w);
-        continue;
-      }
-      auto r = std::find_if(running.begin(), running.end(), [&](const auto& s) { return s->id == c.cancel; });
-      if (r != running.end()) {
-        kv.release((*r)->blocks);
-        running.erase(r);
-      }
+      if (c.is_cancel)
+        sched.cancel(c.cancel);
+      else
+        sched.add(c.admit.id, std::move(c.admit.req), std::move(c.admit.generated));
     }
     return !cmds.empty();
   }
 
-  /// The reference engine's admission: first come, first served, nobody overtakes.
-  void admit() {
-    while (!waiting.empty() && static_cast<std::int64_t>(running.size()) < options.max_running) {
-      sequence& s = *waiting.front();
-      if (s.blocks_needed > kv.free_blocks()) break;
-      auto blocks = kv.allocate(s.blocks_needed);
-      if (!blocks) break;
-      s.blocks = std::move(*blocks);
-      running.push_back(std::move(waiting.front()));
-      waiting.pop_front();
-    }
-  }
-
-  /// The reference engine's plan (decode tokens, then prefill chunks under the budget), with each
-  /// chunk placed whole in one micro-batch: largest first into the least loaded one, a prefill
-  /// chunk cut to the room left (its remainder waits for the next step). Kernels are
+  /// Places the scheduler's chunks (decode tokens, then prefill chunks) into the K micro-batches,
+  /// each chunk whole in one: prefill chunks largest first into the least loaded one, cut to the
+  /// room left there (the remainder waits for the next step), then the decode tokens. Kernels are
   /// batch-invariant, so the split changes timing only, never a value.
-  void plan() {
+  void assign_micro_batches(std::vector<engine::scheduled_chunk>& chunks) {
     const std::uint32_t K = options.plane.micro_batches;
     const std::int64_t cap = options.plane.max_tokens_per_micro_batch;
-    chunks.clear();
-    std::vector<chunk> prefill;
-    std::int64_t decode = 0;
-    for (auto& s : running)
-      if (s->decoding()) {
-        chunks.push_back({s.get(), s->computed, 1, 0, -1});
-        ++decode;
-      }
-    std::int64_t budget = std::min<std::int64_t>(options.plane.prefill_chunk, K * cap - decode);
-    for (auto& s : running) {
-      if (budget <= 0) break;
-      if (s->decoding() || s->pending() <= 0) continue;
-      const std::int64_t take = std::min(budget, s->pending());
-      prefill.push_back({s.get(), s->computed, take, 0, -1});
-      budget -= take;
-    }
     std::vector<std::int64_t> load(K, 0);
     auto least = [&] { return static_cast<std::uint32_t>(std::min_element(load.begin(), load.end()) - load.begin()); };
-    std::vector<std::size_t> order(prefill.size());
-    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-      return prefill[a].count > prefill[b].count;
-    });
-    for (std::size_t i : order) {
-      chunk& c = prefill[i];
+    std::vector<std::size_t> prefill;
+    for (std::size_t i = 0; i < chunks.size(); ++i)
+      if (!chunks[i].seq->decoding()) prefill.push_back(i);
+    std::stable_sort(prefill.begin(), prefill.end(),
+                     [&](std::size_t a, std::size_t b) { return chunks[a].count > chunks[b].count; });
+    for (std::size_t i : prefill) {
+      engine::scheduled_chunk& c = chunks[i];
       const std::uint32_t m = least();
       c.count = std::min(c.count, cap - load[m]);
-      c.mb = m;
+      c.micro_batch = m;
       load[m] += c.count;
     }
-    for (chunk& c : chunks) {  // decode tokens: room is guaranteed by the prefill budget
-      const std::uint32_t m = least();
-      c.mb = m;
-      load[m] += 1;
-    }
-    for (const chunk& c : prefill)
-      if (c.count > 0) chunks.push_back(c);
+    for (engine::scheduled_chunk& c : chunks)  // decode tokens: room is guaranteed by the step budget
+      if (c.seq->decoding()) {
+        const std::uint32_t m = least();
+        c.micro_batch = m;
+        load[m] += 1;
+      }
+    std::erase_if(chunks, [](const engine::scheduled_chunk& c) { return c.count == 0; });
   }
 
   /// Fills each micro-batch's token lists from the plan.
@@ -245,14 +140,14 @@ struct attention_engine::state {
       mb.slots.clear();
       mb.logit_tokens.clear();
     }
-    for (chunk& ch : chunks) {
-      micro_batch& mb = mbs[ch.mb];
+    for (engine::scheduled_chunk& ch : sched.chunks()) {
+      micro_batch& mb = mbs[ch.micro_batch];
       for (std::int64_t t = ch.first; t < ch.first + ch.count; ++t) {
         mb.ids.push_back(ch.seq->tokens[static_cast<std::size_t>(t)]);
         mb.positions.push_back(static_cast<std::int32_t>(t));
         mb.slots.push_back({ch.seq->blocks.data(), static_cast<std::int32_t>(t)});
       }
-      if (ch.first + ch.count == static_cast<std::int64_t>(ch.seq->tokens.size())) {
+      if (ch.ends_known_tokens()) {
         ch.logits_row = static_cast<std::int64_t>(mb.logit_tokens.size());
         mb.logit_tokens.push_back(static_cast<std::int64_t>(mb.ids.size()) - 1);
       }
@@ -288,7 +183,7 @@ struct attention_engine::state {
     const bool routed = c.is_moe_layer(layer) && T > 0;
     auto t0 = transport::clock::now();
     if (T > 0)
-      engine::attention_block(*weights, layer, attn_num, kv.layer(layer), mb.slots, mb.positions, mb.x.data(),
+      engine::attention_block(*weights, layer, attn_num, sched.kv().layer(layer), mb.slots, mb.positions, mb.x.data(),
                               mb.n.data(), mb.topk_ids.data(), mb.topk_w.data(), ws);
     auto t1 = transport::clock::now();
     transport::dispatch_view v;
@@ -480,38 +375,10 @@ struct attention_engine::state {
       mb.logits.resize(static_cast<std::size_t>(r * vocab));
       engine::final_logits(*weights, mb.rows.data(), r, mb.logits.data(), scratch);
     }
-    for (chunk& ch : chunks) {
-      sequence& s = *ch.seq;
-      s.computed += ch.count;
-      if (ch.logits_row < 0) continue;
-      const float* row = mbs[ch.mb].logits.data() + ch.logits_row * vocab;
-      const std::int64_t index = s.generated();
-      const std::int32_t token = cpu::sample(row, vocab, s.req.sampling, static_cast<std::uint64_t>(index));
-      if (index < s.req.logits_rows) s.res.logits.emplace_back(row, row + vocab);
-      s.res.tokens.push_back(token);
-      s.tokens.push_back(token);
-      bool finished = true;
-      if (std::find(s.req.stop_ids.begin(), s.req.stop_ids.end(), token) != s.req.stop_ids.end())
-        s.res.reason = engine::finish_reason::stop;
-      else if (s.generated() >= s.req.max_new_tokens)
-        s.res.reason = engine::finish_reason::length;
-      else if (static_cast<std::int64_t>(s.tokens.size()) >= c.max_position_embedding)
-        s.res.reason = engine::finish_reason::context;
-      else
-        finished = false;
-      s.ended = finished;
-      rep.tokens.push_back({s.id, token, index, finished});
-    }
-    for (auto it = running.begin(); it != running.end();) {
-      sequence& s = **it;
-      if (s.ended) {
-        kv.release(s.blocks);
-        rep.finished.emplace_back(s.id, std::move(s.res));
-        it = running.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    std::vector<engine::token_event>& events = rep.tokens;
+    sched.complete(
+        [&](const engine::scheduled_chunk& ch) { return mbs[ch.micro_batch].logits.data() + ch.logits_row * vocab; },
+        events, rep.finished);
     timing.compute_seconds += detail::seconds(t0, transport::clock::now());
   }
 
@@ -522,7 +389,7 @@ struct attention_engine::state {
       // attention worker's tokens) and nothing waits here, wait for work a little before the
       // next empty step, so that an idle cluster does not spin while a busy one is never slowed;
       // the empty steps keep the FFN workers' deadlines fed.
-      if (was_idle && running.empty() && waiting.empty() && options.plane.idle_wait.count() > 0) {
+      if (was_idle && sched.idle() && options.plane.idle_wait.count() > 0) {
         std::unique_lock lock(mu);
         cv.wait_for(lock, options.plane.idle_wait, [&] { return stop.load() || !commands.empty(); });
       }
@@ -530,8 +397,7 @@ struct attention_engine::state {
       const auto start = transport::clock::now();
       detail::reset_timing(timing, config().num_hidden_layers);
       const bool changed = take_commands();
-      admit();
-      plan();
+      assign_micro_batches(sched.plan());
       lay_out();
       step_report rep;
       rep.step = step;
@@ -539,18 +405,18 @@ struct attention_engine::state {
       if (o != detail::wait_outcome::done) break;  // failure reported, or stopping
       finish_step(rep);
       was_idle = cluster_tokens == 0;
-      free_blocks = kv.free_blocks();
+      free_blocks = sched.kv().free_blocks();
       timing.total_seconds = detail::seconds(start, transport::clock::now());
       if (on_report && (changed || !rep.tokens.empty() || !rep.finished.empty())) {
-        rep.free_kv_blocks = kv.free_blocks();
-        rep.running = static_cast<std::int64_t>(running.size());
-        rep.waiting = static_cast<std::int64_t>(waiting.size());
+        rep.free_kv_blocks = sched.kv().free_blocks();
+        rep.running = sched.running();
+        rep.waiting = sched.waiting();
         rep.timing = timing;
         on_report(std::move(rep));
       }
       ++step;
     }
-    free_blocks = kv.free_blocks();
+    free_blocks = sched.kv().free_blocks();
   }
 };
 
@@ -595,7 +461,7 @@ expected<void> attention_engine::start() {
 }
 
 expected<void> attention_engine::admit(admitted_request r) {
-  if (auto ok = s_->validate(r); !ok) return ok;
+  if (auto ok = s_->sched.check(r.id, r.req, r.generated); !ok) return ok;
   {
     std::lock_guard lock(s_->mu);
     command c;

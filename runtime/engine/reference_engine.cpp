@@ -10,147 +10,45 @@ namespace afd::engine {
 
 namespace cpu = kernels::cpu;
 
-const char* to_string(finish_reason r) noexcept {
-  switch (r) {
-    case finish_reason::length: return "length";
-    case finish_reason::stop: return "stop";
-    case finish_reason::context: return "context";
-  }
-  return "?";
-}
-
-namespace {
-
-/// A request in flight: its tokens so far and where its KV lives.
-struct sequence {
-  request_id id = 0;
-  request req;
-  std::vector<std::int32_t> tokens;  ///< prompt, then generated tokens
-  std::int64_t computed = 0;         ///< leading tokens whose KV is in the cache
-  std::vector<std::int32_t> blocks;  ///< block table, reserved whole at admission
-  std::int64_t blocks_needed = 0;
-  result res;
-  bool ended = false;
-
-  std::int64_t generated() const { return static_cast<std::int64_t>(res.tokens.size()); }
-  std::int64_t pending() const { return static_cast<std::int64_t>(tokens.size()) - computed; }
-};
-
-/// One sequence's tokens in a step: tokens [first, first + count) of the sequence.
-struct chunk {
-  sequence* seq = nullptr;
-  std::int64_t first = 0;
-  std::int64_t count = 0;
-  std::int64_t logits_row = -1;  ///< row in the step's logits when the chunk ends the known tokens
-};
-
-}  // namespace
-
-expected<void> validate_request(const model_config& c, const request& r) {
-  if (r.prompt.empty()) return fail(errc::invalid_argument, "empty prompt: a request needs at least one token");
-  for (std::size_t i = 0; i < r.prompt.size(); ++i) {
-    const std::int32_t t = r.prompt[i];
-    if (t < 0 || t >= c.vocab_size)
-      return fail(errc::invalid_argument, "prompt token ", i, " has id ", t, ", outside the vocabulary [0, ",
-                  c.vocab_size, ")");
-  }
-  const auto p = static_cast<std::int64_t>(r.prompt.size());
-  if (p >= c.max_position_embedding)
-    return fail(errc::rejected, "prompt of ", p, " tokens does not fit the context of ", c.max_position_embedding);
-  if (r.max_new_tokens < 1)
-    return fail(errc::invalid_argument, "max_new_tokens must be at least 1, got ", r.max_new_tokens);
-  const auto& s = r.sampling;
-  if (!(s.temperature >= 0.0f) || !std::isfinite(s.temperature))
-    return fail(errc::invalid_argument, "temperature must be a finite value >= 0, got ", s.temperature);
-  if (s.top_k < 0) return fail(errc::invalid_argument, "top_k must be >= 0, got ", s.top_k);
-  if (!(s.top_p > 0.0f && s.top_p <= 1.0f))
-    return fail(errc::invalid_argument, "top_p must be in (0, 1], got ", s.top_p);
-  if (r.logits_rows < 0) return fail(errc::invalid_argument, "logits rows must be >= 0, got ", r.logits_rows);
-  return {};
-}
-
 struct reference_engine::state {
   std::shared_ptr<const model_weights> weights;
   engine_options options;
-  kv_cache kv;
+  batch_scheduler scheduler;
   engine_stats stats;
   request_id next_id = 1;
-  std::deque<std::unique_ptr<sequence>> waiting;
-  std::vector<std::unique_ptr<sequence>> running;  ///< admission order
   std::unordered_map<request_id, result> done;
 
   // Step buffers, reused.
   std::vector<std::int32_t> ids, positions;
   std::vector<cpu::kv_slot> slots;
+  std::vector<std::int64_t> logit_tokens;  ///< batch row of each token whose logits are needed
   std::vector<float> x, x_f, topk_w, rows, logits, scratch;
   std::vector<std::int32_t> topk_ids;
   attention_workspace attn_ws;
   ffn_workspace ffn_ws;
+  std::vector<token_event> events;
+  std::vector<std::pair<request_id, result>> finished;
 
   state(std::shared_ptr<const model_weights> w, engine_options o, kv_cache k)
-      : weights(std::move(w)), options(o), kv(std::move(k)) {}
+      : weights(std::move(w)), options(o),
+        scheduler(weights->config(), std::move(k), {o.prefill_chunk, o.max_running, 0}) {}
 
   const model_config& config() const { return weights->config(); }
 
-  /// KV positions a request can ever write: its prompt and every generated token but the last,
-  /// within the context.
-  std::int64_t positions_needed(const request& r) const {
-    const auto p = static_cast<std::int64_t>(r.prompt.size());
-    const std::int64_t n = std::min(r.max_new_tokens, config().max_position_embedding - p);
-    return p + n - 1;
-  }
-
-  expected<void> validate(const request& r) const {
-    if (auto ok = validate_request(config(), r); !ok) return ok;
-    const std::int64_t positions = positions_needed(r);
-    const std::int64_t blocks = kv.blocks_for(positions);
-    if (blocks > kv.num_blocks())
-      return fail(errc::rejected, "request needs ", blocks, " KV blocks (", positions,
-                  " positions) but the cache holds only ", kv.num_blocks(), " blocks of ", kv.block_size(), " tokens");
-    return {};
-  }
-
-  void admit() {
-    while (!waiting.empty() && static_cast<std::int64_t>(running.size()) < options.max_running) {
-      sequence& s = *waiting.front();
-      if (s.blocks_needed > kv.free_blocks()) break;  // first come, first served: nobody overtakes
-      auto blocks = kv.allocate(s.blocks_needed);
-      if (!blocks) break;
-      s.blocks = std::move(*blocks);
-      running.push_back(std::move(waiting.front()));
-      waiting.pop_front();
-    }
-  }
-
-  std::vector<chunk> plan() {
-    std::vector<chunk> chunks;
-    for (auto& s : running)
-      if (s->generated() > 0 && s->pending() > 0) chunks.push_back({s.get(), s->computed, s->pending(), -1});
-    std::int64_t budget = options.prefill_chunk;
-    for (auto& s : running) {
-      if (budget <= 0) break;
-      if (s->generated() > 0 || s->pending() <= 0) continue;
-      const std::int64_t take = std::min(budget, s->pending());
-      chunks.push_back({s.get(), s->computed, take, -1});
-      budget -= take;
-    }
-    return chunks;
-  }
-
-  void forward(std::vector<chunk>& chunks) {
+  void forward(std::vector<scheduled_chunk>& chunks) {
     const model_config& c = config();
     const model_weights& w = *weights;
     ids.clear();
     positions.clear();
     slots.clear();
-    std::vector<std::int64_t> logit_tokens;  // batch row of each token whose logits are needed
+    logit_tokens.clear();
     for (auto& ch : chunks) {
       for (std::int64_t t = ch.first; t < ch.first + ch.count; ++t) {
         ids.push_back(ch.seq->tokens[static_cast<std::size_t>(t)]);
         positions.push_back(static_cast<std::int32_t>(t));
         slots.push_back({ch.seq->blocks.data(), static_cast<std::int32_t>(t)});
       }
-      if (ch.first + ch.count == static_cast<std::int64_t>(ch.seq->tokens.size())) {
+      if (ch.ends_known_tokens()) {
         ch.logits_row = static_cast<std::int64_t>(logit_tokens.size());
         logit_tokens.push_back(static_cast<std::int64_t>(ids.size()) - 1);
       }
@@ -163,8 +61,8 @@ struct reference_engine::state {
     topk_w.resize(topk_ids.size());
     embed(w, ids, x.data());
     for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
-      attention_block(w, l, options.num, kv.layer(l), slots, positions, x.data(), x_f.data(), topk_ids.data(),
-                      topk_w.data(), attn_ws);
+      attention_block(w, l, options.num, scheduler.kv().layer(l), slots, positions, x.data(), x_f.data(),
+                      topk_ids.data(), topk_w.data(), attn_ws);
       ffn_block(w, l, options.num, x_f.data(), m, topk_ids.data(), topk_w.data(), x.data(), ffn_ws);
     }
     const auto r = static_cast<std::int64_t>(logit_tokens.size());
@@ -178,47 +76,17 @@ struct reference_engine::state {
 
   std::vector<token_event> step() {
     const auto t0 = std::chrono::steady_clock::now();
-    std::vector<token_event> events;
-    admit();
-    auto chunks = plan();
-    if (chunks.empty()) return events;
+    events.clear();
+    auto& chunks = scheduler.plan();
+    if (chunks.empty()) return {};
     forward(chunks);
+    for (const auto& ch : chunks) (ch.seq->generated() > 0 ? stats.decode_tokens : stats.prefill_tokens) += ch.count;
     const std::int64_t vocab = config().vocab_size;
-    for (auto& ch : chunks) {
-      sequence& s = *ch.seq;
-      s.computed += ch.count;
-      (s.generated() > 0 ? stats.decode_tokens : stats.prefill_tokens) += ch.count;
-      if (ch.logits_row < 0) continue;
-      const float* row = logits.data() + ch.logits_row * vocab;
-      const std::int64_t index = s.generated();
-      const std::int32_t token = cpu::sample(row, vocab, s.req.sampling, static_cast<std::uint64_t>(index));
-      if (index < s.req.logits_rows) s.res.logits.emplace_back(row, row + vocab);
-      s.res.tokens.push_back(token);
-      s.tokens.push_back(token);
-      ++stats.generated_tokens;
-      bool finished = true;
-      if (std::find(s.req.stop_ids.begin(), s.req.stop_ids.end(), token) != s.req.stop_ids.end())
-        s.res.reason = finish_reason::stop;
-      else if (s.generated() >= s.req.max_new_tokens)
-        s.res.reason = finish_reason::length;
-      else if (static_cast<std::int64_t>(s.tokens.size()) >= config().max_position_embedding)
-        s.res.reason = finish_reason::context;
-      else
-        finished = false;
-      s.ended = finished;
-      events.push_back({s.id, token, index, finished});
-    }
-    // Finished requests leave the batch and give their blocks back.
-    for (auto it = running.begin(); it != running.end();) {
-      sequence& s = **it;
-      if (s.ended) {
-        kv.release(s.blocks);
-        done.emplace(s.id, std::move(s.res));
-        it = running.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    finished.clear();
+    scheduler.complete([&](const scheduled_chunk& ch) { return logits.data() + ch.logits_row * vocab; }, events,
+                       finished);
+    stats.generated_tokens += static_cast<std::int64_t>(events.size());
+    for (auto& [id, res] : finished) done.emplace(id, std::move(res));
     ++stats.steps;
     stats.step_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return events;
@@ -272,21 +140,16 @@ expected<reference_engine> reference_engine::create(std::shared_ptr<const model_
 }
 
 expected<request_id> reference_engine::submit(request r) {
-  auto ok = s_->validate(r);
-  if (!ok) return ok.err();
-  auto seq = std::make_unique<sequence>();
-  seq->id = s_->next_id++;
-  seq->blocks_needed = s_->kv.blocks_for(s_->positions_needed(r));
-  seq->tokens = r.prompt;
-  seq->req = std::move(r);
-  const request_id id = seq->id;
-  s_->waiting.push_back(std::move(seq));
+  const request_id id = s_->next_id;
+  if (auto ok = s_->scheduler.check(id, r, {}); !ok) return ok.err();
+  ++s_->next_id;
+  s_->scheduler.add(id, std::move(r));
   return id;
 }
 
 std::vector<token_event> reference_engine::step() { return s_->step(); }
 
-bool reference_engine::idle() const { return s_->waiting.empty() && s_->running.empty(); }
+bool reference_engine::idle() const { return s_->scheduler.idle(); }
 
 bool reference_engine::finished(request_id id) const { return s_->done.count(id) != 0; }
 

@@ -1,8 +1,8 @@
 #pragma once
 /// The single-process reference engine: every layer's attention and FFN halves in one process,
-/// paged KV, continuous batching (requests join and leave at step boundaries, prompts prefilled in
-/// chunks mixed with decode tokens). The AFD cluster must reproduce its tokens bitwise in
-/// deterministic combine mode.
+/// over the batch scheduler the attention workers use too (scheduler.hpp: paged KV, continuous
+/// batching, prompts prefilled in chunks mixed with decode tokens). The AFD cluster must reproduce
+/// its tokens bitwise in deterministic combine mode.
 
 #include <chrono>
 #include <cstdint>
@@ -18,45 +18,9 @@
 #include "runtime/engine/kv_cache.hpp"
 #include "runtime/engine/layer.hpp"
 #include "runtime/engine/model_weights.hpp"
+#include "runtime/engine/scheduler.hpp"
 
 namespace afd::engine {
-
-/// One generation request.
-struct request {
-  std::vector<std::int32_t> prompt;      ///< token ids, at least one
-  std::int64_t max_new_tokens = 16;      ///< at least one
-  kernels::cpu::sampling_params sampling;  ///< greedy when temperature is 0
-  std::vector<std::int32_t> stop_ids;    ///< generation ends after producing one of these
-  std::int64_t logits_rows = 0;          ///< keep the logits of the first K generated positions
-};
-
-/// Why a request ended.
-enum class finish_reason : std::uint8_t {
-  length,   ///< max_new_tokens produced
-  stop,     ///< a stop id was produced (and is the last token)
-  context,  ///< prompt + generated tokens filled max_position_embedding
-};
-
-/// "length", "stop", "context".
-const char* to_string(finish_reason r) noexcept;
-
-/// What a request produced.
-struct result {
-  std::vector<std::int32_t> tokens;        ///< generated tokens
-  finish_reason reason = finish_reason::length;
-  std::vector<std::vector<float>> logits;  ///< [min(K, tokens), V]; row 0 predicts tokens[0]
-};
-
-/// Identifies a submitted request.
-using request_id = std::int64_t;
-
-/// A token produced by a step.
-struct token_event {
-  request_id id = 0;
-  std::int32_t token = 0;
-  std::int64_t index = 0;  ///< 0 for the request's first generated token
-  bool finished = false;   ///< the request ended with this token
-};
 
 /// Settings of the reference engine.
 struct engine_options {
@@ -76,11 +40,6 @@ struct engine_stats {
   std::int64_t generated_tokens = 0; ///< tokens sampled
   double step_seconds = 0.0;         ///< total time inside step()
 };
-
-/// Checks a request against the model: a non-empty prompt of ids inside the vocabulary that fits
-/// the context, max_new_tokens >= 1, sampling parameters in range. The validation of submit(),
-/// shared with the cluster's attention workers so both refuse the same requests the same way.
-expected<void> validate_request(const model_config& c, const request& r);
 
 /// Runs requests to completion with continuous batching. Not thread-safe; one thread drives it.
 class reference_engine {

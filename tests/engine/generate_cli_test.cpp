@@ -129,7 +129,7 @@ TEST(generate_cli, bad_arguments_fail_with_a_message) {
            bad{m + "--prompt-ids -3", 2, "has id -3"},
            bad{m + "--prompt-ids ''", 2, "empty prompt"},
            bad{m + "--prompt-ids 1,x", 2, "'x' is not a token id"},
-           bad{m + "--prompt-ids " + long_prompt, 2, "prompt of 2048 tokens does not fit the context of 2048"},
+           bad{m + "--prompt-ids " + long_prompt, 2, "the prompt has 2048 tokens; the context holds 2048"},
            bad{m + "--prompt-ids 1 --kv-dtype f64", 2, "unknown --kv-dtype 'f64'"},
            bad{m + "--prompt-ids 1 --combine-dtype fp8", 2, "unknown --combine-dtype 'fp8'"},
            bad{m + "--prompt-ids 1 --combine-mode fast", 2, "unknown --combine-mode 'fast'"},

@@ -250,7 +250,7 @@ TEST(reference_engine, generation_stops_at_the_context_limit) {
   auto too_long = eng->submit(r);
   ASSERT_FALSE(too_long.has_value());
   EXPECT_EQ(too_long.err().code(), errc::rejected);
-  EXPECT_EQ(too_long.err().message(), "prompt of 24 tokens does not fit the context of 24");
+  EXPECT_EQ(too_long.err().message(), "the prompt has 24 tokens; the context holds 24 (prompt + at least one generated token must fit)");
 }
 
 TEST(reference_engine, invalid_requests_are_refused_with_a_message) {
@@ -276,7 +276,7 @@ TEST(reference_engine, invalid_requests_are_refused_with_a_message) {
   expect_error(r, errc::invalid_argument, "has id -1");
   r = ok;
   r.prompt = prompt_of(2048, 1);
-  expect_error(r, errc::rejected, "prompt of 2048 tokens does not fit the context of 2048");
+  expect_error(r, errc::rejected, "the prompt has 2048 tokens; the context holds 2048");
   r = ok;
   r.prompt = prompt_of(30, 1);
   r.max_new_tokens = 8;  // 37 positions: 3 blocks of 16
