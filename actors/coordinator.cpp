@@ -77,11 +77,7 @@ class coordinator_state {
       w.device = spec_.ffn_workers[i].device;
       ffn_.push_back(std::move(w));
     }
-    for (const auto& f : spec_.ffn_workers) {
-      units_.push_back(f.assignment.units);
-      slices_.push_back(f.assignment.shared_slices);
-      slices_.back().resize(f.assignment.units.size());
-    }
+    placement_ = spec_.placement;
     self_->set_down_handler([this](caf::down_msg& m) { on_down(m); });
   }
 
@@ -390,11 +386,13 @@ class coordinator_state {
       if (live(w)) m.attention_addresses.push_back(w.address);
     for (std::size_t f = 0; f < ffn_.size(); ++f)
       if (live(ffn_[f])) {
+        const engine::ffn_assignment a = placement_.assignment_of(static_cast<int>(f));
         m.ffn_names.push_back(ffn_[f].name);
         m.ffn_addresses.push_back(ffn_[f].address);
-        m.ffn_units.push_back(units_[f]);
-        auto& slices = m.ffn_slices.emplace_back();
-        for (const auto& sl : slices_[f]) slices.push_back({sl.first, sl.count});
+        m.ffn_units.push_back(a.units);
+        auto& slices = m.ffn_slices.emplace_back(a.units.size());
+        for (std::size_t l = 0; l < a.shared_slices.size(); ++l)
+          slices[l] = {a.shared_slices[l].first, a.shared_slices[l].count};
       }
     for (auto* list : {&attention_, &ffn_})
       for (auto& w : *list) {
@@ -420,14 +418,20 @@ class coordinator_state {
       }
   }
 
-  /// FFN worker `lost` is gone and others survive: a new epoch in which the survivors own its units
-  /// (spread one unit at a time, so each survivor loads a share) and its unit slices (throughput
-  /// combine), and every request in flight is re-admitted with the tokens generated so far (the
+  /// An FFN worker is gone and others survive: a new epoch whose placement is the topology's for
+  /// the live workers (engine::placement_for_live: the lost units spread over the survivors, which
+  /// load them), and every request in flight is re-admitted with the tokens generated so far (the
   /// engines prefill prompt + generated; in deterministic mode the tokens that follow are those of
   /// an uninterrupted run).
-  void recover_from_ffn_loss(std::size_t lost) {
-    move_units_of(lost);
-    move_slices_of(lost);
+  void recover_from_ffn_loss() {
+    std::vector<bool> alive;
+    for (const auto& f : ffn_) alive.push_back(live(f));
+    auto next = engine::placement_for_live(spec_.placement, alive);
+    if (!next) {
+      fail_cluster(next.err());
+      return;
+    }
+    placement_ = std::move(*next);
     start_recovery();
   }
 
@@ -435,69 +439,6 @@ class coordinator_state {
   /// request in flight, whose engines restart) are re-admitted to the survivors, which rebuild
   /// their KV by prefilling prompt + tokens generated so far.
   void recover_from_attention_loss() { start_recovery(); }
-
-  std::vector<std::size_t> live_ffn() const {
-    std::vector<std::size_t> survivors;
-    for (std::size_t f = 0; f < ffn_.size(); ++f)
-      if (live(ffn_[f])) survivors.push_back(f);
-    return survivors;
-  }
-
-  /// Routed experts ascending, the shared/dense unit (negative id) last.
-  static void sort_units(std::vector<std::int32_t>& list) {
-    std::sort(list.begin(), list.end(), [](std::int32_t a, std::int32_t b) {
-      if ((a < 0) != (b < 0)) return b < 0;
-      return a < b;
-    });
-  }
-
-  void move_units_of(std::size_t lost) {
-    const auto survivors = live_ffn();
-    for (std::size_t l = 0; l < units_[lost].size(); ++l) {
-      std::size_t k = l;
-      for (auto u : units_[lost][l]) units_[survivors[k++ % survivors.size()]][l].push_back(u);
-      units_[lost][l].clear();
-      for (auto f : survivors) sort_units(units_[f][l]);
-    }
-  }
-
-  /// The lost worker's slice of each layer's shared/dense unit goes to a survivor whose slice is
-  /// adjacent to it (the smaller such, so the tensor-parallel split stays even), which then owns
-  /// one contiguous range; every layer's unit stays covered exactly once. Slices tile a unit's
-  /// width, so an adjacent survivor exists while the lost worker's neighbours live; otherwise the
-  /// layer's unit goes whole to one survivor and every slice of it is cleared (valid in throughput
-  /// mode). A layer left with one slice is owned whole by its holder (no column copy in its engine).
-  void move_slices_of(std::size_t lost) {
-    using slice = dataplane::ffn_assignment::slice;
-    const auto survivors = live_ffn();
-    for (std::size_t l = 0; l < slices_[lost].size(); ++l) {
-      const slice gone = slices_[lost][l];
-      slices_[lost][l] = {};
-      if (gone.count <= 0) continue;
-      std::optional<std::size_t> taker;
-      for (auto f : survivors) {
-        const slice& o = slices_[f][l];
-        if (o.count <= 0 || (o.first + o.count != gone.first && gone.first + gone.count != o.first)) continue;
-        if (!taker || o.count < slices_[*taker][l].count) taker = f;
-      }
-      if (taker) {
-        slice& o = slices_[*taker][l];
-        o = {std::min(o.first, gone.first), o.count + gone.count};
-      } else {
-        // No adjacent survivor: one survivor computes the whole unit.
-        for (auto f : survivors) slices_[f][l] = {};
-        units_[survivors[l % survivors.size()]][l].push_back(engine::shared_unit);
-      }
-      std::vector<std::size_t> holders;
-      for (auto f : survivors)
-        if (slices_[f][l].count > 0) holders.push_back(f);
-      if (holders.size() == 1) {
-        slices_[holders[0]][l] = {};
-        units_[holders[0]][l].push_back(engine::shared_unit);
-      }
-      for (auto f : survivors) sort_units(units_[f][l]);
-    }
-  }
 
   void start_recovery() {
     ++epoch_;
@@ -593,7 +534,7 @@ class coordinator_state {
               count_if([role](const worker_entry& x) { return x.role == role && live(x); }) > 0;
           if (survivors && !failure_ && !stopping_ && started_) {
             if (role == dataplane::worker_role::ffn)
-              recover_from_ffn_loss(static_cast<std::size_t>(w.index));
+              recover_from_ffn_loss();
             else
               recover_from_attention_loss();
             return;
@@ -618,8 +559,7 @@ class coordinator_state {
   std::int64_t finished_count_ = 0;
   std::vector<caf::response_promise> ready_waiters_;
   std::vector<worker_failed_msg> reported_failures_;  ///< engine failures waiting for a root cause
-  std::vector<std::vector<std::vector<std::int32_t>>> units_;  ///< current placement: [ffn worker][layer]
-  std::vector<std::vector<dataplane::ffn_assignment::slice>> slices_;     ///< current unit slices: [ffn worker][layer]
+  engine::placement placement_;  ///< this epoch's: the topology's for the live FFN workers
   bool started_ = false;      ///< the first epoch was started (recovery needs one)
   static constexpr std::chrono::milliseconds failure_grace{300};
 };

@@ -150,16 +150,17 @@ struct layout {
     std::string name;
     std::int64_t kv_blocks = 0, block_size = 16, max_running = 1;
   };
-  struct ffn_worker {
-    std::string name;
-    dataplane::ffn_assignment whole;   ///< deterministic (and throughput without slices)
-    dataplane::ffn_assignment sliced;  ///< throughput with sliced shared/dense units; units empty: none
-  };
   std::vector<attention_worker> attention;
-  std::vector<ffn_worker> ffn;
+  std::vector<std::string> ffn;
+  engine::placement whole;                  ///< deterministic (and throughput without slices)
+  std::optional<engine::placement> sliced;  ///< throughput with sliced shared/dense units
   std::string placement;
   bool whole_units = true;  ///< deterministic mode possible
-  bool slices = false;      ///< throughput uses `sliced`
+
+  /// What FFN worker f computes in a run of mode `sliced_run`.
+  engine::ffn_assignment assignment(std::size_t f, bool sliced_run) const {
+    return (sliced_run && sliced ? *sliced : whole).assignment_of(static_cast<int>(f));
+  }
 };
 
 /// Width of layer l's shared expert / dense MLP (0: none).
@@ -173,28 +174,28 @@ layout layout_of_shape(const bench_options& o, const model_config& c, std::int64
   const std::int64_t per_worker = (o.requests + A - 1) / A;
   for (std::uint32_t a = 0; a < A; ++a)
     lay.attention.push_back({"a" + std::to_string(a), per_worker * blocks_per_request + 1, 16, per_worker});
-  const auto L = static_cast<std::size_t>(c.num_hidden_layers);
-  for (std::uint32_t f = 0; f < F; ++f) {
-    layout::ffn_worker w;
-    w.name = "f" + std::to_string(f);
-    w.whole.units.resize(L);
-    w.sliced.units.resize(L);
-    w.sliced.shared_slices.resize(L);
-    for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
-      auto& u = w.whole.units[static_cast<std::size_t>(l)];
-      if (c.is_moe_layer(l))
-        for (std::int64_t e = 0; e < c.moe_num_experts; ++e)
-          if (static_cast<std::uint32_t>(e * F / c.moe_num_experts) == f) u.push_back(static_cast<std::int32_t>(e));
-      w.sliced.units[static_cast<std::size_t>(l)] = u;
-      const std::int64_t I = unit_width(c, l);
-      if (I > 0) {
-        if (static_cast<std::uint32_t>(l) % F == f) u.push_back(engine::shared_unit);
-        w.sliced.shared_slices[static_cast<std::size_t>(l)] = {f * I / F, (f + 1) * I / F - f * I / F};
-      }
-    }
-    lay.ffn.push_back(std::move(w));
+  for (std::uint32_t f = 0; f < F; ++f) lay.ffn.push_back("f" + std::to_string(f));
+  lay.whole.ffn_workers = lay.ffn;
+  for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    engine::layer_placement lp;
+    lp.layer = l;
+    lp.moe = c.is_moe_layer(l);
+    if (lp.moe)
+      for (std::int64_t e = 0; e < c.moe_num_experts; ++e)
+        lp.expert_owner.push_back(static_cast<int>(e * F / c.moe_num_experts));
+    lp.unit_width = unit_width(c, l);
+    if (lp.unit_width > 0) lp.unit = {{static_cast<int>(l % F), 0, lp.unit_width}};
+    lay.whole.layers.push_back(std::move(lp));
   }
-  lay.slices = o.slice_shared;
+  if (o.slice_shared) {
+    lay.sliced = lay.whole;
+    for (auto& lp : lay.sliced->layers) {
+      if (lp.unit_width <= 0) continue;
+      lp.unit.clear();
+      for (std::uint32_t f = 0; f < F; ++f)
+        lp.unit.push_back({static_cast<int>(f), f * lp.unit_width / F, (f + 1) * lp.unit_width / F});
+    }
+  }
   lay.placement = "routed experts in contiguous ranges; shared/dense units whole, layer l on FFN worker l mod F";
   if (o.slice_shared) lay.placement += " (throughput mode: sliced into F column ranges)";
   return lay;
@@ -203,53 +204,24 @@ layout layout_of_shape(const bench_options& o, const model_config& c, std::int64
 expected<layout> layout_of_topology(const topology::topology& t, const model_config& c) {
   auto resolved = topology::resolve_placement(t, c);
   if (!resolved.ok()) return resolved.to_error(errc::invalid_config);
-  const topology::placement& p = *resolved.value;
   layout lay;
   for (const auto& a : t.attention_workers)
     lay.attention.push_back({a.name, a.kv_blocks, a.block_size, a.max_batch});
-  const auto L = static_cast<std::size_t>(c.num_hidden_layers);
-  lay.whole_units = p.units_whole();
-  lay.slices = !lay.whole_units;
-  for (std::size_t f = 0; f < t.ffn_workers.size(); ++f) {
-    layout::ffn_worker w;
-    w.name = t.ffn_workers[f].name;
-    w.whole.units.resize(L);
-    w.sliced.units.resize(L);
-    w.sliced.shared_slices.resize(L);
-    for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
-      const auto li = static_cast<std::size_t>(l);
-      for (auto e : p.experts_of(static_cast<int>(f), l)) w.whole.units[li].push_back(static_cast<std::int32_t>(e));
-      w.sliced.units[li] = w.whole.units[li];
-      if (auto s = p.unit_slice_of(static_cast<int>(f), l)) {
-        if (s->begin == 0 && s->end == unit_width(c, l)) {
-          w.whole.units[li].push_back(engine::shared_unit);
-          w.sliced.units[li].push_back(engine::shared_unit);
-        } else {
-          w.sliced.shared_slices[li] = {s->begin, s->end - s->begin};
-        }
-      }
-    }
-    lay.ffn.push_back(std::move(w));
-  }
+  for (const auto& f : t.ffn_workers) lay.ffn.push_back(f.name);
+  lay.whole_units = resolved.value->units_whole();
+  if (lay.whole_units)
+    lay.whole = *resolved.value;
+  else
+    lay.sliced = *resolved.value;
   lay.placement = "from " + t.file + (lay.whole_units ? " (units whole)" : " (shared/dense units sliced)");
   return lay;
 }
 
-/// The weights FFN worker `w` needs for both modes.
-engine::weight_selection selection_of(const layout::ffn_worker& w) {
-  std::vector<std::vector<std::int32_t>> experts;
-  bool shared = false;
-  for (const auto& s : w.sliced.shared_slices) shared = shared || s.count > 0;
-  for (const auto& layer : w.whole.units) {
-    experts.emplace_back();
-    for (std::int32_t u : layer) {
-      if (u == engine::shared_unit)
-        shared = true;
-      else
-        experts.back().push_back(u);
-    }
-  }
-  return engine::weight_selection::ffn_side(std::move(experts), shared);
+/// The weights FFN worker f needs for both modes.
+engine::weight_selection selection_of(const layout& lay, std::size_t f) {
+  engine::ffn_assignment a = lay.whole_units ? lay.assignment(f, false) : lay.assignment(f, true);
+  if (lay.whole_units && lay.sliced) a.shared_slices = lay.assignment(f, true).shared_slices;
+  return engine::ffn_weight_selection(a);
 }
 
 /// Relative L2 distance of two logits rows.
@@ -474,9 +446,9 @@ expected<cluster_outcome> run_cluster(const layout& lay, const std::shared_ptr<c
   collector col;
   col.traces.resize(load.size());
   for (const auto& a : lay.attention) col.workers.push_back({a.name, "attention"});
-  for (const auto& f : lay.ffn) col.workers.push_back({f.name, "ffn"});
+  for (const auto& f : lay.ffn) col.workers.push_back({f, "ffn"});
 
-  const bool sliced = num.mode == combine_mode::throughput && lay.slices;
+  const bool sliced = num.mode == combine_mode::throughput && lay.sliced.has_value();
   std::vector<std::unique_ptr<dataplane::ffn_engine>> ffn;
   std::vector<std::unique_ptr<dataplane::attention_engine>> attn;
   auto stop_all = [&] {
@@ -484,9 +456,9 @@ expected<cluster_outcome> run_cluster(const layout& lay, const std::shared_ptr<c
     for (auto& e : ffn) e->stop();
   };
   for (std::uint32_t f = 0; f < F; ++f) {
-    const std::string who = lay.ffn[f].name;
+    const std::string who = lay.ffn[f];
     auto e = dataplane::ffn_engine::create(
-        ffn_weights[f], plane, sliced ? lay.ffn[f].sliced : lay.ffn[f].whole, *ft[f], fp[f],
+        ffn_weights[f], plane, lay.assignment(f, sliced), *ft[f], fp[f],
         [&col, i = A + f](dataplane::step_report&& r) { col.on_ffn(i, std::move(r)); },
         [&col, who](const error& err) { col.on_failure("FFN worker " + who, err); });
     if (!e) return fail(e.err().code(), "FFN worker ", who, ": ", e.err().message());
@@ -725,9 +697,9 @@ expected<bench_report> run_bench(const bench_options& o, const progress_fn& prog
   auto attn_weights = engine::model_weights::load(model_dir, engine::weight_selection::attention_side());
   if (!attn_weights) return std::move(attn_weights).err();
   std::vector<std::shared_ptr<const engine::model_weights>> ffn_weights;
-  for (const auto& f : lay.ffn) {
-    auto w = engine::model_weights::load(model_dir, selection_of(f));
-    if (!w) return fail(w.err().code(), "FFN worker ", f.name, ": ", w.err().message());
+  for (std::size_t f = 0; f < lay.ffn.size(); ++f) {
+    auto w = engine::model_weights::load(model_dir, selection_of(lay, f));
+    if (!w) return fail(w.err().code(), "FFN worker ", lay.ffn[f], ": ", w.err().message());
     ffn_weights.push_back(std::move(*w));
   }
 

@@ -107,9 +107,9 @@ std::string publish_host(const std::string& host) {
   return "";
 }
 
-std::string units_summary(const dataplane::ffn_worker_spec& f) {
+std::string units_summary(const engine::ffn_assignment& a) {
   std::size_t experts = 0, shared = 0, moe_layers = 0;
-  for (const auto& layer : f.assignment.units) {
+  for (const auto& layer : a.units) {
     bool routed = false;
     for (auto u : layer) {
       if (u == engine::shared_unit) {
@@ -157,10 +157,11 @@ void print_summary(const topology::topology& t, const dataplane::cluster_spec& s
                 "attention", a.device.c_str(), proc.c_str(), pid, static_cast<long long>(a.kv_blocks),
                 static_cast<long long>(a.block_size), static_cast<long long>(a.max_batch));
   }
-  for (const auto& f : spec.ffn_workers) {
+  for (std::size_t i = 0; i < spec.ffn_workers.size(); ++i) {
+    const auto& f = spec.ffn_workers[i];
     auto [proc, pid] = process_of(f.name);
     std::printf("  %-10s %-10s %-8s %-10s %-8ld %s\n", f.name.c_str(), "ffn", f.device.c_str(), proc.c_str(), pid,
-                units_summary(f).c_str());
+                units_summary(spec.placement.assignment_of(static_cast<int>(i))).c_str());
   }
   std::printf("  run dir      %s (one log per process)\n", run_dir.c_str());
   if (foreground) {

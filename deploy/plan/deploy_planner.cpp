@@ -8,7 +8,6 @@
 #include <optional>
 #include <sstream>
 
-#include <yaml-cpp/yaml.h>
 
 namespace afd::plan {
 
@@ -215,112 +214,23 @@ deploy_plan search_layouts(const architecture& a, const hardware& ha, const hard
 }
 
 // ------------------------------------------------------------------------------------------------
-// Topology files: only the counts the planner needs (deploy/plan/README.md names them).
+// Topology files, read and validated by deploy/topology: only the counts the planner needs.
 
-namespace {
-
-std::string at(const std::string& source, const YAML::Node& n) {
-  return source + ":" + std::to_string(n.Mark().line + 1) + ": ";
-}
-
-/// The first of `paths` (one or two keys deep) present in `node`. (A YAML::Node that was looked up
-/// and not found cannot be rebound, so the lookups are done here, each on its own.)
-std::optional<YAML::Node> first_of(const YAML::Node& node, std::initializer_list<std::vector<const char*>> paths) {
-  for (const auto& path : paths) {
-    if (path.size() == 1 && node[path[0]]) return node[path[0]];
-    if (path.size() == 2 && node[path[0]] && node[path[0]].IsMap() && node[path[0]][path[1]]) return node[path[0]][path[1]];
-  }
-  return std::nullopt;
-}
-
-expected<std::int64_t> positive_int(const std::string& source, const YAML::Node& n, const char* field) {
-  try {
-    const auto v = n.as<std::int64_t>();
-    if (v < 1) return fail(errc::invalid_config, at(source, n), "field '", field, "' must be at least 1");
-    return v;
-  } catch (const YAML::Exception&) {
-    return fail(errc::invalid_config, at(source, n), "field '", field, "' must be an integer");
-  }
-}
-
-}  // namespace
-
-namespace {
-
-expected<topology_counts> read_counts(const YAML::Node& doc, const std::string& source) {
-  if (!doc.IsMap()) return fail(errc::invalid_config, source, ": the top level must be a map");
-  topology_counts t;
-  for (const char* role : {"attention_workers", "ffn_workers"}) {
-    const YAML::Node list = doc[role];
-    if (!list) return fail(errc::invalid_config, source, ": missing field '", role, "'");
-    if (!list.IsSequence() || list.size() == 0)
-      return fail(errc::invalid_config, at(source, list), "field '", role, "' must be a non-empty list");
-    (std::string(role) == "attention_workers" ? t.attention_workers : t.ffn_workers) = static_cast<int>(list.size());
-  }
-  // micro_batches: top level, or under `pipeline`.
-  if (auto mb = first_of(doc, {{"micro_batches"}, {"pipeline", "micro_batches"}})) {
-    auto v = positive_int(source, *mb, "micro_batches");
-    if (!v) return std::move(v).err();
-    t.micro_batches = static_cast<int>(*v);
-  }
-  // max_batch: per attention worker (`max_batch` or `limits.max_batch`), else top-level limits.
-  std::optional<std::int64_t> global;
-  if (doc["limits"] && doc["limits"].IsMap() && doc["limits"]["max_batch"]) {
-    auto v = positive_int(source, doc["limits"]["max_batch"], "limits.max_batch");
-    if (!v) return std::move(v).err();
-    global = *v;
-  }
-  for (const auto& w : doc["attention_workers"]) {
-    std::optional<YAML::Node> mbn;
-    if (w.IsMap()) mbn = first_of(w, {{"max_batch"}, {"limits", "max_batch"}});
-    if (mbn) {
-      auto v = positive_int(source, *mbn, "max_batch");
-      if (!v) return std::move(v).err();
-      t.max_batch.push_back(*v);
-    } else if (global) {
-      t.max_batch.push_back(*global);
-    }
-  }
-  if (!t.max_batch.empty() && static_cast<int>(t.max_batch.size()) != t.attention_workers)
-    return fail(errc::invalid_config, source, ": max_batch is given for some attention workers but not all");
-  if (doc["model"] && doc["model"].IsMap()) {
-    const YAML::Node m = doc["model"];
-    if (m["kv_dtype"]) {
-      const std::string v = m["kv_dtype"].Scalar();
-      if (v == "fp8") t.kv_bytes_per_value = 1.0;
-      else if (v == "bf16") t.kv_bytes_per_value = 2.0;
-      else if (v == "f32") t.kv_bytes_per_value = 4.0;
-      else return fail(errc::invalid_config, at(source, m["kv_dtype"]), "field 'model.kv_dtype' must be fp8, bf16 or f32");
-    }
-    if (m["combine"]) {
-      const std::string v = m["combine"].Scalar();
-      if (v == "deterministic") t.deterministic_combine = true;
-      else if (v == "throughput") t.deterministic_combine = false;
-      else return fail(errc::invalid_config, at(source, m["combine"]), "field 'model.combine' must be deterministic or throughput");
-    }
-  }
-  return t;
-}
-
-}  // namespace
-
-expected<topology_counts> read_topology_counts(std::string_view yaml, const std::string& source) {
-  try {
-    const YAML::Node doc = YAML::Load(std::string(yaml));
-    return read_counts(doc, source);
-  } catch (const YAML::ParserException& e) {
-    return fail(errc::parse_error, source, ":", e.mark.line + 1, ": ", e.msg);
-  } catch (const YAML::Exception& e) {
-    return fail(errc::invalid_config, source, ":", e.mark.line + 1, ": ", e.msg);
-  }
+topology_counts counts_of(const topology::topology& t) {
+  topology_counts c;
+  c.attention_workers = static_cast<int>(t.attention_workers.size());
+  c.ffn_workers = static_cast<int>(t.ffn_workers.size());
+  c.micro_batches = t.pipeline.micro_batches;
+  for (const auto& a : t.attention_workers) c.max_batch.push_back(a.max_batch);
+  c.kv_bytes_per_value = static_cast<double>(size_of(t.model.kv_dtype));
+  c.deterministic_combine = t.model.combine == combine_mode::deterministic;
+  return c;
 }
 
 expected<topology_counts> read_topology_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return fail(errc::io_error, "cannot open topology file '", path, "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return read_topology_counts(ss.str(), path);
+  auto t = topology::load_file(path);
+  if (!t) return t.err();
+  return counts_of(*t);
 }
 
 deploy_evaluation check_topology(const architecture& a, const hardware& ha, const hardware& hf,

@@ -10,6 +10,7 @@
 
 #include "deploy/plan/architecture.hpp"
 #include "deploy/plan/hardware.hpp"
+#include "deploy/topology/topology.hpp"
 #include "runtime/core/error.hpp"
 
 namespace afd::plan {
@@ -112,19 +113,19 @@ struct deploy_plan {
 deploy_plan search_layouts(const architecture& a, const hardware& ha, const hardware& hf, const deploy_assumptions& s,
                            std::size_t keep = 5);
 
-/// What `--topology` reads from a topology file.
+/// What `--topology` takes from a topology file.
 struct topology_counts {
   int attention_workers = 0;
   int ffn_workers = 0;
   int micro_batches = 3;
-  std::vector<std::int64_t> max_batch;  ///< per attention worker, when given
-  std::optional<double> kv_bytes_per_value;        ///< model.kv_dtype, when given
-  std::optional<bool> deterministic_combine;       ///< model.combine, when given
+  std::vector<std::int64_t> max_batch;  ///< per attention worker; empty: the largest feasible batch
+  std::optional<double> kv_bytes_per_value;        ///< model.kv_dtype
+  std::optional<bool> deterministic_combine;       ///< model.combine_mode
 };
 
-/// Reads the counts from topology YAML text (`source` names it in errors).
-expected<topology_counts> read_topology_counts(std::string_view yaml, const std::string& source);
-/// The same from a file.
+/// The counts of a topology (deploy/topology parses and validates it).
+topology_counts counts_of(const topology::topology& t);
+/// Reads and validates a topology file (every problem as FILE:LINE:COLUMN) and takes its counts.
 expected<topology_counts> read_topology_file(const std::string& path);
 
 /// The layout a topology describes: one GPU per worker. With max_batch given, the busiest attention

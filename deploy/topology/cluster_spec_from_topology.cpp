@@ -10,7 +10,6 @@ namespace afd::client {
 expected<dataplane::cluster_spec> to_cluster_spec(const topology::topology& t, const model_config& config) {
   auto resolved = topology::resolve_placement(t, config);
   if (!resolved.ok()) return resolved.to_error(errc::invalid_config);
-  const topology::placement& p = *resolved.value;
   dataplane::cluster_spec s;
   s.name = t.cluster_name;
   s.model_path = t.model.path;
@@ -34,27 +33,8 @@ expected<dataplane::cluster_spec> to_cluster_spec(const topology::topology& t, c
     w.max_batch = a.max_batch;
     s.attention_workers.push_back(std::move(w));
   }
-  for (std::size_t f = 0; f < t.ffn_workers.size(); ++f) {
-    dataplane::ffn_worker_spec w;
-    w.name = t.ffn_workers[f].name;
-    w.device = t.ffn_workers[f].dev.to_string();
-    w.assignment.units.resize(static_cast<std::size_t>(config.num_hidden_layers));
-    for (std::int64_t l = 0; l < config.num_hidden_layers; ++l) {
-      auto& units = w.assignment.units[static_cast<std::size_t>(l)];
-      for (auto e : p.experts_of(static_cast<int>(f), l)) units.push_back(static_cast<std::int32_t>(e));
-      const auto slice = p.unit_slice_of(static_cast<int>(f), l);
-      if (!slice) continue;
-      if (p.layers[static_cast<std::size_t>(l)].unit.size() == 1) {
-        units.push_back(engine::shared_unit);  // computed whole by this worker
-      } else {
-        // Sliced across workers (throughput combine only; the topology validator enforces it):
-        // this worker computes columns [begin, end) of the unit's inner width.
-        w.assignment.shared_slices.resize(static_cast<std::size_t>(config.num_hidden_layers));
-        w.assignment.shared_slices[static_cast<std::size_t>(l)] = {slice->begin, slice->end - slice->begin};
-      }
-    }
-    s.ffn_workers.push_back(std::move(w));
-  }
+  for (const auto& f : t.ffn_workers) s.ffn_workers.push_back({f.name, f.dev.to_string()});
+  s.placement = *resolved.value;
   s.transport.type = t.transport.kind == topology::transport_kind::loopback ? dataplane::transport_settings::kind::loopback
                                                                             : dataplane::transport_settings::kind::ucx;
   s.transport.tls = t.transport.tls;

@@ -9,26 +9,6 @@
 
 namespace afd::topology {
 
-std::vector<std::int64_t> placement::experts_of(int worker, std::int64_t layer) const {
-  std::vector<std::int64_t> out;
-  if (layer < 0 || layer >= static_cast<std::int64_t>(layers.size())) return out;
-  const auto& owners = layers[static_cast<std::size_t>(layer)].expert_owner;
-  for (std::size_t e = 0; e < owners.size(); ++e)
-    if (owners[e] == worker) out.push_back(static_cast<std::int64_t>(e));
-  return out;
-}
-
-std::optional<unit_slice> placement::unit_slice_of(int worker, std::int64_t layer) const {
-  if (layer < 0 || layer >= static_cast<std::int64_t>(layers.size())) return std::nullopt;
-  for (const auto& s : layers[static_cast<std::size_t>(layer)].unit)
-    if (s.worker == worker) return s;
-  return std::nullopt;
-}
-
-bool placement::units_whole() const {
-  return std::all_of(layers.begin(), layers.end(), [](const layer_placement& l) { return l.unit.size() <= 1; });
-}
-
 namespace {
 
 // "4-59" / "1, 3, 5-7": a sorted list of indices as ranges.

@@ -15,6 +15,7 @@
 #include "runtime/core/error.hpp"
 #include "runtime/core/model_config.hpp"
 #include "runtime/core/numerics.hpp"
+#include "runtime/engine/placement.hpp"
 
 namespace afd::topology {
 
@@ -266,37 +267,10 @@ diagnostics check_ports(const topology& t);
 /// runs here: the checks `afd check` and the launcher make before starting anything.
 diagnostics check_environment(const topology& t);
 
-/// A part of a unit: columns [begin, end) of its intermediate width, computed by one FFN worker.
-struct unit_slice {
-  int worker = -1;  ///< index into the FFN workers
-  std::int64_t begin = 0;
-  std::int64_t end = 0;
-  bool operator==(const unit_slice&) const = default;
-};
-
-/// Who computes what in one layer.
-struct layer_placement {
-  std::int64_t layer = 0;
-  bool moe = false;
-  /// MoE layers: owner (FFN worker index) of each routed expert; empty for dense layers.
-  std::vector<int> expert_owner;
-  /// The shared expert (MoE) or the dense MLP: slices tiling [0, unit_width) in ascending order;
-  /// one slice = computed whole; empty when the unit has width 0 (no shared expert).
-  std::vector<unit_slice> unit;
-  std::int64_t unit_width = 0;
-};
-
-/// The resolved placement: for every layer, the owner of every unit and expert.
-struct placement {
-  std::vector<std::string> ffn_workers;  ///< names, by FFN worker index
-  std::vector<layer_placement> layers;   ///< one per model layer, in order
-  /// Routed experts of `layer` owned by FFN worker `worker`, ascending.
-  std::vector<std::int64_t> experts_of(int worker, std::int64_t layer) const;
-  /// The columns of `layer`'s shared expert / dense MLP computed by `worker`, if any.
-  std::optional<unit_slice> unit_slice_of(int worker, std::int64_t layer) const;
-  /// True when every unit of every layer is computed whole by one worker.
-  bool units_whole() const;
-};
+/// The resolved placement (runtime/engine/placement.hpp: one value for the whole of afd).
+using engine::layer_placement;
+using engine::placement;
+using engine::unit_slice;
 
 /// Applies the placement rules of `t` to the model `config`: checks every expert of every MoE
 /// layer has exactly one owner, indices and slices are in range, overrides name existing layers of

@@ -37,10 +37,17 @@ expected<void> cluster_spec::validate() const {
   for (const auto& a : attention_workers)
     if (a.kv_blocks < 1 || a.block_size < 1 || a.max_batch < 1)
       return fail(errc::invalid_config, "attention worker '", a.name, "': kv_blocks, block_size and max_batch must be >= 1");
-  for (const auto& f : ffn_workers)
-    if (static_cast<std::int64_t>(f.assignment.units.size()) != model.num_layers)
-      return fail(errc::invalid_config, "FFN worker '", f.name, "' has units for ", f.assignment.units.size(),
-                  " layers; the model has ", model.num_layers);
+  if (static_cast<std::int64_t>(placement.layers.size()) != model.num_layers)
+    return fail(errc::invalid_config, "the placement has ", placement.layers.size(), " layers; the model has ",
+                model.num_layers);
+  if (placement.ffn_workers.size() != ffn_workers.size())
+    return fail(errc::invalid_config, "the placement names ", placement.ffn_workers.size(), " FFN workers; the cluster has ",
+                ffn_workers.size());
+  for (std::size_t f = 0; f < ffn_workers.size(); ++f)
+    if (placement.ffn_workers[f] != ffn_workers[f].name)
+      return fail(errc::invalid_config, "the placement's FFN worker ", f, " is '", placement.ffn_workers[f],
+                  "', the cluster's is '", ffn_workers[f].name, "'");
+  if (auto ok = placement.validate(); !ok) return ok;
   if (plane.micro_batches < 1) return fail(errc::invalid_config, "micro_batches must be >= 1");
   if (limits.queue < 0) return fail(errc::invalid_config, "limits.queue must be >= 0");
   return {};

@@ -31,14 +31,10 @@ struct attention_worker_spec {
   std::int64_t max_batch = 64;   ///< requests in its batch at once (the coordinator admits up to this)
 };
 
-/// One FFN worker and the units it owns: whole units, and in throughput combine slices of a
-/// layer's shared expert / dense MLP (tensor parallel).
+/// One FFN worker; what it owns is in cluster_spec::placement.
 struct ffn_worker_spec {
   std::string name;
   std::string device = "cpu";
-  /// units: per layer, routed expert ids ascending, engine::shared_unit last; shared_slices: per
-  /// layer, the columns of the shared/dense unit it computes when the unit is sliced.
-  ffn_assignment assignment;
 };
 
 /// Data-plane transport between the workers.
@@ -72,6 +68,9 @@ struct cluster_spec {
   data_plane_options plane;                ///< numerics, micro-batches, prefill chunk, deadlines
   std::vector<attention_worker_spec> attention_workers;
   std::vector<ffn_worker_spec> ffn_workers;
+  /// Who computes which FFN unit with every FFN worker live (what the topology describes); the
+  /// coordinator derives each epoch's placement from it (engine::placement_for_live).
+  engine::placement placement;
   transport_settings transport;
   admission_limits limits;
   std::chrono::milliseconds start_timeout{60000};  ///< registration + weight loading + connecting
@@ -82,8 +81,9 @@ struct cluster_spec {
   int ffn_index(const std::string& name) const;
   /// Data-plane rank of a worker: attention workers first, then FFN workers.
   std::uint16_t rank_of(worker_role role, int index) const;
-  /// Checks internal consistency (names unique, at least one worker per role, assignment covers
-  /// every unit exactly once); errc::invalid_config naming the problem.
+  /// Checks internal consistency: names unique, at least one worker per role, limits in range, a
+  /// placement of every model layer over exactly these FFN workers that covers every unit exactly
+  /// once (engine::placement::validate); errc::invalid_config naming the problem.
   expected<void> validate() const;
 };
 

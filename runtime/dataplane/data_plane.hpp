@@ -21,6 +21,7 @@
 #include "runtime/core/numerics.hpp"
 #include "runtime/engine/layer.hpp"
 #include "runtime/engine/model_weights.hpp"
+#include "runtime/engine/placement.hpp"
 #include "runtime/engine/reference_engine.hpp"
 #include "transport/transport.hpp"
 
@@ -70,25 +71,9 @@ struct step_report {
   step_timing timing;
 };
 
-/// Routed experts and shared/dense units an FFN worker owns, per layer (deterministic mode: each
-/// unit owned by exactly one worker of the cluster). units[layer] lists routed expert ids
-/// ascending, and engine::shared_unit when it owns the layer's shared expert or dense MLP.
-struct ffn_assignment {
-  std::vector<std::vector<std::int32_t>> units;
-  /// Throughput mode only (tensor parallel, as the paper does): columns [first, first + count)
-  /// of the inner width of a layer's shared expert / dense MLP that this worker computes and
-  /// pre-sums with its routed experts. shared_slices[layer]; count 0 (or past the end): no
-  /// slice. A layer may not have both a slice and shared_unit in `units`.
-  struct slice {
-    std::int64_t first = 0;
-    std::int64_t count = 0;
-  };
-  std::vector<slice> shared_slices;
-};
-
-/// The weights an FFN worker with `assignment` loads: its routed experts of each layer, and the
-/// shared expert / dense MLP of exactly the layers where it owns that unit whole or a slice of it.
-engine::weight_selection ffn_weight_selection(const ffn_assignment& assignment);
+/// What an FFN worker owns (runtime/engine/placement.hpp).
+using engine::ffn_assignment;
+using engine::ffn_weight_selection;
 
 /// Called on the engine thread; must return quickly (it hands the report to the worker actor).
 using report_fn = std::function<void(step_report&&)>;

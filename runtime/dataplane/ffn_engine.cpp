@@ -333,22 +333,6 @@ struct ffn_engine::state {
   }
 };
 
-engine::weight_selection ffn_weight_selection(const ffn_assignment& assignment) {
-  const std::size_t layers = std::max(assignment.units.size(), assignment.shared_slices.size());
-  std::vector<std::vector<std::int32_t>> experts(layers);
-  std::vector<bool> shared(layers, false);
-  for (std::size_t l = 0; l < assignment.units.size(); ++l)
-    for (std::int32_t u : assignment.units[l]) {
-      if (u == engine::shared_unit)
-        shared[l] = true;
-      else
-        experts[l].push_back(u);
-    }
-  for (std::size_t l = 0; l < assignment.shared_slices.size(); ++l)
-    if (assignment.shared_slices[l].count > 0) shared[l] = true;
-  return engine::weight_selection::ffn_side(std::move(experts), std::move(shared));
-}
-
 ffn_engine::ffn_engine(std::unique_ptr<state> s) : s_(std::move(s)) {}
 
 ffn_engine::~ffn_engine() { stop(); }

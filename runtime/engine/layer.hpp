@@ -24,12 +24,9 @@
 #include "kernels/cpu/cpu_kernels.hpp"
 #include "runtime/core/numerics.hpp"
 #include "runtime/engine/model_weights.hpp"
+#include "runtime/engine/placement.hpp"
 
 namespace afd::engine {
-
-/// The FFN unit id of the shared expert (MoE layer) or the dense MLP (dense layer); routed experts
-/// are 0 .. E-1.
-inline constexpr std::int32_t shared_unit = -1;
 
 /// Scratch buffers of attention_block, grown on demand and reused across layers and steps.
 struct attention_workspace {

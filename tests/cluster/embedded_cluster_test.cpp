@@ -163,8 +163,9 @@ std::vector<float> reference_logits_at(const dataplane::cluster_spec& spec, cons
 TEST(cluster, sliced_shared_expert_in_throughput_mode_stays_within_tolerance) {
   const auto spec = sliced_2a3f_spec();
   int sliced_layers = 0;
-  for (const auto& f : spec.ffn_workers)
-    for (const auto& sl : f.assignment.shared_slices) sliced_layers += sl.count > 0 ? 1 : 0;
+  for (std::size_t f = 0; f < spec.ffn_workers.size(); ++f)
+    for (const auto& sl : spec.placement.assignment_of(static_cast<int>(f)).shared_slices)
+      sliced_layers += sl.count > 0 ? 1 : 0;
   EXPECT_GT(sliced_layers, 0) << "the example's sliced shared expert did not reach the FFN workers";
   auto c = start(spec);
   ASSERT_TRUE(c);

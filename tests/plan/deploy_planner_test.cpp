@@ -6,6 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <fstream>
+
 namespace afd::plan {
 namespace {
 
@@ -97,43 +100,46 @@ TEST_F(fixture, constraints_fix_the_layout) {
   EXPECT_EQ(p.layouts[0].layout.total_batch(), 6144);
 }
 
-TEST(topology, reads_counts_in_both_spellings) {
-  auto a = read_topology_counts(R"(
+TEST(topology, counts_come_from_the_topology_module) {
+  auto parsed = topology::parse_text(R"(
+model: {path: /m, kv_dtype: bf16, combine_mode: deterministic}
+nodes: [{name: n, host: 10.0.0.1}]
+coordinator: {node: n}
 attention_workers:
-  - {name: a0, device: "cuda:0", max_batch: 96}
-  - {name: a1, device: "cuda:1", max_batch: 64}
+  - {name: a0, node: n, device: "cuda:0", max_batch: 96}
+  - {name: a1, node: n, device: "cuda:1", max_batch: 64}
 ffn_workers:
-  - {name: f0}
-  - {name: f1}
-  - {name: f2}
+  - {name: f0, node: n}
+  - {name: f1, node: n}
+  - {name: f2, node: n}
 pipeline: {micro_batches: 2}
-model: {kv_dtype: bf16, combine: deterministic}
 )", "t.yaml");
-  ASSERT_TRUE(a.has_value()) << a.err().message();
-  EXPECT_EQ(a->attention_workers, 2);
-  EXPECT_EQ(a->ffn_workers, 3);
-  EXPECT_EQ(a->micro_batches, 2);
-  EXPECT_EQ(a->max_batch, (std::vector<std::int64_t>{96, 64}));
-  EXPECT_EQ(a->kv_bytes_per_value, 2.0);
-  EXPECT_EQ(a->deterministic_combine, true);
-
-  auto b = read_topology_counts("attention_workers: [{}]\nffn_workers: [{}, {}]\nmicro_batches: 4\n"
-                                "limits: {max_batch: 10}\n", "t.yaml");
-  ASSERT_TRUE(b.has_value()) << b.err().message();
-  EXPECT_EQ(b->micro_batches, 4);
-  EXPECT_EQ(b->max_batch, (std::vector<std::int64_t>{10}));
+  ASSERT_TRUE(parsed.ok()) << parsed.to_error().message();
+  const topology_counts a = counts_of(*parsed.value);
+  EXPECT_EQ(a.attention_workers, 2);
+  EXPECT_EQ(a.ffn_workers, 3);
+  EXPECT_EQ(a.micro_batches, 2);
+  EXPECT_EQ(a.max_batch, (std::vector<std::int64_t>{96, 64}));
+  EXPECT_EQ(a.kv_bytes_per_value, 2.0);
+  EXPECT_EQ(a.deterministic_combine, true);
 }
 
 TEST(topology, bad_files_say_where) {
-  auto missing = read_topology_counts("ffn_workers: [{}]\n", "t.yaml");
-  ASSERT_FALSE(missing.has_value());
-  EXPECT_NE(missing.err().message().find("attention_workers"), std::string::npos);
-  auto bad = read_topology_counts("attention_workers: [{}]\nffn_workers: [{}]\nmicro_batches: zero\n", "t.yaml");
+  const std::string dir = ::testing::TempDir();
+  const std::string path = dir + "/afd_plan_bad_topology.yaml";
+  {
+    std::ofstream out(path);
+    out << "nodes: [{name: n, host: 10.0.0.1}]\ncoordinator: {node: n}\nmodel: {path: /m}\n"
+           "attention_workers: [{name: a0, node: n}]\nffn_workers: [{name: f0, node: n}]\n"
+           "pipeline: {micro_batches: zero}\n";
+  }
+  auto bad = read_topology_file(path);
   ASSERT_FALSE(bad.has_value());
-  EXPECT_NE(bad.err().message().find("t.yaml:3:"), std::string::npos);
+  EXPECT_NE(bad.err().message().find("afd_plan_bad_topology.yaml:6:"), std::string::npos) << bad.err().message();
+  std::remove(path.c_str());
   auto file = read_topology_file("/nonexistent/t.yaml");
   ASSERT_FALSE(file.has_value());
-  EXPECT_EQ(file.err().code(), errc::io_error);
+  EXPECT_NE(file.err().message().find("/nonexistent/t.yaml"), std::string::npos);
 }
 
 TEST_F(fixture, topology_check_names_the_stage_that_breaks) {
