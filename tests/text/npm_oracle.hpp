@@ -1,0 +1,101 @@
+#pragma once
+// Hugging Face's own implementations from npm (tests/text/npm), installed once into the build tree
+// and run through node: the oracles of the text tests.
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace afd::text::testing {
+
+/// Runs `command` through the shell; returns (exit status, stdout).
+inline std::pair<int, std::string> run_command(const std::string& command) {
+  std::string out;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return {-1, out};
+  char buffer[65536];
+  std::size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+inline std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+/// The npm packages, installed with `npm ci` into the build tree once per package-lock.json.
+class npm_oracle {
+ public:
+  /// Installs (when needed) and returns true; false with `reason` set when npm's registry cannot
+  /// be reached (the only reason to skip); a failed install otherwise is a test failure.
+  static bool ensure(std::string& reason) {
+    namespace fs = std::filesystem;
+    const fs::path source = AFD_TEXT_NPM_SOURCE, dir = AFD_TEXT_NPM_DIR;
+    fs::create_directories(dir);
+    // One installer at a time across concurrently running test processes.
+    const int lock = ::open((dir / ".install.lock").c_str(), O_CREAT | O_RDWR, 0644);
+    if (lock >= 0) ::flock(lock, LOCK_EX);
+    for (const char* f : {"package.json", "package-lock.json", "oracle.js"})
+      fs::copy_file(source / f, dir / f, fs::copy_options::overwrite_existing);
+    const std::string lock_text = read_text(source / "package-lock.json");
+    bool ok = true;
+    if (read_text(dir / ".installed-lock") != lock_text || !fs::exists(dir / "node_modules")) {
+      const auto [rc, out] = run_command("cd '" + dir.string() + "' && npm ci --no-audit --no-fund 2>&1");
+      if (rc == 0) {
+        std::ofstream(dir / ".installed-lock", std::ios::binary) << lock_text;
+      } else {
+        ok = false;
+        const auto [ping_rc, ping_out] = run_command("cd '" + dir.string() + "' && npm ping 2>&1");
+        if (ping_rc != 0) {
+          reason = "npm cannot reach its registry (npm ping: " + ping_out + ")";
+        } else {
+          reason.clear();
+          ADD_FAILURE() << "npm ci failed in " << dir << ":\n" << out;
+        }
+      }
+    }
+    if (lock >= 0) {
+      ::flock(lock, LOCK_UN);
+      ::close(lock);
+    }
+    return ok;
+  }
+
+  static std::filesystem::path dir() { return AFD_TEXT_NPM_DIR; }
+  static std::filesystem::path deepseek_dir() {
+    return dir() / "node_modules" / "@lenml" / "tokenizer-deepseek_v3" / "models";
+  }
+
+  /// Runs `node oracle.js ARGS` and parses its JSON output.
+  static nlohmann::json run(const std::string& args, const std::string& env = "") {
+    const auto [rc, out] = run_command(env + " node '" + (dir() / "oracle.js").string() + "' " + args);
+    EXPECT_EQ(rc, 0) << "node oracle.js " << args << " failed:\n" << out;
+    return nlohmann::json::parse(out, nullptr, false);
+  }
+};
+
+}  // namespace afd::text::testing
+
+/// Skips the test (with the reason) when npm's registry is unreachable.
+#define AFD_REQUIRE_NPM_ORACLE()                                        \
+  do {                                                                  \
+    std::string npm_reason;                                             \
+    if (!::afd::text::testing::npm_oracle::ensure(npm_reason)) {        \
+      if (!npm_reason.empty()) GTEST_SKIP() << npm_reason;              \
+      return;                                                           \
+    }                                                                   \
+  } while (0)

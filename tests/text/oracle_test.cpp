@@ -1,0 +1,183 @@
+// afd::text against Hugging Face's own implementations (npm `tokenizers`, `@huggingface/jinja`):
+// the DeepSeek-V3 tokenizer and small tokenizers exercising every supported option, over the
+// corpus; the DeepSeek-V3 and Step-3 chat templates over a set of conversations. Also prints the
+// encode throughput of both tokenizers.
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "runtime/text/chat_template.hpp"
+#include "runtime/text/tokenizer.hpp"
+#include "tests/text/corpus.hpp"
+#include "tests/text/npm_oracle.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using afd::text::chat_template;
+using afd::text::tokenizer;
+using afd::text::testing::npm_oracle;
+using afd::text::testing::read_corpus;
+
+const std::string corpus_path = std::string(AFD_TEXT_DATA_DIR) + "/corpus";
+
+std::string show(const std::string& bytes) {
+  std::string out;
+  for (const unsigned char c : bytes) {
+    if (c >= 0x20 && c < 0x7F) out.push_back(static_cast<char>(c));
+    else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+// Every corpus case through `t` and HF on `tokenizer_json`: ids, ids with special tokens, decode
+// with and without special tokens, decode from the second token, and the stream decoder.
+void expect_same_as_hf(const tokenizer& t, const std::string& tokenizer_json) {
+  const auto cases = read_corpus(corpus_path);
+  const auto hf = npm_oracle::run("tokenize '" + tokenizer_json + "' '" + corpus_path + "'");
+  ASSERT_TRUE(hf.is_array()) << hf.dump();
+  ASSERT_EQ(hf.size(), cases.size());
+  int mismatches = 0;
+  for (std::size_t i = 0; i < cases.size() && mismatches < 10; ++i) {
+    const auto& expected = hf[i];
+    const auto ids = t.encode(cases[i], false);
+    const auto want = expected["ids"].get<std::vector<std::int32_t>>();
+    if (ids != want) ++mismatches;
+    EXPECT_EQ(ids, want) << "case " << i << ": " << show(cases[i]);
+    EXPECT_EQ(t.encode(cases[i], true), expected["ids_special"].get<std::vector<std::int32_t>>())
+        << "case " << i << ": " << show(cases[i]);
+    EXPECT_EQ(t.decode(want, false), expected["decoded"].get<std::string>()) << "case " << i;
+    EXPECT_EQ(t.decode(want, true), expected["decoded_skip_special"].get<std::string>()) << "case " << i;
+    if (!want.empty()) {
+      const std::vector<std::int32_t> tail(want.begin() + 1, want.end());
+      EXPECT_EQ(t.decode(tail, false), expected["decoded_tail"].get<std::string>()) << "case " << i;
+    }
+    auto stream = t.make_stream_decoder(false);
+    std::string streamed;
+    for (const auto id : want) streamed += stream.push(id);
+    streamed += stream.finish();
+    EXPECT_EQ(streamed, expected["decoded"].get<std::string>()) << "case " << i;
+  }
+}
+
+TEST(deepseek_v3_tokenizer, encodes_and_decodes_the_corpus_as_hugging_face_does) {
+  AFD_REQUIRE_NPM_ORACLE();
+  const std::string path = (npm_oracle::deepseek_dir() / "tokenizer.json").string();
+  auto t = tokenizer::load(path);
+  ASSERT_TRUE(t) << t.err().to_string();
+  EXPECT_EQ(t->vocab_size(), 128815);
+  expect_same_as_hf(*t, path);
+}
+
+TEST(deepseek_v3_tokenizer, model_dir_adds_bos_as_transformers_does) {
+  AFD_REQUIRE_NPM_ORACLE();
+  // tokenizer_config.json says add_bos_token: true, which transformers' LlamaTokenizerFast turns
+  // into "BOS $A"; the tokenizers library alone (the oracle above) adds nothing.
+  auto t = tokenizer::from_model_dir(npm_oracle::deepseek_dir().string());
+  ASSERT_TRUE(t) << t.err().to_string();
+  ASSERT_TRUE(t->bos_id());
+  EXPECT_EQ(*t->bos_id(), 0);
+  EXPECT_EQ(t->eos_id(), 1);
+  EXPECT_TRUE(t->chat_template());
+  const auto hf = npm_oracle::run("tokenize '" + (npm_oracle::deepseek_dir() / "tokenizer.json").string() + "' '" +
+                                  corpus_path + "'");
+  const auto cases = read_corpus(corpus_path);
+  ASSERT_EQ(hf.size(), cases.size());
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    auto want = hf[i]["ids"].get<std::vector<std::int32_t>>();
+    want.insert(want.begin(), 0);
+    EXPECT_EQ(t->encode(cases[i], true), want) << "case " << i;
+  }
+}
+
+TEST(small_tokenizers, every_supported_option_matches_hugging_face) {
+  AFD_REQUIRE_NPM_ORACLE();
+  for (const char* name : {"tiny_template.json", "tiny_fallback.json", "tiny_split.json"}) {
+    SCOPED_TRACE(name);
+    const std::string path = std::string(AFD_TEXT_DATA_DIR) + "/" + name;
+    auto t = tokenizer::load(path);
+    ASSERT_TRUE(t) << t.err().to_string();
+    expect_same_as_hf(*t, path);
+  }
+}
+
+// Renders every conversation with `source` here and with @huggingface/jinja.
+void expect_same_rendering(const std::string& template_path, const std::string& template_name) {
+  const std::string conversations = std::string(AFD_TEXT_DATA_DIR) + "/conversations.json";
+  const auto hf = npm_oracle::run("render '" + template_path + "' '" + conversations + "'");
+  ASSERT_TRUE(hf.is_array()) << hf.dump();
+  auto parsed = chat_template::parse(afd::text::testing::read_text(template_path));
+  ASSERT_TRUE(parsed) << parsed.err().to_string();
+  const auto cases = nlohmann::ordered_json::parse(afd::text::testing::read_text(conversations));
+  ASSERT_EQ(cases.size(), hf.size());
+  int rendered = 0;
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const auto name = cases[i]["name"].get<std::string>();
+    auto mine = parsed->render(cases[i]["context"]);
+    // Where Python's Jinja raises and @huggingface/jinja does not (e.g. str + list), afd follows
+    // Python: transformers' apply_chat_template is the reference.
+    if (cases[i].contains("python_raises_for") &&
+        std::find(cases[i]["python_raises_for"].begin(), cases[i]["python_raises_for"].end(), template_name) !=
+            cases[i]["python_raises_for"].end()) {
+      EXPECT_FALSE(mine) << name << ": Python's Jinja raises here";
+      continue;
+    }
+    if (hf[i].contains("error")) {
+      EXPECT_FALSE(mine) << name << ": Hugging Face failed (" << hf[i]["error"] << ") but afd rendered:\n" << *mine;
+      continue;
+    }
+    ASSERT_TRUE(mine) << name << ": " << mine.err().to_string();
+    EXPECT_EQ(*mine, hf[i]["text"].get<std::string>()) << name;
+    ++rendered;
+  }
+  EXPECT_GE(rendered, static_cast<int>(cases.size()) - 2) << "most conversations must render";
+}
+
+TEST(chat_templates, deepseek_v3_renders_as_hugging_face_jinja_does) {
+  AFD_REQUIRE_NPM_ORACLE();
+  const auto config = nlohmann::json::parse(afd::text::testing::read_text(npm_oracle::deepseek_dir() / "tokenizer_config.json"));
+  const fs::path template_path = npm_oracle::dir() / "deepseek_v3_chat_template.jinja";
+  std::ofstream(template_path, std::ios::binary) << config["chat_template"].get<std::string>();
+  expect_same_rendering(template_path.string(), "deepseek_v3");
+}
+
+TEST(chat_templates, step3_renders_as_hugging_face_jinja_does) {
+  AFD_REQUIRE_NPM_ORACLE();
+  expect_same_rendering(std::string(AFD_TEXT_DATA_DIR) + "/step3_chat_template.jinja", "step3");
+}
+
+TEST(throughput, afd_and_hugging_face_encode_the_corpus) {
+  AFD_REQUIRE_NPM_ORACLE();
+  const std::string path = (npm_oracle::deepseek_dir() / "tokenizer.json").string();
+  auto t = tokenizer::load(path);
+  ASSERT_TRUE(t);
+  const auto cases = read_corpus(corpus_path);
+  std::size_t bytes = 0;
+  for (const auto& c : cases) bytes += c.size();
+  // Measurement only (no assertion on speed): about two seconds of each.
+  constexpr double measure_seconds = 2.0;
+  const auto start = std::chrono::steady_clock::now();
+  std::size_t rounds = 0, tokens = 0;
+  double elapsed = 0;
+  while (elapsed < measure_seconds) {
+    for (const auto& c : cases) tokens += t->encode(c, false).size();
+    ++rounds;
+    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  const double afd_mb_s = static_cast<double>(bytes * rounds) / elapsed / 1e6;
+  const auto hf = npm_oracle::run("bench '" + path + "' '" + corpus_path + "' 2", "RAYON_NUM_THREADS=1");
+  std::printf("encode throughput on the corpus (%zu bytes, one thread): afd %.2f MB/s, HF tokenizers %.2f MB/s\n",
+              bytes, afd_mb_s, hf.value("mb_per_s", 0.0));
+  RecordProperty("afd_mb_per_s", std::to_string(afd_mb_s));
+  RecordProperty("hf_mb_per_s", std::to_string(hf.value("mb_per_s", 0.0)));
+  EXPECT_GT(tokens, 0u);
+}
+
+}  // namespace
