@@ -3,6 +3,7 @@
 //   node oracle.js tokenize TOKENIZER_JSON CORPUS        encode/decode every corpus case
 //   node oracle.js render TEMPLATE CONVERSATIONS_JSON     render every conversation
 //   node oracle.js bench TOKENIZER_JSON CORPUS SECONDS    encode throughput on one thread
+//   node oracle.js decode TOKENIZER_JSON IDS_JSON         decode ([[ids], ...]) with and without specials
 // The corpus format (one case per line, # comments, escapes \\ \n \r \t \xHH \u{H..}) is parsed
 // here and in tests/text/oracle_test.cpp independently.
 "use strict";
@@ -91,8 +92,19 @@ async function bench(tokenizerPath, corpusPath, seconds) {
                                         mb_per_s: (bytes * rounds) / elapsed / 1e6 }));
 }
 
+async function decode(tokenizerPath, idsJson) {
+  const { Tokenizer } = require("tokenizers");
+  const tok = Tokenizer.fromFile(tokenizerPath);
+  const out = [];
+  for (const ids of JSON.parse(idsJson)) {
+    out.push({ text: await tok.decode(ids, false), text_skip_special: await tok.decode(ids, true) });
+  }
+  process.stdout.write(JSON.stringify(out));
+}
+
 const [mode, a, b, c] = process.argv.slice(2);
 if (mode === "tokenize") tokenize(a, b);
 else if (mode === "render") render(a, b);
+else if (mode === "decode") decode(a, b);
 else if (mode === "bench") bench(a, b, Number(c || 2));
-else { console.error("usage: oracle.js tokenize|render|bench ..."); process.exit(2); }
+else { console.error("usage: oracle.js tokenize|render|bench|decode ..."); process.exit(2); }
