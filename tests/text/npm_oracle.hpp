@@ -40,9 +40,22 @@ inline std::string read_text(const std::filesystem::path& path) {
 /// The npm packages, installed with `npm ci` into the build tree once per package-lock.json.
 class npm_oracle {
  public:
-  /// Installs (when needed) and returns true; false with `reason` set when npm's registry cannot
-  /// be reached (the only reason to skip); a failed install otherwise is a test failure.
-  static bool ensure(std::string& reason) {
+  /// Whether the packages are there.
+  enum class state { ready, unreachable, failed };
+
+  /// Installs (when needed, once per process); `why` says why not when not ready. `unreachable`
+  /// (npm's registry cannot be reached) is the only reason a test may skip.
+  static state ensure(std::string& why) {
+    static std::string first_why;
+    static const state outcome = install(first_why);
+    why = first_why;
+    return outcome;
+  }
+
+  static std::filesystem::path dir() { return AFD_TEXT_NPM_DIR; }
+
+ private:
+  static state install(std::string& why) {
     namespace fs = std::filesystem;
     const fs::path source = AFD_TEXT_NPM_SOURCE, dir = AFD_TEXT_NPM_DIR;
     fs::create_directories(dir);
@@ -52,19 +65,19 @@ class npm_oracle {
     for (const char* f : {"package.json", "package-lock.json", "oracle.js"})
       fs::copy_file(source / f, dir / f, fs::copy_options::overwrite_existing);
     const std::string lock_text = read_text(source / "package-lock.json");
-    bool ok = true;
+    state outcome = state::ready;
     if (read_text(dir / ".installed-lock") != lock_text || !fs::exists(dir / "node_modules")) {
       const auto [rc, out] = run_command("cd '" + dir.string() + "' && npm ci --no-audit --no-fund 2>&1");
       if (rc == 0) {
         std::ofstream(dir / ".installed-lock", std::ios::binary) << lock_text;
       } else {
-        ok = false;
         const auto [ping_rc, ping_out] = run_command("cd '" + dir.string() + "' && npm ping 2>&1");
         if (ping_rc != 0) {
-          reason = "npm cannot reach its registry (npm ping: " + ping_out + ")";
+          outcome = state::unreachable;
+          why = "npm cannot reach its registry (npm ping: " + ping_out + ")";
         } else {
-          reason.clear();
-          ADD_FAILURE() << "npm ci failed in " << dir << ":\n" << out;
+          outcome = state::failed;
+          why = "npm ci failed in " + dir.string() + ":\n" + out;
         }
       }
     }
@@ -72,10 +85,10 @@ class npm_oracle {
       ::flock(lock, LOCK_UN);
       ::close(lock);
     }
-    return ok;
+    return outcome;
   }
 
-  static std::filesystem::path dir() { return AFD_TEXT_NPM_DIR; }
+ public:
   static std::filesystem::path deepseek_dir() {
     return dir() / "node_modules" / "@lenml" / "tokenizer-deepseek_v3" / "models";
   }
@@ -90,12 +103,13 @@ class npm_oracle {
 
 }  // namespace afd::text::testing
 
-/// Skips the test (with the reason) when npm's registry is unreachable.
-#define AFD_REQUIRE_NPM_ORACLE()                                        \
-  do {                                                                  \
-    std::string npm_reason;                                             \
-    if (!::afd::text::testing::npm_oracle::ensure(npm_reason)) {        \
-      if (!npm_reason.empty()) GTEST_SKIP() << npm_reason;              \
-      return;                                                           \
-    }                                                                   \
+/// Skips the test (with the reason) when npm's registry is unreachable; fails it when the install
+/// failed otherwise.
+#define AFD_REQUIRE_NPM_ORACLE()                                                          \
+  do {                                                                                    \
+    using npm_state = ::afd::text::testing::npm_oracle::state;                            \
+    std::string npm_why;                                                                  \
+    const npm_state npm_outcome = ::afd::text::testing::npm_oracle::ensure(npm_why);      \
+    if (npm_outcome == npm_state::unreachable) GTEST_SKIP() << npm_why;                   \
+    if (npm_outcome == npm_state::failed) FAIL() << npm_why;                              \
   } while (0)
