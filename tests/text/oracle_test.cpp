@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -74,6 +75,56 @@ TEST(deepseek_v3_tokenizer, encodes_and_decodes_the_corpus_as_hugging_face_does)
   ASSERT_TRUE(t) << t.err().to_string();
   EXPECT_EQ(t->vocab_size(), 128815);
   expect_same_as_hf(*t, path);
+}
+
+// Random text from pools of scripts, whitespace, digits, specials and invalid bytes, written in the
+// corpus format; the seed is fixed so that a failure can be replayed.
+std::string random_corpus(std::uint64_t seed, int cases) {
+  // Escapes (\\t, \\x80, \\u{301}, ...) are the corpus format's, written out by the corpus reader.
+  static const std::vector<std::string> pool = {
+      "a", "Z", "the", "ing", "'s", "'ll", "0", "7", "42", "1234", " ", " ", "  ", "\\t", "\\n", "\\r\\n", "\\n\\n",
+      ".", ",", "!", "?", "(", ")", "{", "}", "<", ">", "/", "\\\\", "\"", "'", "-", "_", "=", "+", "*", "#", "@",
+      "你", "好", "世界", "の", "カ", "한", "é", "e\\u{301}", "\\u{308}", "ß", "Ω", "д", "ع", "ש", "न", "\\u{a0}",
+      "\\u{3000}", "\\u{2028}", "\\u{200b}", "\\u{200d}", "😀", "👍🏽", "🇯🇵", "👨\\u{200d}👩\\u{200d}👧", "１", "²",
+      "<｜User｜>", "<｜Assistant｜>", "<｜begin▁of▁sentence｜>", "<think>", "<｜tool▁sep｜>", "<｜", "｜>",
+      "\\x80", "\\xff", "\\xe4\\xbd", "\\xf0\\x9f", "\\xc0\\xaf", "\\xed\\xa0\\x80", "Ġ", "Ċ"};
+  std::uint64_t state = seed;
+  auto next = [&state] {
+    state += 0x9E3779B97F4A7C15ull;
+    std::uint64_t z = state;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  std::string out;
+  for (int c = 0; c < cases; ++c) {
+    std::string line = "x";
+    const int pieces = 1 + static_cast<int>(next() % 40);
+    for (int k = 0; k < pieces; ++k) line += pool[next() % pool.size()];
+    out += line + "\n";
+  }
+  return out;
+}
+
+TEST(deepseek_v3_tokenizer, random_text_encodes_as_hugging_face_does) {
+  AFD_REQUIRE_NPM_ORACLE();
+  constexpr std::uint64_t seed = 20250801;
+  const fs::path corpus = npm_oracle::dir() / "random_corpus";
+  std::ofstream(corpus, std::ios::binary) << random_corpus(seed, 1500);
+  const std::string path = (npm_oracle::deepseek_dir() / "tokenizer.json").string();
+  auto t = tokenizer::load(path);
+  ASSERT_TRUE(t);
+  const auto cases = read_corpus(corpus.string());
+  const auto hf = npm_oracle::run("tokenize '" + path + "' '" + corpus.string() + "'");
+  ASSERT_EQ(hf.size(), cases.size()) << "seed " << seed;
+  int mismatches = 0;
+  for (std::size_t i = 0; i < cases.size() && mismatches < 5; ++i) {
+    const auto want = hf[i]["ids"].get<std::vector<std::int32_t>>();
+    const auto ids = t->encode(cases[i], false);
+    mismatches += ids != want;
+    EXPECT_EQ(ids, want) << "seed " << seed << ", case " << i << ": " << show(cases[i]);
+    EXPECT_EQ(t->decode(want, false), hf[i]["decoded"].get<std::string>()) << "case " << i;
+  }
 }
 
 TEST(deepseek_v3_tokenizer, model_dir_adds_bos_as_transformers_does) {
