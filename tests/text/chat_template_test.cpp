@@ -75,6 +75,9 @@ TEST(chat_template, expressions_tests_filters_and_methods) {
             "user user False True");
   EXPECT_EQ(render("{{ m.content | trim }}|{{ m.content.strip() }}|{{ m.content.lstrip() }}|{{ m.content.rstrip() }}", ctx),
             "Hello World|Hello World|Hello World  |  Hello World");
+  // The characters argument counts (@huggingface/jinja ignores it; Python does not).
+  EXPECT_EQ(render("[{{ 'xxaxx'.strip('x') }}][{{ ' x '.lstrip('\\n') }}][{{ '\\n\\nx \\n'.rstrip('\\n') }}]"),
+            "[a][ x ][\n\nx ]");
   EXPECT_EQ(render("{{ 'a,b,,c'.split(',') }} {{ ' a  b '.split() }} {{ 'x</think>y'.split('</think>')[-1] }}"),
             "['a', 'b', '', 'c'] ['a', 'b'] y");
   EXPECT_EQ(render("{{ 'abc'.startswith('ab') }} {{ 'abc'.endswith('bc') }} {{ 'abc'.upper() }} {{ 'ABC' | lower }}"),

@@ -159,9 +159,52 @@ TEST(small_tokenizers, every_supported_option_matches_hugging_face) {
   }
 }
 
+// Random conversations (seeded): roles in any order, contents with newlines, quotes, braces, think
+// blocks and non-ASCII text, tool calls, with and without the generation prompt. "</think>" is
+// always followed by a word: @huggingface/jinja's lstrip('\n') strips all whitespace (it ignores
+// the argument), Python's only newlines, and afd follows Python (chat_template_test checks it).
+nlohmann::ordered_json random_conversations(std::uint64_t seed, int count) {
+  static const std::vector<std::string> words = {"hi", "the answer", "\n", "\n\n", "  ", "{{ x }}", "{% if %}",
+                                                 "\"q\"", "'s", "\\", "你好", "😀", "</think>ok", "<think>",
+                                                 "\t", "42", "é", "<｜User｜>", "#"};
+  std::uint64_t state = seed;
+  auto next = [&state] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return state >> 33;
+  };
+  auto content = [&] {
+    std::string c;
+    const auto n = next() % 6;
+    for (std::uint64_t k = 0; k < n; ++k) c += words[next() % words.size()];
+    return c;
+  };
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (int i = 0; i < count; ++i) {
+    nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+    if (next() % 2) messages.push_back({{"role", "system"}, {"content", content()}});
+    const auto turns = next() % 5;
+    for (std::uint64_t t = 0; t < turns; ++t) {
+      messages.push_back({{"role", "user"}, {"content", content()}});
+      if (next() % 4 == 0) {
+        nlohmann::ordered_json call = {{"type", "function"},
+                                       {"function", {{"name", "get_weather"}, {"arguments", "{\"city\": \"" + content() + "\"}"}}}};
+        messages.push_back({{"role", "assistant"}, {"content", nullptr}, {"tool_calls", {call}}});
+        messages.push_back({{"role", "tool"}, {"content", content()}});
+      }
+      if (next() % 3) messages.push_back({{"role", "assistant"}, {"content", content()}});
+    }
+    nlohmann::ordered_json context = {{"messages", messages},
+                                      {"bos_token", "<｜begin▁of▁sentence｜>"},
+                                      {"eos_token", "<｜end▁of▁sentence｜>"},
+                                      {"add_generation_prompt", next() % 2 == 0}};
+    out.push_back({{"name", "random_" + std::to_string(i)}, {"context", context}});
+  }
+  return out;
+}
+
 // Renders every conversation with `source` here and with @huggingface/jinja.
-void expect_same_rendering(const std::string& template_path, const std::string& template_name) {
-  const std::string conversations = std::string(AFD_TEXT_DATA_DIR) + "/conversations.json";
+void expect_same_rendering(const std::string& template_path, const std::string& template_name,
+                           std::string conversations = std::string(AFD_TEXT_DATA_DIR) + "/conversations.json") {
   const auto hf = npm_oracle::run("render '" + template_path + "' '" + conversations + "'");
   ASSERT_TRUE(hf.is_array()) << hf.dump();
   auto parsed = chat_template::parse(afd::text::testing::read_text(template_path));
@@ -202,6 +245,19 @@ TEST(chat_templates, deepseek_v3_renders_as_hugging_face_jinja_does) {
 TEST(chat_templates, step3_renders_as_hugging_face_jinja_does) {
   AFD_REQUIRE_NPM_ORACLE();
   expect_same_rendering(std::string(AFD_TEXT_DATA_DIR) + "/step3_chat_template.jinja", "step3");
+}
+
+TEST(chat_templates, random_conversations_render_as_hugging_face_jinja_does) {
+  AFD_REQUIRE_NPM_ORACLE();
+  constexpr std::uint64_t seed = 7;
+  const fs::path conversations = npm_oracle::dir() / "random_conversations.json";
+  std::ofstream(conversations, std::ios::binary) << random_conversations(seed, 150).dump();
+  const auto config = nlohmann::json::parse(afd::text::testing::read_text(npm_oracle::deepseek_dir() / "tokenizer_config.json"));
+  const fs::path deepseek = npm_oracle::dir() / "deepseek_v3_chat_template.jinja";
+  std::ofstream(deepseek, std::ios::binary) << config["chat_template"].get<std::string>();
+  SCOPED_TRACE("seed 7");
+  expect_same_rendering(deepseek.string(), "deepseek_v3", conversations.string());
+  expect_same_rendering(std::string(AFD_TEXT_DATA_DIR) + "/step3_chat_template.jinja", "step3", conversations.string());
 }
 
 TEST(throughput, afd_and_hugging_face_encode_the_corpus) {
