@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config python3 libcaf-dev libucx-dev ucx-utils rdma-core
           libibverbs-dev libyaml-cpp-dev libboost-dev libgtest-dev libgmock-dev nlohmann-json3-dev
-          libcli11-dev iproute2)
+          libcli11-dev iproute2 libonig-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

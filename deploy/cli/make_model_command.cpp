@@ -2,6 +2,9 @@
 // what a preset would weigh (parameters, bytes, KV cache).
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -10,6 +13,7 @@
 #include "deploy/cli/command_registry.hpp"
 #include "runtime/core/model_config.hpp"
 #include "runtime/model/make_model.hpp"
+#include "runtime/text/tokenizer.hpp"
 
 namespace {
 
@@ -66,6 +70,38 @@ json summary_json(const std::string& preset, const std::string& dtype_name, cons
               {"kv_bytes_8k_context", {{"fp8", 8192 * kv8}, {"bf16", 8192 * 2 * kv8}}}};
 }
 
+// Copies `tokenizer_file` into `out` as tokenizer.json, and writes tokenizer_config.json with the
+// BOS/EOS tokens, their add_* flags and the chat template when a tokenizer_config.json sits beside
+// the file. Returns the files written.
+afd::expected<std::vector<std::string>> install_tokenizer(const std::string& tokenizer_file, const std::string& out) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> written;
+  std::error_code ec;
+  const fs::path target = fs::path(out) / "tokenizer.json";
+  if (fs::absolute(tokenizer_file, ec) != fs::absolute(target, ec)) {
+    fs::copy_file(tokenizer_file, target, fs::copy_options::overwrite_existing, ec);
+    if (ec) return afd::fail(afd::errc::io_error, "cannot copy ", tokenizer_file, " to ", target.string(), ": ", ec.message());
+  }
+  written.push_back(target.string());
+  const fs::path source_config = fs::path(tokenizer_file).parent_path() / "tokenizer_config.json";
+  if (!fs::exists(source_config, ec)) return written;
+  std::ifstream in(source_config);
+  json source = json::parse(in, nullptr, false);
+  if (source.is_discarded() || !source.is_object())
+    return afd::fail(afd::errc::parse_error, source_config.string(), ": not a JSON object");
+  json config = json::object();
+  for (const char* key : {"add_bos_token", "add_eos_token", "bos_token", "eos_token", "pad_token", "chat_template",
+                          "model_max_length", "tokenizer_class", "clean_up_tokenization_spaces", "legacy"})
+    if (source.contains(key)) config[key] = source[key];
+  const fs::path config_path = fs::path(out) / "tokenizer_config.json";
+  std::ofstream(config_path) << config.dump(2) << "\n";
+  written.push_back(config_path.string());
+  // The written directory must load as a whole (bos/eos present in the vocabulary, ...).
+  auto check = afd::text::tokenizer::from_model_dir(out);
+  if (!check) return std::move(check).err();
+  return written;
+}
+
 void print_summary(const json& j) {
   const auto& p = j["parameters"];
   auto num = [](const json& v) { return static_cast<double>(v.get<std::int64_t>()); };
@@ -93,7 +129,7 @@ void print_summary(const json& j) {
 int run_make_model(int argc, char** argv) {
   CLI::App app{"Writes a deterministic synthetic Step-3 checkpoint (config.json + safetensors, HF layout).\n"
                "Exit codes: 0 done, 1 failure (I/O), 2 bad usage (unknown preset, non-empty --out without --force, ...)."};
-  std::string preset, out, dtype_name = "bf16";
+  std::string preset, out, dtype_name = "bf16", tokenizer_file;
   std::uint64_t seed = 0;
   int shards = 1;
   bool vl = false, dry_run = false, as_json = false, force = false;
@@ -106,6 +142,9 @@ int run_make_model(int argc, char** argv) {
   app.add_flag("--dry-run", dry_run, "print parameter, byte and KV-cache counts; write nothing");
   app.add_flag("--json", as_json, "print the summary as JSON");
   app.add_flag("--force", force, "replace the checkpoint in a non-empty --out");
+  app.add_option("--tokenizer", tokenizer_file,
+                 "a Hugging Face tokenizer.json: the vocabulary fits it (max id + 1) and it is copied into --out "
+                 "(with bos/eos and the chat template of a tokenizer_config.json beside it)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -117,6 +156,16 @@ int run_make_model(int argc, char** argv) {
   if (!config) {
     std::fprintf(stderr, "afd make-model: %s\n", config.err().message().c_str());
     return 2;
+  }
+  std::optional<afd::text::tokenizer> tokenizer;
+  if (!tokenizer_file.empty()) {
+    auto loaded = afd::text::tokenizer::load(tokenizer_file);
+    if (!loaded) {
+      std::fprintf(stderr, "afd make-model: --tokenizer: %s\n", loaded.err().message().c_str());
+      return 1;
+    }
+    tokenizer = std::move(*loaded);
+    config->vocab_size = tokenizer->vocab_size();
   }
   afd::model::synthetic_options o;
   o.config = *config;
@@ -176,6 +225,14 @@ int run_make_model(int argc, char** argv) {
   if (!report) {
     std::fprintf(stderr, "afd make-model: %s\n", report.err().message().c_str());
     return report.err().code() == afd::errc::invalid_argument ? 2 : 1;
+  }
+  if (tokenizer) {
+    auto files = install_tokenizer(tokenizer_file, out);
+    if (!files) {
+      std::fprintf(stderr, "afd make-model: --tokenizer: %s\n", files.err().message().c_str());
+      return 1;
+    }
+    report->files.insert(report->files.end(), files->begin(), files->end());
   }
   if (as_json) {
     json j = summary;
