@@ -112,6 +112,14 @@ std::string afd_path_of(const node_spec& node, const std::string& self) {
   return node.afd.empty() ? self : node.afd;
 }
 
+std::vector<const node_spec*> nodes_by_rank(const topology& t) {
+  std::vector<const node_spec*> ranked;
+  if (const node_spec* head = t.find_node(t.coordinator.node)) ranked.push_back(head);
+  for (const auto& n : t.nodes)
+    if (n.name != t.coordinator.node) ranked.push_back(&n);
+  return ranked;
+}
+
 int topology::data_port(char role, int i) const {
   if (transport.base_port == 0) return 0;
   const int offset = role == 'a' ? i : static_cast<int>(attention_workers.size()) + i;

@@ -280,6 +280,10 @@ ssh_target ssh_target_of(const node_spec& node);
 std::string net_devices_of(const topology& t, std::string_view node);
 /// The afd executable to run on `node`: its `afd`, else `self` (the launcher's own absolute path).
 std::string afd_path_of(const node_spec& node, const std::string& self);
+/// The nodes in rank order, the one numbering every launcher uses (Slurm's node index, a
+/// Kubernetes pod index, `afd node --node-index`): the coordinator's node is rank 0, the others
+/// follow in file order.
+std::vector<const node_spec*> nodes_by_rank(const topology& t);
 
 /// Reads and validates the topology file at `path`.
 checked<topology> parse_file(const std::string& path);

@@ -186,6 +186,21 @@ TEST(topology_nodes, net_devices_and_afd_of_a_node_override_the_cluster_wide_one
   EXPECT_EQ(afd_path_of(*r.value->find_node("local"), "/usr/bin/afd"), "/usr/bin/afd");
 }
 
+TEST(topology_nodes, rank_zero_is_the_coordinators_node_then_file_order) {
+  auto y = base_file();
+  y.set(4, "  - {name: n0, host: 10.0.0.1}");
+  y.insert(5, "  - {name: n1, host: 10.0.0.2}");
+  y.insert(6, "  - {name: n2, host: 10.0.0.3}");
+  y.set(7, "coordinator: {node: n1, port: 7600}");
+  for (int line : {9, 11, 12}) y.set(line, std::string(y.lines[static_cast<std::size_t>(line - 1)]).replace(
+                                                y.lines[static_cast<std::size_t>(line - 1)].find("local"), 5, "n2"));
+  auto r = parse(y);
+  ASSERT_TRUE(r.ok()) << testing::dump(r.errors);
+  std::vector<std::string> names;
+  for (const node_spec* n : nodes_by_rank(*r.value)) names.push_back(n->name);
+  EXPECT_EQ(names, (std::vector<std::string>{"n1", "n0", "n2"}));
+}
+
 // A scratch directory for files the environment checks look at; removed at the end.
 struct scratch_dir {
   std::filesystem::path path;
