@@ -88,7 +88,17 @@ std::string summarize(const topology& t, const placement* p, const model_config*
       << ", expert width " << c->moe_intermediate_size << ", shared width " << c->share_expert_dim
       << ", dense width " << c->intermediate_size << "\n";
   o << "nodes:\n";
-  for (const auto& n : t.nodes) o << "  " << n.name << "  " << n.host << "\n";
+  for (const auto& n : t.nodes) {
+    o << "  " << n.name << "  " << n.host;
+    if (n.ssh) {
+      const ssh_target ssh = ssh_target_of(n);
+      o << "  ssh " << ssh.destination() << ":" << ssh.port;
+      if (!ssh.identity.empty()) o << " (identity " << ssh.identity << ")";
+    }
+    if (!n.net_devices.empty()) o << "  net devices " << n.net_devices;
+    if (!n.afd.empty()) o << "  afd " << n.afd;
+    o << "\n";
+  }
   o << "coordinator: node " << t.coordinator.node << ", port " << t.coordinator.port << "\n";
   o << "transport: " << to_string(t.transport.kind);
   if (t.transport.kind == transport_kind::ucx) {

@@ -3,11 +3,14 @@
 // problem; nothing here throws past parse_text.
 #include "deploy/topology/topology.hpp"
 
+#include <pwd.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 #include "transport/net_devices.hpp"
 
 #include <algorithm>
 #include <charconv>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
@@ -74,6 +77,45 @@ source_location topology::location_of(std::string_view path) const {
   auto it = locations.find(path);
   if (it != locations.end()) return it->second;
   return source_location{file, 0, 0};
+}
+
+ssh_target ssh_target_of(const node_spec& node) {
+  ssh_target target;
+  if (node.ssh) {
+    target.user = node.ssh->user;
+    target.host = node.ssh->host;
+    if (node.ssh->port > 0) target.port = node.ssh->port;
+    target.identity = node.ssh->identity;
+  }
+  if (target.host.empty()) target.host = node.host;
+  if (target.user.empty()) {
+    // The user running the launcher, as ssh itself would choose; root when it runs as root.
+    if (const passwd* self = ::getpwuid(::geteuid()); self && self->pw_name && *self->pw_name)
+      target.user = self->pw_name;
+    else if (const char* user = std::getenv("USER"); user && *user)
+      target.user = user;
+    else
+      target.user = ::geteuid() == 0 ? "root" : std::to_string(::geteuid());
+  }
+  return target;
+}
+
+std::string net_devices_of(const topology& t, std::string_view node) {
+  const node_spec* n = t.find_node(node);
+  if (n && !n->net_devices.empty()) return n->net_devices;
+  return t.transport.net_devices;
+}
+
+std::string afd_path_of(const node_spec& node, const std::string& self) {
+  return node.afd.empty() ? self : node.afd;
+}
+
+std::vector<const node_spec*> nodes_by_rank(const topology& t) {
+  std::vector<const node_spec*> ranked;
+  if (const node_spec* head = t.find_node(t.coordinator.node)) ranked.push_back(head);
+  for (const auto& n : t.nodes)
+    if (n.name != t.coordinator.node) ranked.push_back(&n);
+  return ranked;
 }
 
 int topology::data_port(char role, int i) const {
@@ -154,6 +196,42 @@ bool valid_name(std::string_view s) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
            c == '-' || c == '.';
   });
+}
+
+// A host name or address as ssh and the others get it: letters, digits, '.', '-', '_', ':' and '%'
+// (IPv6 and its zone). Never starts with '-': ssh would read it as an option.
+bool valid_host(std::string_view s) {
+  if (s.empty() || s.size() > 253 || s.front() == '-') return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+           c == '_' || c == ':' || c == '%';
+  });
+}
+
+// A login name: 1-32 of letters, digits, '.', '_', '-', not starting with '-'.
+bool valid_user(std::string_view s) {
+  if (s.empty() || s.size() > 32 || s.front() == '-') return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == '-';
+  });
+}
+
+// A UCX_NET_DEVICES list: comma-separated device names ("eth0", "mlx5_0:1", "all").
+bool valid_device_list(std::string_view s) {
+  if (s.empty()) return false;
+  std::size_t start = 0;
+  while (start <= s.size()) {
+    const std::size_t comma = std::min(s.find(',', start), s.size());
+    const std::string_view item = s.substr(start, comma - start);
+    if (item.empty() || !std::all_of(item.begin(), item.end(), [](char c) {
+          return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                 c == '_' || c == '-' || c == ':' || c == '@';
+        }))
+      return false;
+    start = comma + 1;
+  }
+  return true;
 }
 
 // A plain (unquoted) decimal integer.
@@ -445,7 +523,8 @@ struct parser {
     if (!items) return;
     if (items->empty()) r.error(e.value_at, "'nodes' is empty: expected at least one node {name, host}");
     for (const auto& item : *items) {
-      auto es = r.mapping(item.value, item.value_at, "a node", item.path, {"name", "host"});
+      auto es = r.mapping(item.value, item.value_at, "a node", item.path,
+                          {"name", "host", "ssh", "net_devices", "afd"});
       if (!es) continue;
       node_spec n;
       n.where = item.value_at;
@@ -466,12 +545,189 @@ struct parser {
       }
       if (const entry* k = r.required(*es, "host", item.value_at, "a node")) {
         if (auto s = r.string(*k)) {
-          if (s->empty()) r.error(k->value_at, "expected a host name or address for 'host', got an empty string");
+          if (s->empty())
+            r.error(k->value_at, "expected a host name or address for 'host', got an empty string");
+          else if (!valid_host(*s))
+            r.error(k->value_at, "expected a host name or address (letters, digits, '.', '-', '_', ':'; not "
+                                 "starting with '-') for 'host', got " + describe(k->value));
           n.host = *s;
+        }
+      }
+      if (const entry* k = find(*es, "ssh")) n.ssh = ssh(*k);
+      if (const entry* k = find(*es, "net_devices")) {
+        if (auto s = r.string(*k)) {
+          if (valid_device_list(*s))
+            n.net_devices = *s;
+          else
+            r.error(k->value_at, "expected a comma-separated list of network devices (e.g. \"eth0\" or "
+                                 "\"mlx5_0:1,eth1\") for 'net_devices', got " + describe(k->value));
+        }
+      }
+      if (const entry* k = find(*es, "afd")) {
+        if (auto s = r.string(*k)) {
+          const bool control = std::any_of(s->begin(), s->end(), [](char c) {
+            return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+          });
+          if (s->empty() || s->front() != '/' || control)
+            r.error(k->value_at, "expected the absolute path of the afd executable on node '" + n.name +
+                                     "' for 'afd' (e.g. /opt/afd/bin/afd), got " + describe(k->value));
+          else
+            n.afd = std::filesystem::path(*s).lexically_normal().string();
         }
       }
       if (ok) t.nodes.push_back(std::move(n));
     }
+  }
+
+  // Where, inside the scalar of `e`, character `offset` of its text is (plain or quoted scalars on
+  // one line), so that an error names the column of the bad part.
+  source_location inside(const entry& e, std::size_t offset) const {
+    source_location at = e.value_at;
+    if (at.line > 0) at.column += static_cast<int>(offset) + (e.value.Tag() == "!" ? 1 : 0);
+    return at;
+  }
+
+  // A node's `ssh`: "[user@]host[:port]" ("[v6]:port" for IPv6), or {user, host, port, identity}.
+  std::optional<ssh_spec> ssh(const entry& e) {
+    ssh_spec spec;
+    spec.where = e.value_at;
+    const std::string expected = "expected 'user@host[:port]' or a mapping {user, host, port, identity} for 'ssh'";
+    if (e.value.IsScalar()) {
+      const std::string& text = e.value.Scalar();
+      bool ok = true;
+      std::string_view rest = text;
+      std::size_t host_at = 0;
+      if (const auto at = rest.find('@'); at != std::string_view::npos) {
+        spec.user = std::string(rest.substr(0, at));
+        if (spec.user.empty()) {
+          r.error(inside(e, 0), "empty user before '@' in 'ssh'; " + expected + ", e.g. root@10.0.0.2");
+          ok = false;
+        } else if (!valid_user(spec.user)) {
+          r.error(inside(e, 0), "expected a user name (letters, digits, '.', '_', '-'; not starting with '-') "
+                                "before '@' in 'ssh', got '" + spec.user + "'");
+          ok = false;
+        }
+        rest.remove_prefix(at + 1);
+        host_at = at + 1;
+      }
+      std::string_view port_text;
+      std::size_t port_at = 0;
+      if (!rest.empty() && rest.front() == '[') {  // [IPv6]:port
+        const auto close = rest.find(']');
+        if (close == std::string_view::npos) {
+          r.error(inside(e, host_at), "missing ']' after the IPv6 address in 'ssh', got " + describe(e.value));
+          return std::nullopt;
+        }
+        spec.host = std::string(rest.substr(1, close - 1));
+        const std::string_view after = rest.substr(close + 1);
+        if (!after.empty()) {
+          if (after.front() != ':') {
+            r.error(inside(e, host_at + close + 1), "expected ':port' after ']' in 'ssh', got '" +
+                                                        std::string(after) + "'");
+            return std::nullopt;
+          }
+          port_text = after.substr(1);
+          port_at = host_at + close + 2;
+        }
+        host_at += 1;
+      } else if (const auto colon = rest.rfind(':'); colon != std::string_view::npos &&
+                                                     rest.find(':') == colon) {  // one ':' is a port
+        spec.host = std::string(rest.substr(0, colon));
+        port_text = rest.substr(colon + 1);
+        port_at = host_at + colon + 1;
+      } else {
+        spec.host = std::string(rest);  // a bare IPv6 address has several ':' and no port
+      }
+      if (spec.host.empty()) {
+        r.error(inside(e, host_at), "empty host in 'ssh'; " + expected + ", e.g. root@10.0.0.2:22");
+        ok = false;
+      } else if (!valid_host(spec.host)) {
+        r.error(inside(e, host_at), "expected a host name or address (letters, digits, '.', '-', '_', ':'; not "
+                                    "starting with '-') in 'ssh', got '" + spec.host + "'");
+        ok = false;
+      }
+      if (port_at > 0) {
+        std::int64_t port = -1;
+        auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+        if (port_text.empty() || ec != std::errc{} || end != port_text.data() + port_text.size()) {
+          r.error(inside(e, port_at), "expected a port number after ':' in 'ssh', got '" + std::string(port_text) + "'");
+          ok = false;
+        } else if (port < 1 || port > 65535) {
+          r.error(inside(e, port_at), "port out of range: the ssh port must be in 1..65535, got " +
+                                          std::string(port_text));
+          ok = false;
+        } else {
+          spec.port = static_cast<int>(port);
+        }
+      }
+      if (!ok) return std::nullopt;
+      return spec;
+    }
+    if (!e.value.IsMap()) {
+      r.error(e.value_at, expected + ", got " + describe(e.value));
+      return std::nullopt;
+    }
+    auto es = r.mapping(e.value, e.value_at, "'ssh'", e.path, {"user", "host", "port", "identity"});
+    if (!es) return std::nullopt;
+    bool ok = true;
+    if (const entry* k = find(*es, "user")) {
+      if (auto s = r.string(*k)) {
+        if (s->empty()) {
+          r.error(k->value_at, "expected a user name for 'user' of 'ssh', got an empty string");
+          ok = false;
+        } else if (!valid_user(*s)) {
+          r.error(k->value_at, "expected a user name (letters, digits, '.', '_', '-'; not starting with '-') "
+                               "for 'user' of 'ssh', got " + describe(k->value));
+          ok = false;
+        } else {
+          spec.user = *s;
+        }
+      } else {
+        ok = false;
+      }
+    }
+    if (const entry* k = find(*es, "host")) {
+      if (auto s = r.string(*k)) {
+        if (!valid_host(*s)) {
+          r.error(k->value_at, "expected a host name or address (letters, digits, '.', '-', '_', ':'; not "
+                               "starting with '-') for 'host' of 'ssh', got " + describe(k->value));
+          ok = false;
+        } else {
+          spec.host = *s;
+        }
+      } else {
+        ok = false;
+      }
+    }
+    if (const entry* k = find(*es, "port")) {
+      if (auto v = r.integer(*k, 1, 65535)) spec.port = static_cast<int>(*v);
+      else ok = false;
+    }
+    if (const entry* k = find(*es, "identity")) {
+      if (auto s = r.string(*k)) {
+        if (s->empty()) {
+          r.error(k->value_at, "expected the path of a private key file for 'identity', got an empty string");
+          ok = false;
+        } else {
+          spec.identity_as_written = *s;
+          std::filesystem::path path(*s);
+          if (s->rfind("~/", 0) == 0) {
+            // The launcher's home: the file is read on this machine.
+            const char* home = std::getenv("HOME");
+            path = std::filesystem::path(home ? home : "/") / s->substr(2);
+          } else if (path.is_relative()) {
+            path = std::filesystem::path(t.directory) / path;
+          }
+          std::error_code ec;
+          if (auto absolute = std::filesystem::absolute(path, ec); !ec) path = absolute;
+          spec.identity = path.lexically_normal().string();
+        }
+      } else {
+        ok = false;
+      }
+    }
+    if (!ok) return std::nullopt;
+    return spec;
   }
 
   void coordinator(const entry& e) {

@@ -79,11 +79,35 @@ std::string_view to_string(transport_kind k) noexcept;
 /// "deterministic" / "throughput".
 std::string_view to_string(combine_mode m) noexcept;
 
+/// How the launcher reaches a node over ssh: a node's `ssh`, as written ("user@host[:port]" or
+/// {user, host, port, identity}). Empty fields take the defaults ssh_target_of fills in.
+struct ssh_spec {
+  std::string user;      ///< login user; empty: the user running the launcher
+  std::string host;      ///< empty: the node's `host`
+  int port = 0;          ///< 1..65535; 0: 22
+  std::string identity;  ///< private key file, absolute; empty: ssh's own default keys
+  std::string identity_as_written;  ///< as in the file (relative to it, or "~/...")
+  source_location where;
+};
+
 /// A machine of the cluster.
 struct node_spec {
   std::string name;
   std::string host;  ///< address or host name the others reach it at
+  std::optional<ssh_spec> ssh;  ///< how the launcher logs in to it; nullopt: the defaults
+  std::string net_devices;      ///< UCX_NET_DEVICES for its workers; empty: transport.net_devices
+  std::string afd;              ///< absolute path of the afd executable there; empty: the launcher's own
   source_location where;
+};
+
+/// Where and as whom the launcher runs ssh for a node, every default applied.
+struct ssh_target {
+  std::string user;      ///< never empty
+  std::string host;      ///< never empty
+  int port = 22;
+  std::string identity;  ///< empty: ssh chooses (~/.ssh/id_*, the agent)
+  /// "user@host": what ssh takes as its destination (the port goes to -p).
+  std::string destination() const { return user + "@" + host; }
 };
 
 /// The coordinator's control-plane endpoint.
@@ -249,6 +273,19 @@ struct topology {
   int data_port(char role, int i) const;
 };
 
+/// The ssh target of `node`: its `ssh` fields where given, else the user running this process
+/// (root when it runs as root) at the node's `host`, port 22.
+ssh_target ssh_target_of(const node_spec& node);
+/// UCX_NET_DEVICES for the workers on node `node`: the node's `net_devices`, else
+/// `transport.net_devices` (empty: UCX's default).
+std::string net_devices_of(const topology& t, std::string_view node);
+/// The afd executable to run on `node`: its `afd`, else `self` (the launcher's own absolute path).
+std::string afd_path_of(const node_spec& node, const std::string& self);
+/// The nodes in rank order, the one numbering every launcher uses (Slurm's node index, a
+/// Kubernetes pod index, `afd node --node-index`): the coordinator's node is rank 0, the others
+/// follow in file order.
+std::vector<const node_spec*> nodes_by_rank(const topology& t);
+
 /// Reads and validates the topology file at `path`.
 checked<topology> parse_file(const std::string& path);
 /// The same from text; `file` names it in diagnostics and `directory` resolves relative paths.
@@ -257,14 +294,18 @@ checked<topology> parse_text(std::string_view yaml, const std::string& file,
 /// parse_file as an expected: errc::invalid_config (or parse_error) listing every diagnostic.
 expected<topology> load_file(const std::string& path);
 
-/// True when `host` names this machine: 127.0.0.0/8, ::1, localhost, 0.0.0.0, or its host name.
+/// True when `host` names this machine: 127.0.0.0/8, ::1, localhost, 0.0.0.0, its host name, or
+/// an address of one of its interfaces (in this network namespace). Names are not resolved.
 bool is_local_host(std::string_view host);
 /// Tries to bind the TCP ports this machine would listen on (the coordinator's port, and fixed
 /// data ports when transport.base_port is set) for nodes whose host is local; one diagnostic per
 /// port in use. Ports of remote nodes are not checked.
 diagnostics check_ports(const topology& t);
-/// check_ports, plus transport.net_devices checked against this machine's interfaces when a worker
-/// runs here: the checks `afd check` and the launcher make before starting anything.
+/// check_ports, plus the net devices of nodes on this machine that run workers (the node's
+/// `net_devices`, else transport.net_devices) checked against this machine's interfaces, the `afd`
+/// of local nodes checked to be executable, and the ssh identity of every remote node checked to
+/// be a readable file that ssh accepts (not readable by others): the checks `afd check` and the
+/// launcher make before starting anything.
 diagnostics check_environment(const topology& t);
 
 /// The resolved placement (runtime/engine/placement.hpp: one value for the whole of afd).
