@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "runtime/dataplane/data_plane.hpp"
+#include "actors/timeouts.hpp"
 #include "actors/worker_common.hpp"
 
 namespace afd::actors::detail {
@@ -22,7 +23,7 @@ struct attention_worker_state {
     // The engine drives the transport: stop it before the transport goes away.
     if (engine) engine->stop();
     engine.reset();
-    if (ctx.transport) (void)ctx.transport->shutdown(transport::after(std::chrono::seconds(1)));
+    if (ctx.transport) (void)ctx.transport->shutdown(transport::after(timeouts::transport_shutdown));
   }
 
   const dataplane::attention_worker_spec& spec() const { return ctx.spec.attention_workers[static_cast<std::size_t>(ctx.index)]; }
@@ -88,7 +89,7 @@ struct attention_worker_state {
       engine.reset();
       return to_caf_error(started.err());
     }
-    state = "ready";
+    state = worker_state::ready;
     return {ready_atom::value, epoch};
   }
 
@@ -121,7 +122,7 @@ struct attention_worker_state {
     worker_status_msg s;
     s.name = ctx.name;
     s.role = "attention";
-    s.state = figures->failed.load() ? "failed" : state;
+    s.state = static_cast<std::uint8_t>(figures->failed.load() ? worker_state::failed : state);
     s.device = spec().device;
     s.running = figures->running.load(std::memory_order_relaxed);
     s.kv_total = spec().kv_blocks;
@@ -132,7 +133,7 @@ struct attention_worker_state {
   bool on_stop_engine() {
     if (engine) engine->stop();
     engine.reset();  // releases its transport operations before another epoch's engine posts any
-    if (state != "failed") state = "stopped";
+    if (state != worker_state::failed) state = worker_state::stopped;
     return true;
   }
 
@@ -142,7 +143,7 @@ struct attention_worker_state {
   std::shared_ptr<const engine::model_weights> weights;  ///< the attention side, loaded once
   peer_table peers_known;
   std::shared_ptr<live_figures> figures = std::make_shared<live_figures>();
-  std::string state = "starting";
+  worker_state state = worker_state::starting;
   std::uint32_t epoch = 0;
 };
 

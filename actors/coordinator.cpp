@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "actors/messages.hpp"
+#include "actors/timeouts.hpp"
 
 namespace afd::actors {
 
@@ -24,7 +25,7 @@ struct worker_entry {
   std::string device;
   caf::actor handle;
   std::vector<std::uint8_t> address;
-  std::string state = "starting";  ///< starting, ready, failed, stopped
+  worker_state state = worker_state::starting;
   bool registered = false;
   bool ready = false;
   // Attention workers: load, as piggy-backed on their step reports.
@@ -187,7 +188,7 @@ class coordinator_state {
     if (m.epoch != epoch_ || failure_) return;
     // A worker whose peer died usually notices (transport error) before the monitor's down
     // message names the worker that died: wait a moment so that the error names the cause.
-    if (reported_failures_.empty()) self_->delayed_send(self_, failure_grace, confirm_failure_atom::value);
+    if (reported_failures_.empty()) self_->delayed_send(self_, timeouts::failure_grace, confirm_failure_atom::value);
     reported_failures_.push_back(std::move(m));
   }
 
@@ -197,7 +198,7 @@ class coordinator_state {
                              reported_failures_.end());
     if (failure_ || reported_failures_.empty()) return;
     const auto& m = reported_failures_.front();
-    if (worker_entry* w = find(m.name)) w->state = "failed";
+    if (worker_entry* w = find(m.name)) w->state = worker_state::failed;
     fail_cluster(fail(errc::unavailable, "worker '", m.name, "' failed: ", m.message));
   }
 
@@ -215,13 +216,13 @@ class coordinator_state {
         worker_status_msg s;
         s.name = w.name;
         s.role = to_string(w.role);
-        s.state = w.state;
+        s.state = static_cast<std::uint8_t>(w.state);
         s.device = w.device;
         s.running = w.role == dataplane::worker_role::attention ? w.assigned : 0;
         s.kv_total = w.kv_total;
         s.kv_used = w.kv_total - w.reported_free;
         result->workers.push_back(s);
-        if (w.handle && w.state != "failed") asked.push_back(&w);
+        if (w.handle && w.state != worker_state::failed) asked.push_back(&w);
       }
     if (asked.empty()) {
       rp.deliver(*result);
@@ -237,7 +238,7 @@ class coordinator_state {
                                                                                                 : ffn_.data())) +
                                (w->role == dataplane::worker_role::attention ? 0 : attention_.size());
       const std::int64_t running = w->role == dataplane::worker_role::attention ? w->assigned : 0;
-      self_->request(w->handle, std::chrono::seconds(2), status_atom::value)
+      self_->request(w->handle, timeouts::worker_status, status_atom::value)
           .then(
               [result, slot, running, finish](worker_status_msg& s) mutable {
                 s.running = running;
@@ -265,7 +266,7 @@ class coordinator_state {
           self_->demonitor(w.handle);
           self_->send_exit(w.handle, caf::exit_reason::user_shutdown);
         }
-        w.state = "stopped";
+        w.state = worker_state::stopped;
       }
     for (auto& rp : ready_waiters_) rp.deliver(to_caf_error(fail(errc::unavailable, "the cluster was shut down")));
     ready_waiters_.clear();
@@ -361,7 +362,7 @@ class coordinator_state {
     }
   }
 
-  static bool live(const worker_entry& w) { return w.state != "failed"; }
+  static bool live(const worker_entry& w) { return w.state != worker_state::failed; }
 
   /// A request whose tokens were all forwarded before its worker's epoch ended (its end record
   /// was lost with the epoch): ends it from the tokens the coordinator kept.
@@ -406,12 +407,12 @@ class coordinator_state {
                   if (answered != epoch_ || failure_) return;
                   worker_entry* x = find(name);
                   x->ready = true;
-                  x->state = "ready";
+                  x->state = worker_state::ready;
                   if (all_of([](const worker_entry& y) { return y.ready || !live(y); })) become_ready();
                 },
                 [this, name, epoch](caf::error& e) {
                   if (epoch != epoch_) return;
-                  if (worker_entry* x = find(name)) x->state = "failed";
+                  if (worker_entry* x = find(name)) x->state = worker_state::failed;
                   fail_cluster(fail(errc::unavailable, "worker '", name, "' did not start epoch ", epoch, ": ",
                                     from_caf_error(e).message()));
                 });
@@ -518,15 +519,15 @@ class coordinator_state {
     ready_waiters_.clear();
     for (auto* list : {&attention_, &ffn_})
       for (auto& w : *list)
-        if (w.handle && w.state != "failed")
-          self_->request(w.handle, std::chrono::seconds(10), stop_engine_atom::value).then([](bool) {}, [](caf::error&) {});
+        if (w.handle && w.state != worker_state::failed)
+          self_->request(w.handle, timeouts::stop_engine, stop_engine_atom::value).then([](bool) {}, [](caf::error&) {});
   }
 
   void on_down(const caf::down_msg& m) {
     for (auto* list : {&attention_, &ffn_})
       for (auto& w : *list)
         if (w.handle && w.handle.address() == m.source) {
-          w.state = "failed";
+          w.state = worker_state::failed;
           w.handle = nullptr;
           w.ready = false;
           const dataplane::worker_role role = w.role;
@@ -561,7 +562,6 @@ class coordinator_state {
   std::vector<worker_failed_msg> reported_failures_;  ///< engine failures waiting for a root cause
   engine::placement placement_;  ///< this epoch's: the topology's for the live FFN workers
   bool started_ = false;      ///< the first epoch was started (recovery needs one)
-  static constexpr std::chrono::milliseconds failure_grace{300};
 };
 
 caf::behavior coordinator_behavior(coordinator_actor* self, dataplane::cluster_spec spec) {

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "runtime/dataplane/data_plane.hpp"
+#include "actors/timeouts.hpp"
 #include "actors/worker_common.hpp"
 
 namespace afd::actors::detail {
@@ -21,7 +22,7 @@ struct ffn_worker_state {
   ~ffn_worker_state() {
     if (engine) engine->stop();
     engine.reset();
-    if (ctx.transport) (void)ctx.transport->shutdown(transport::after(std::chrono::seconds(1)));
+    if (ctx.transport) (void)ctx.transport->shutdown(transport::after(timeouts::transport_shutdown));
   }
 
   const dataplane::ffn_worker_spec& spec() const { return ctx.spec.ffn_workers[static_cast<std::size_t>(ctx.index)]; }
@@ -76,7 +77,7 @@ struct ffn_worker_state {
       engine.reset();
       return to_caf_error(started.err());
     }
-    state = "ready";
+    state = worker_state::ready;
     return {ready_atom::value, epoch};
   }
 
@@ -84,7 +85,7 @@ struct ffn_worker_state {
     worker_status_msg s;
     s.name = ctx.name;
     s.role = "ffn";
-    s.state = figures->failed.load() ? "failed" : state;
+    s.state = static_cast<std::uint8_t>(figures->failed.load() ? worker_state::failed : state);
     s.device = spec().device;
     return s;
   }
@@ -92,7 +93,7 @@ struct ffn_worker_state {
   bool on_stop_engine() {
     if (engine) engine->stop();
     engine.reset();  // releases its transport operations before another epoch's engine posts any
-    if (state != "failed") state = "stopped";
+    if (state != worker_state::failed) state = worker_state::stopped;
     return true;
   }
 
@@ -104,7 +105,7 @@ struct ffn_worker_state {
   std::vector<bool> loaded_shared;  ///< per layer: its dense/shared unit is in `weights`
   peer_table peers_known;
   std::shared_ptr<live_figures> figures = std::make_shared<live_figures>();
-  std::string state = "starting";
+  worker_state state = worker_state::starting;
   std::uint32_t epoch = 0;
 };
 

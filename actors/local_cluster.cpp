@@ -4,6 +4,7 @@
 
 #include "actors/coordinator.hpp"
 #include "actors/messages.hpp"
+#include "actors/timeouts.hpp"
 #include "actors/worker.hpp"
 #include "transport/loopback.hpp"
 
@@ -26,7 +27,7 @@ struct local_cluster::impl {
       // The coordinator ends pending requests and stops the workers; a coordinator that does not
       // answer in time is stopped the hard way.
       bool answered = false;
-      self->request(coordinator, std::chrono::seconds(5), shutdown_atom::value)
+      self->request(coordinator, timeouts::shutdown, shutdown_atom::value)
           .receive([&](bool) { answered = true; }, [&](caf::error&) {});
       if (!answered) self->send_exit(coordinator, caf::exit_reason::kill);
     }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "runtime/core/error.hpp"
+#include "runtime/core/worker_state.hpp"
 #include "runtime/engine/scheduler.hpp"
 
 namespace afd::actors {
@@ -126,7 +127,7 @@ struct token_batch_msg {
 struct worker_status_msg {
   std::string name;
   std::string role;
-  std::string state;   ///< "starting", "ready", "failed", "stopped"
+  std::uint8_t state = 0;  ///< afd::worker_state
   std::string device;
   std::int64_t running = 0;
   std::int64_t kv_used = 0;

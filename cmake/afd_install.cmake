@@ -27,7 +27,7 @@ install(TARGETS afd_client_shared EXPORT afdTargets
 # <afd/client.hpp> includes "runtime/core/error.hpp", found beside it first.
 install(FILES ${PROJECT_SOURCE_DIR}/deploy/client/include/afd/client.hpp
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/afd COMPONENT client)
-install(FILES ${PROJECT_SOURCE_DIR}/runtime/core/error.hpp
+install(FILES ${PROJECT_SOURCE_DIR}/runtime/core/error.hpp ${PROJECT_SOURCE_DIR}/runtime/core/worker_state.hpp
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/afd/runtime/core COMPONENT client)
 install(EXPORT afdTargets NAMESPACE afd:: FILE afdTargets.cmake
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/afd COMPONENT client)

@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
                 static_cast<long long>(s->finished));
     for (const auto& w : s->workers)
       std::printf("  %-6s %-9s %-6s %-7s kv %lld/%lld\n", w.name.c_str(), w.role.c_str(), w.device.c_str(),
-                  w.state.c_str(), static_cast<long long>(w.kv_blocks_used), static_cast<long long>(w.kv_blocks_total));
+                  std::string(afd::to_string(w.state)).c_str(), static_cast<long long>(w.kv_blocks_used), static_cast<long long>(w.kv_blocks_total));
   }
   c.shutdown();  // embedded: stops the cluster; connected: disconnects (the cluster keeps serving)
   return failures == 0 ? 0 : 1;

@@ -254,7 +254,7 @@ int run_demo(int argc, char** argv) {
               percentile(ttft, 1.0) * 1e3);
   if (final_status) {
     std::printf("  workers          ");
-    for (const auto& w : final_status->workers) std::printf(" %s:%s", w.name.c_str(), w.state.c_str());
+    for (const auto& w : final_status->workers) std::printf(" %s:%s", w.name.c_str(), std::string(to_string(w.state)).c_str());
     std::printf("\n");
   }
 

@@ -57,7 +57,7 @@ int run_status(int argc, char** argv) {
       out["workers"].push_back({{"name", w.name},
                                 {"role", w.role},
                                 {"device", w.device},
-                                {"state", w.state},
+                                {"state", to_string(w.state)},
                                 {"running", w.running},
                                 {"kv_blocks_used", w.kv_blocks_used},
                                 {"kv_blocks_total", w.kv_blocks_total}});
@@ -76,7 +76,7 @@ int run_status(int argc, char** argv) {
     const std::string kv =
         attention ? std::to_string(w.kv_blocks_used) + "/" + std::to_string(w.kv_blocks_total) : "-";
     std::printf("%-12s %-10s %-8s %-9s %8s %16s\n", w.name.c_str(), w.role.c_str(), w.device.c_str(),
-                w.state.c_str(), running.c_str(), kv.c_str());
+                std::string(to_string(w.state)).c_str(), running.c_str(), kv.c_str());
   }
   return 0;
 }

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "actors/messages.hpp"
+#include "actors/timeouts.hpp"
 #include "actors/worker.hpp"
 #include "deploy/cli/command_registry.hpp"
 #include "deploy/topology/cluster_spec_from_topology.hpp"
@@ -132,7 +133,7 @@ int run_worker(int argc, char** argv) {
           break;
         }
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::this_thread::sleep_for(actors::timeouts::supervision_tick);
     }
   }
   for (auto& [n, w] : workers) caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
@@ -141,10 +142,11 @@ int run_worker(int argc, char** argv) {
   watcher = nullptr;
   // A worker blocked in its engine must not keep the process (and its GPU) forever; after a signal
   // (the launcher died or asked) nothing is left to hand over, so the wait is short.
-  const int grace_s = launch::stop_signal() ? 3 : 15;
-  std::thread([grace_s, code] {
-    std::this_thread::sleep_for(std::chrono::seconds(grace_s));
-    std::fprintf(stderr, "afd worker: actors did not stop within %d s; exiting\n", grace_s);
+  const auto grace = launch::stop_signal() ? actors::timeouts::actors_exit_after_signal : actors::timeouts::actors_exit;
+  std::thread([grace, code] {
+    std::this_thread::sleep_for(grace);
+    std::fprintf(stderr, "afd worker: actors did not stop within %lld ms; exiting\n",
+                 static_cast<long long>(grace.count()));
     std::_Exit(code);
   }).detach();
   system.reset();

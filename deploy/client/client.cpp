@@ -20,6 +20,7 @@
 
 #include "actors/local_cluster.hpp"
 #include "actors/messages.hpp"
+#include "actors/timeouts.hpp"
 #include <afd/client.hpp>
 #include "deploy/topology/cluster_spec_from_topology.hpp"
 #include "deploy/client/embedded.hpp"
@@ -177,7 +178,7 @@ caf::behavior receiver_behavior(caf::event_based_actor* self, caf::actor coordin
   return {
       [self, coordinator, table](client_submit_atom, actors::request_msg& m, std::uint64_t key) {
         auto rp = self->make_response_promise();
-        self->request(coordinator, std::chrono::seconds(10), std::move(m))
+        self->request(coordinator, actors::timeouts::client_request, std::move(m))
             .then(
                 [rp, table, key](std::int64_t id) mutable {
                   table->add(id, key);
@@ -260,7 +261,7 @@ class cluster_impl final : public cluster {
     if (st == 0) return fail(errc::invalid_argument, "unknown request id ", id);
     if (st == 2) return fail(errc::invalid_argument, "request ", id, " has already finished");
     if (auto e = table_->closed()) return e;
-    auto ok = ask<bool>(system(), coordinator_, std::chrono::seconds(5), actors::cancel_atom::value, id);
+    auto ok = ask<bool>(system(), coordinator_, actors::timeouts::client_request, actors::cancel_atom::value, id);
     if (!ok) return ok.err();
     table_->end(id, fail(errc::cancelled, "request ", id, " was cancelled"));
     return {};
@@ -277,7 +278,8 @@ class cluster_impl final : public cluster {
     out.running = s->running;
     out.finished = s->finished;
     for (auto& w : s->workers)
-      out.workers.push_back(worker_status{w.name, w.role, w.state, w.device, w.running, w.kv_used, w.kv_total});
+      out.workers.push_back(worker_status{w.name, w.role, static_cast<worker_state>(w.state), w.device, w.running,
+                                          w.kv_used, w.kv_total});
     return out;
   }
 
@@ -301,7 +303,7 @@ class cluster_impl final : public cluster {
   expected<void> stop_cluster() override {
     if (!local_) {
       if (auto e = table_->closed()) return e;
-      auto ok = ask<bool>(system(), coordinator_, std::chrono::seconds(10), actors::shutdown_atom::value);
+      auto ok = ask<bool>(system(), coordinator_, actors::timeouts::client_request, actors::shutdown_atom::value);
       if (!ok) return ok.err();
     }
     shutdown();

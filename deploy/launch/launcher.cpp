@@ -22,6 +22,7 @@
 
 #include "actors/coordinator.hpp"
 #include "actors/messages.hpp"
+#include "actors/timeouts.hpp"
 #include "actors/worker.hpp"
 #include "deploy/launch/child_process.hpp"
 #include "deploy/launch/signals.hpp"
@@ -275,7 +276,7 @@ class launcher_impl {
     {
       // Not under the lock: stopping waits for the watcher, whose down handler takes it.
       if (!ready) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let a crashed process be reaped
+        std::this_thread::sleep_for(actors::timeouts::reap_crashed);
         for (auto& w : procs_)
           if (w.child)
             if (auto status = w.child->poll(); status && !exited_cleanly(*status))
@@ -325,7 +326,7 @@ class launcher_impl {
                          "surviving workers where it can, or fails the requests; `afd status %s` shows the state\n",
                          spec_.name.c_str(), w.plan.name.c_str(), file_.c_str());
           }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::this_thread::sleep_for(actors::timeouts::supervision_tick);
     }
     stop();
     std::fprintf(stderr, "afd launch: cluster '%s' stopped\n", spec_.name.c_str());
@@ -346,7 +347,7 @@ class launcher_impl {
           w.child->wait_for(static_cast<int>(std::max<long long>(0, left)));
         }
     };
-    wait_all(10000);
+    wait_all(static_cast<int>(actors::timeouts::process_exit.count()));
     for (int sig : {SIGTERM, SIGKILL}) {
       bool any = false;
       for (auto& w : procs_)
@@ -356,16 +357,17 @@ class launcher_impl {
           w.child->signal(sig);
           any = true;
         }
-      if (any) wait_all(5000);
+      if (any) wait_all(static_cast<int>(actors::timeouts::process_term.count()));
     }
     if (watcher_) caf::anon_send_exit(watcher_, caf::exit_reason::user_shutdown);
     if (system_) {
       // Every worker process is reaped by now; in-process actors end with the coordinator. A stuck
-      // one (or the middleman's teardown) must not hold the launcher: 5 s, then exit.
+      // one (or the middleman's teardown) must not hold the launcher.
       const int code = serving_ ? 0 : 1;
       std::thread([code] {
-        std::this_thread::sleep_for(std::chrono::seconds(5));
-        std::fprintf(stderr, "afd launch: actors did not stop within 5 s; exiting\n");
+        std::this_thread::sleep_for(actors::timeouts::shutdown);
+        std::fprintf(stderr, "afd launch: actors did not stop within %lld ms; exiting\n",
+                     static_cast<long long>(actors::timeouts::shutdown.count()));
         std::_Exit(code);
       }).detach();
       coordinator_ = nullptr;
@@ -391,11 +393,12 @@ class launcher_impl {
   void report_not_ready() {
     std::vector<std::string> waiting;
     caf::scoped_actor self{*system_};
-    self->request(coordinator_, std::chrono::seconds(3), actors::status_atom::value)
+    self->request(coordinator_, actors::timeouts::launcher_status, actors::status_atom::value)
         .receive(
             [&](actors::cluster_status_msg& s) {
               for (const auto& w : s.workers)
-                if (w.state != "ready") waiting.push_back(w.name + " (" + w.state + ")");
+                if (w.state != static_cast<std::uint8_t>(worker_state::ready))
+                  waiting.push_back(w.name + " (" + std::string(to_string(static_cast<worker_state>(w.state))) + ")");
             },
             [&](caf::error&) {});
     std::fprintf(stderr,

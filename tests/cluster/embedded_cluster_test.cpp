@@ -249,7 +249,8 @@ void expect_sliced_recovery_within_tolerance(const char* victim) {
   ASSERT_TRUE(st.has_value());
   EXPECT_TRUE(st->ready);
   EXPECT_EQ(st->epoch, 2u);
-  for (const auto& w : st->workers) EXPECT_EQ(w.state, w.name == victim ? "failed" : "ready") << w.name;
+  for (const auto& w : st->workers)
+    EXPECT_EQ(w.state, w.name == victim ? worker_state::failed : worker_state::ready) << w.name;
   // A request admitted after the recovery runs wholly under the new placement: all its rows.
   auto later = make_request(399, 21, new_tokens, false);
   later.logits_rows = new_tokens;
@@ -491,7 +492,7 @@ void expect_worker_loss_fails_requests(const char* topology, const char* victim)
   EXPECT_FALSE(st->ready);
   bool marked = false;
   for (const auto& w : st->workers)
-    if (w.name == victim) marked = w.state == "failed";
+    if (w.name == victim) marked = w.state == worker_state::failed;
   EXPECT_TRUE(marked);
   const auto t1 = clock_type::now();
   c.reset();
@@ -551,7 +552,8 @@ void expect_recovery_keeps_the_reference_tokens(const char* victim) {
   ASSERT_TRUE(st.has_value());
   EXPECT_TRUE(st->ready);
   EXPECT_EQ(st->epoch, 2u);
-  for (const auto& w : st->workers) EXPECT_EQ(w.state, w.name == victim ? "failed" : "ready") << w.name;
+  for (const auto& w : st->workers)
+    EXPECT_EQ(w.state, w.name == victim ? worker_state::failed : worker_state::ready) << w.name;
   // The cluster goes on serving without the lost worker.
   auto later = make_request(9, 17, 6, true);
   auto id = c->submit(later);

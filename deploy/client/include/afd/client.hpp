@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "runtime/core/error.hpp"
+#include "runtime/core/worker_state.hpp"
 
 namespace afd::client {
 
@@ -66,7 +67,7 @@ using token_callback = std::function<void(const token&)>;
 struct worker_status {
   std::string name;
   std::string role;          ///< "attention" or "ffn"
-  std::string state;         ///< "starting", "ready", "failed", "stopped"
+  worker_state state = worker_state::starting;  ///< to_string(state) names it
   std::string device;        ///< "cpu", "cuda:0"
   std::int64_t running = 0;  ///< requests in its batch (attention)
   std::int64_t kv_blocks_used = 0;
