@@ -44,6 +44,16 @@ struct request_entry {
   request_msg req;
   std::vector<std::int32_t> generated;  ///< kept so that a lost worker's requests can be rebuilt
   int worker = -1;                      ///< attention worker index; -1 while queued
+  std::chrono::steady_clock::time_point accepted = std::chrono::steady_clock::now();
+  double queue_seconds = -1;            ///< accepted until first admitted; -1 until then
+  std::uint32_t recoveries = 0;         ///< times a recovery moved it
+
+  /// Fills what the coordinator knows of the request into its end record.
+  void describe(finished_rec& f) const {
+    f.prompt_tokens = static_cast<std::int64_t>(req.prompt.size());
+    f.queue_seconds = std::max(queue_seconds, 0.0);
+    f.recoveries = recoveries;
+  }
 };
 
 class coordinator_state;
@@ -177,6 +187,7 @@ class coordinator_state {
       auto it = requests_.find(f.id);
       if (it == requests_.end()) continue;
       if (it->second.worker >= 0) --attention_[static_cast<std::size_t>(it->second.worker)].assigned;
+      it->second.describe(f);
       self_->send(it->second.client, std::move(f));
       requests_.erase(it);
       ++finished_count_;
@@ -210,6 +221,7 @@ class coordinator_state {
     result->queued = static_cast<std::int64_t>(queue_.size());
     result->running = static_cast<std::int64_t>(requests_.size() - queue_.size());
     result->finished = finished_count_;
+    result->recoveries = recoveries_;
     std::vector<worker_entry*> asked;
     for (auto* list : {&attention_, &ffn_})
       for (auto& w : *list) {
@@ -356,6 +368,9 @@ class coordinator_state {
       queue_.pop_front();
       worker_entry& worker = attention_[static_cast<std::size_t>(w)];
       it->second.worker = w;
+      if (it->second.queue_seconds < 0)
+        it->second.queue_seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - it->second.accepted).count();
       ++worker.assigned;
       worker.reserved_since_report += blocks_needed(it->second.req, worker.block_size);
       self_->send(worker.handle, admit_msg{epoch_, it->first, it->second.req, it->second.generated});
@@ -376,6 +391,7 @@ class coordinator_state {
     done.id = r.id;
     done.tokens = g;
     done.reason = stopped ? "stop" : "length";
+    r.describe(done);
     self_->send(r.client, std::move(done));
     return true;
   }
@@ -448,11 +464,13 @@ class coordinator_state {
     for (auto& w : attention_) w.ready = false;
     for (auto& w : ffn_) w.ready = false;
     // Every request in flight goes back to the front of the queue, in submission order.
+    ++recoveries_;
     std::vector<std::int64_t> in_flight;
     for (auto& [id, r] : requests_)
       if (r.worker >= 0) {
         in_flight.push_back(id);
         r.worker = -1;
+        ++r.recoveries;
       }
     queue_.insert(queue_.begin(), in_flight.begin(), in_flight.end());
     for (auto& w : attention_) {
@@ -558,6 +576,7 @@ class coordinator_state {
   std::deque<std::int64_t> queue_;
   std::int64_t next_id_ = 1;
   std::int64_t finished_count_ = 0;
+  std::uint64_t recoveries_ = 0;
   std::vector<caf::response_promise> ready_waiters_;
   std::vector<worker_failed_msg> reported_failures_;  ///< engine failures waiting for a root cause
   engine::placement placement_;  ///< this epoch's: the topology's for the live FFN workers

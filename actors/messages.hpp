@@ -96,6 +96,9 @@ struct finished_rec {
   std::vector<std::int32_t> tokens;
   std::string reason;     ///< "length", "stop", "context"
   std::vector<std::vector<float>> logits;
+  std::int64_t prompt_tokens = 0;  ///< filled by the coordinator
+  double queue_seconds = 0;        ///< accepted until first admitted (coordinator's clock)
+  std::uint32_t recoveries = 0;    ///< failures the request lived through
 };
 
 /// Attention worker -> coordinator, once per step that produced anything (batched, asynchronous).
@@ -141,6 +144,7 @@ struct cluster_status_msg {
   std::int64_t queued = 0;
   std::int64_t running = 0;
   std::int64_t finished = 0;
+  std::uint64_t recoveries = 0;
   std::vector<worker_status_msg> workers;
 };
 
@@ -172,7 +176,8 @@ typename Inspector::result_type inspect(Inspector& f, token_rec& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, finished_rec& x) {
-  return f(caf::meta::type_name("finished_rec"), x.id, x.code, x.message, x.tokens, x.reason, x.logits);
+  return f(caf::meta::type_name("finished_rec"), x.id, x.code, x.message, x.tokens, x.reason, x.logits,
+           x.prompt_tokens, x.queue_seconds, x.recoveries);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, worker_report_msg& x) {
@@ -195,7 +200,7 @@ typename Inspector::result_type inspect(Inspector& f, worker_status_msg& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, cluster_status_msg& x) {
   return f(caf::meta::type_name("cluster_status_msg"), x.epoch, x.ready, x.queued, x.running, x.finished,
-           x.workers);
+           x.recoveries, x.workers);
 }
 
 /// The request as the engines take it.

@@ -92,6 +92,9 @@ class request_table {
         e.result.tokens = std::move(f.tokens);
         e.result.finish_reason = std::move(f.reason);
         e.result.logits = std::move(f.logits);
+        e.result.prompt_tokens = f.prompt_tokens;
+        e.result.queue_seconds = f.queue_seconds;
+        e.result.recoveries = f.recoveries;
       }
     }
     cv_.notify_all();
@@ -277,6 +280,7 @@ class cluster_impl final : public cluster {
     out.queued = s->queued;
     out.running = s->running;
     out.finished = s->finished;
+    out.recoveries = s->recoveries;
     for (auto& w : s->workers)
       out.workers.push_back(worker_status{w.name, w.role, static_cast<worker_state>(w.state), w.device, w.running,
                                           w.kv_used, w.kv_total});

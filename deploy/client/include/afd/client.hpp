@@ -58,6 +58,9 @@ struct response {
   std::vector<std::int32_t> tokens;
   std::string finish_reason;               ///< "length", "stop", "context"
   std::vector<std::vector<float>> logits;  ///< the first logits_rows rows (fp32, full vocabulary)
+  std::int64_t prompt_tokens = 0;          ///< tokens of the prompt
+  double queue_seconds = 0;                ///< accepted by the coordinator until first admitted to a worker
+  std::uint32_t recoveries = 0;            ///< failures it lived through (moved and resumed each time)
 };
 
 /// Called on an internal thread for every token of a request, in order; must return quickly.
@@ -72,6 +75,25 @@ struct worker_status {
   std::int64_t running = 0;  ///< requests in its batch (attention)
   std::int64_t kv_blocks_used = 0;
   std::int64_t kv_blocks_total = 0;
+  bool slow = false;             ///< progressing, but its steps take far longer than its peers' (a straggler)
+  std::uint64_t steps = 0;       ///< engine steps it completed, over its life (its progress counter)
+  std::uint32_t rejoins = 0;     ///< times it came back (restarted or resumed) and joined again
+  /// Data plane, totals over its life: seconds in kernels and blocked on the network, in all and
+  /// per layer (index = layer); bytes and messages it sent and received.
+  double compute_seconds = 0;
+  double network_wait_seconds = 0;
+  std::vector<double> layer_compute_seconds;
+  std::vector<double> layer_wait_seconds;
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t bytes_received = 0;
+  std::uint64_t messages_sent = 0;
+  std::uint64_t messages_received = 0;
+};
+
+/// How often one fault rule fired (fault injection, when rules are armed).
+struct fault_rule_status {
+  std::string rule;     ///< the rule as written
+  std::uint64_t fired = 0;
 };
 
 /// The cluster as the coordinator sees it.
@@ -81,7 +103,9 @@ struct cluster_status {
   std::int64_t queued = 0;
   std::int64_t running = 0;
   std::int64_t finished = 0;
+  std::uint64_t recoveries = 0;  ///< epochs started after a worker was lost or came back
   std::vector<worker_status> workers;
+  std::vector<fault_rule_status> faults;
 };
 
 /// Options of an embedded cluster.
