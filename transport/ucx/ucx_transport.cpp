@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <mutex>
 
 #include <algorithm>
 #include <cstdlib>
@@ -16,6 +19,8 @@
 
 #include "transport/net_devices.hpp"
 #include "transport/ucx/ucx_handles.hpp"
+
+#include <ucs/debug/log_def.h>
 
 namespace afd::transport {
 
@@ -124,6 +129,23 @@ std::string env_or_empty(const char* name) {
   return v == nullptr ? std::string() : std::string(v);
 }
 
+/// UCX prints its warnings to stdout by default, which would corrupt the output of a program
+/// whose stdout is data (`afd generate --json`). Every UCX log line goes to stderr instead, once
+/// per process, whatever UCX_LOG_FILE says.
+ucs_log_func_rc_t log_to_stderr(const char* file, unsigned line, const char* /*function*/, ucs_log_level_t level,
+                                const ucs_log_component_config_t* /*comp*/, const char* format, va_list ap) {
+  const char* base = std::strrchr(file, '/');
+  char text[1024];
+  std::vsnprintf(text, sizeof text, format, ap);
+  std::fprintf(stderr, "UCX %s %s:%u %s\n", ucs_log_level_names[level], base ? base + 1 : file, line, text);
+  return UCS_LOG_FUNC_RC_STOP;
+}
+
+void route_ucx_log_to_stderr() {
+  static std::once_flag once;
+  std::call_once(once, [] { ucs_log_push_handler(log_to_stderr); });
+}
+
 class ucx_impl final : public transport {
  public:
   ucx_impl(const transport_config& cfg, const ucx_options& opt) : cfg_(cfg), opt_(opt) {}
@@ -133,6 +155,7 @@ class ucx_impl final : public transport {
   }
 
   expected<void> start() {
+    route_ucx_log_to_stderr();
     // Validate the selection first: a wrong device must be an error naming it, not a hang.
     std::string tls = cfg_.tls, tls_source = "tls";
     if (tls.empty()) {
@@ -630,8 +653,13 @@ class ucx_impl final : public transport {
       }
       wait_for_activity(std::min(until, after(std::chrono::milliseconds(10))));
     }
+    // Messages that arrived and will never be received (a peer's last dispatches of an epoch
+    // that ended here first) are taken off the worker before it is destroyed: discarded on
+    // purpose rather than reported by UCX as unmatched.
+    drain_unexpected(until);
     for (ucx_peer& p : peers_) close_endpoint(p);
     progress();  // completions of operations that the closes cancelled
+    drain_unexpected(std::min(until, after(std::chrono::milliseconds(50))));
     for (ucx_op& o : ops_) {
       if (!o.in_use) continue;
       if (o.status == op_status::pending) {
@@ -657,6 +685,31 @@ class ucx_impl final : public transport {
     std::string s;
     for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
     return s;
+  }
+
+  /// Receives and discards every message waiting unmatched on the worker, until none is left or
+  /// `until` passes (a rendezvous whose sender is gone is cancelled).
+  void drain_unexpected(deadline until) {
+    std::vector<std::byte> sink;
+    for (;;) {
+      ucp_tag_recv_info_t info{};
+      ucp_tag_message_h msg = ucp_tag_probe_nb(worker_.get(), 0, 0, 1, &info);
+      if (msg == nullptr) return;
+      sink.resize(std::max<std::size_t>(sink.size(), std::max<std::size_t>(info.length, 1)));
+      ucp_request_param_t rp{};
+      ucs_status_ptr_t req = ucp_tag_msg_recv_nbx(worker_.get(), sink.data(), info.length, msg, &rp);
+      if (!UCS_PTR_IS_PTR(req)) continue;  // completed at once (or failed): nothing to wait for
+      while (ucp_request_check_status(req) == UCS_INPROGRESS) {
+        progress();
+        if (clock::now() >= until) {
+          ucp_request_cancel(worker_.get(), req);
+          progress();
+          break;
+        }
+      }
+      ucp_request_free(req);
+      if (clock::now() >= until) return;
+    }
   }
 
   ucx_op* find(op_handle op) noexcept {
