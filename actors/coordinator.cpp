@@ -217,6 +217,7 @@ class coordinator_state {
     auto rp = self_->make_response_promise();
     auto result = std::make_shared<cluster_status_msg>();
     result->epoch = epoch_;
+    result->vocab_size = spec_.model.vocab_size;
     result->ready = ready_;
     result->queued = static_cast<std::int64_t>(queue_.size());
     result->running = static_cast<std::int64_t>(requests_.size() - queue_.size());

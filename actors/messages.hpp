@@ -140,6 +140,7 @@ struct worker_status_msg {
 /// The cluster as the coordinator sees it.
 struct cluster_status_msg {
   std::uint32_t epoch = 0;
+  std::int64_t vocab_size = 0;
   bool ready = false;
   std::int64_t queued = 0;
   std::int64_t running = 0;
@@ -199,7 +200,7 @@ typename Inspector::result_type inspect(Inspector& f, worker_status_msg& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, cluster_status_msg& x) {
-  return f(caf::meta::type_name("cluster_status_msg"), x.epoch, x.ready, x.queued, x.running, x.finished,
+  return f(caf::meta::type_name("cluster_status_msg"), x.epoch, x.vocab_size, x.ready, x.queued, x.running, x.finished,
            x.recoveries, x.workers);
 }
 

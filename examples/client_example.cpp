@@ -69,12 +69,20 @@ int main(int argc, char** argv) {
   }
   afd::client::cluster& c = **cluster;
 
-  // 2. Submit every request at once; tokens stream to the callback on an internal thread.
+  // 2. Submit every request at once; tokens stream to the callback on an internal thread. Prompt
+  // ids are made up here, so they are kept inside the model's vocabulary.
+  auto before = c.status();
+  if (!before) {
+    std::fprintf(stderr, "status: %s\n", before.err().to_string().c_str());
+    return 1;
+  }
+  const std::int64_t vocab = before->vocab_size;
   std::mutex print_mutex;
   std::vector<afd::client::request_id> ids;
   for (int r = 0; r < requests; ++r) {
     afd::client::request req;
-    for (int k = 0; k <= r; ++k) req.prompt.push_back(5 + 17 * k + r);  // prompts of different lengths
+    for (int k = 0; k <= r; ++k)  // prompts of different lengths
+      req.prompt.push_back(static_cast<std::int32_t>((5 + 17 * k + r) % vocab));
     req.max_new_tokens = max_new_tokens;
     req.sampling.temperature = temperature;
     req.sampling.seed = seed + static_cast<std::uint64_t>(r);

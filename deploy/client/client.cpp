@@ -276,6 +276,7 @@ class cluster_impl final : public cluster {
     if (!s) return s.err();
     cluster_status out;
     out.epoch = s->epoch;
+    out.vocab_size = s->vocab_size;
     out.ready = s->ready;
     out.queued = s->queued;
     out.running = s->running;

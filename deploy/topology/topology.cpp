@@ -778,10 +778,18 @@ struct parser {
     r.optional_integer(*es, "queue", t.limits.queue, 1, 1 << 24);
     r.optional_integer(*es, "max_new_tokens", t.limits.max_new_tokens, 1, 1 << 24);
     r.optional_integer(*es, "max_context", t.limits.max_context, 0, 1 << 24);
-    if (t.limits.max_context > 0 && t.limits.max_new_tokens > t.limits.max_context)
-      r.error(t.location_of("limits.max_new_tokens"),
-              "'max_new_tokens' (" + std::to_string(t.limits.max_new_tokens) +
-                  ") must not exceed 'max_context' (" + std::to_string(t.limits.max_context) + ")");
+    if (t.limits.max_context > 0 && t.limits.max_new_tokens > t.limits.max_context) {
+      // Point at the side the file wrote: a default has no line of its own.
+      if (t.locations.count("limits.max_new_tokens"))
+        r.error(t.location_of("limits.max_new_tokens"),
+                "'max_new_tokens' (" + std::to_string(t.limits.max_new_tokens) +
+                    ") must not exceed 'max_context' (" + std::to_string(t.limits.max_context) + ")");
+      else
+        r.error(t.location_of("limits.max_context"),
+                "'max_context' (" + std::to_string(t.limits.max_context) +
+                    ") is below the default 'max_new_tokens' (" + std::to_string(t.limits.max_new_tokens) +
+                    "); set limits.max_new_tokens to at most " + std::to_string(t.limits.max_context));
+    }
   }
 
   // name, node, device of a worker; false when the name is unusable.

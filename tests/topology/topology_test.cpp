@@ -191,6 +191,12 @@ TEST(topology_parse, numeric_limits) {
   y.add("limits: {max_new_tokens: 500, max_context: 100}");
   r = parse(y);
   expect_error(r.errors, "'max_new_tokens' (500) must not exceed 'max_context' (100)", 11, y.column(11, "500"));
+  // max_new_tokens left at its default: the error points at what the file wrote.
+  y = base_file();
+  y.add("limits: {max_context: 2048}");
+  r = parse(y);
+  expect_error(r.errors, "'max_context' (2048) is below the default 'max_new_tokens' (4096); set limits.max_new_tokens "
+               "to at most 2048", 11, y.column(11, "2048"));
 }
 
 TEST(topology_parse, dtype_and_mode_names) {

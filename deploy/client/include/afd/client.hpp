@@ -99,6 +99,7 @@ struct fault_rule_status {
 /// The cluster as the coordinator sees it.
 struct cluster_status {
   std::uint32_t epoch = 0;
+  std::int64_t vocab_size = 0;  ///< token ids of a prompt must be in [0, vocab_size)
   bool ready = false;
   std::int64_t queued = 0;
   std::int64_t running = 0;
