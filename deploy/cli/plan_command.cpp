@@ -1,4 +1,4 @@
-// `afd plan`: the decoding cost model and the AFD deployment planner (deploy/plan/README.md).
+// `afd plan`: the decoding cost model and the AFD deployment planner (docs/planner.md).
 //   afd plan cost      --model M [--context 4k,8k] [--hardware h800,h20] [--json]
 //   afd plan sparsity  [--hardware ...] [--model ...] [--network-gbps 3200,...] [--json]
 //   afd plan deploy    --model M --hardware A[,F] [--tpot 50ms] [--context 4k] [--topology FILE] [--json]
@@ -60,7 +60,7 @@ afd::expected<std::pair<int, int>> parse_shape(const std::string& text) {
 }
 
 int run_plan(int argc, char** argv) {
-  CLI::App app{"Decoding cost and AFD deployment planning (deploy/plan/README.md)", "afd plan"};
+  CLI::App app{"Decoding cost and AFD deployment planning (docs/planner.md)", "afd plan"};
   app.require_subcommand(1);
   std::vector<std::string> hardware_files;
 

@@ -1,5 +1,5 @@
 #pragma once
-/// The cluster topology file (schema: deploy/topology/README.md): nodes, the coordinator, attention
+/// The cluster topology file (schema: docs/topology.md): nodes, the coordinator, attention
 /// and FFN workers, transport, model settings, and which FFN worker owns which routed expert and
 /// which shared-expert / dense-MLP columns. Every problem found is reported as
 /// `FILE:LINE:COLUMN: message`, all of them at once. This header compiles without yaml-cpp.

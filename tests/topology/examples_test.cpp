@@ -63,7 +63,7 @@ TEST(topology_examples_files, missing_file_is_an_error_naming_it) {
 
 // The complete example in the schema reference stays valid.
 TEST(topology_examples_files, readme_example_parses_and_resolves) {
-  std::ifstream in(std::string(AFD_SOURCE_DIR) + "/deploy/topology/README.md");
+  std::ifstream in(std::string(AFD_SOURCE_DIR) + "/docs/topology.md");
   ASSERT_TRUE(in);
   std::stringstream text;
   text << in.rdbuf();
