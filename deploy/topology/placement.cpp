@@ -9,21 +9,20 @@
 
 namespace afd::topology {
 
-namespace {
-
-// "4-59" / "1, 3, 5-7": a sorted list of indices as ranges.
-std::string ranges_text(const std::vector<std::int64_t>& sorted) {
+std::string ranges_text(const std::vector<std::int64_t>& sorted, std::string_view separator) {
   std::string out;
   for (std::size_t i = 0; i < sorted.size();) {
     std::size_t j = i;
     while (j + 1 < sorted.size() && sorted[j + 1] == sorted[j] + 1) ++j;
-    if (!out.empty()) out += ", ";
+    if (!out.empty()) out += separator;
     out += std::to_string(sorted[i]);
     if (j > i) out += "-" + std::to_string(sorted[j]);
     i = j + 1;
   }
   return out;
 }
+
+namespace {
 
 std::string layers_text(const std::vector<std::int64_t>& layers, std::string_view kind) {
   return std::string(kind) + (layers.size() == 1 ? " layer " : " layers ") + ranges_text(layers);

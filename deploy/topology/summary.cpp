@@ -9,19 +9,6 @@ namespace afd::topology {
 
 namespace {
 
-std::string ranges_text(const std::vector<std::int64_t>& sorted) {
-  std::string out;
-  for (std::size_t i = 0; i < sorted.size();) {
-    std::size_t j = i;
-    while (j + 1 < sorted.size() && sorted[j + 1] == sorted[j] + 1) ++j;
-    if (!out.empty()) out += ",";
-    out += std::to_string(sorted[i]);
-    if (j > i) out += "-" + std::to_string(sorted[j]);
-    i = j + 1;
-  }
-  return out;
-}
-
 std::string count_text(double n) {
   char buf[32];
   if (n >= 1e9) std::snprintf(buf, sizeof buf, "%.2f B", n / 1e9);
@@ -160,7 +147,7 @@ std::string summarize(const topology& t, const placement* p, const model_config*
     std::string text;
     for (std::size_t w = 0; w < p->ffn_workers.size(); ++w) {
       auto mine = p->experts_of(static_cast<int>(w), l.layer);
-      text += (text.empty() ? "" : " | ") + p->ffn_workers[w] + ": " + (mine.empty() ? "none" : ranges_text(mine));
+      text += (text.empty() ? "" : " | ") + p->ffn_workers[w] + ": " + (mine.empty() ? "none" : ranges_text(mine, ","));
     }
     if (!groups.empty() && groups.back().second == text && groups.back().first.back() + 1 == l.layer)
       groups.back().first.push_back(l.layer);
@@ -169,7 +156,7 @@ std::string summarize(const topology& t, const placement* p, const model_config*
   }
   if (groups.empty()) o << "  (the model has no MoE layer)\n";
   for (const auto& [layers, text] : groups)
-    o << (layers.size() == 1 ? "  layer " : "  layers ") << ranges_text(layers) << ": " << text << "\n";
+    o << (layers.size() == 1 ? "  layer " : "  layers ") << ranges_text(layers, ",") << ": " << text << "\n";
 
   // Units: every layer with the same description shares a line.
   o << "placement of shared experts and dense MLPs:\n";
@@ -182,7 +169,7 @@ std::string summarize(const topology& t, const placement* p, const model_config*
     units[key].push_back(l.layer);
   }
   for (const auto& key : order)
-    o << (units[key].size() == 1 ? "  layer " : "  layers ") << ranges_text(units[key]) << ": " << key << "\n";
+    o << (units[key].size() == 1 ? "  layer " : "  layers ") << ranges_text(units[key], ",") << ": " << key << "\n";
 
   // Per worker: what it loads.
   const model_size size = compute_model_size(*c);

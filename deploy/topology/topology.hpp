@@ -318,6 +318,9 @@ using engine::unit_slice;
 /// the right kind, and units are whole in deterministic mode. Pure: no file or network access.
 checked<placement> resolve_placement(const topology& t, const model_config& config);
 
+/// A sorted list of indices as ranges: "4-59", or "1, 3, 5-7" with separator ", ".
+std::string ranges_text(const std::vector<std::int64_t>& sorted, std::string_view separator = ", ");
+
 /// Reads `<model.path>/config.json` when the build has the checkpoint reader.
 expected<model_config> read_model_config(const topology& t);
 
