@@ -172,8 +172,9 @@ op_status exchange_base::wait_recvs(std::uint32_t slot, message_kind kind, const
       header_expectation expect{kind, id, t_.peer_rank(peers_[p])};
       header_check c = check_header(msg, expect);
       if (c == header_check::ok) c = check_payload(slot, header_of(ps.recv.data));
-      if (c == header_check::stale_epoch) {
-        // A leftover of an aborted epoch: drop it and listen again.
+      if (c == header_check::stale_epoch || c == header_check::duplicate) {
+        // A leftover of an aborted epoch, or a copy of a message already taken: drop it and
+        // listen again.
         if (post_recv(slot, p, tag) != op_status::pending) return op_status::error;
         all = false;
         continue;

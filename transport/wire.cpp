@@ -46,6 +46,7 @@ const char* to_string(header_check c) noexcept {
   switch (c) {
     case header_check::ok: return "ok";
     case header_check::stale_epoch: return "stale_epoch";
+    case header_check::duplicate: return "duplicate";
     case header_check::short_message: return "short_message";
     case header_check::bad_magic: return "bad_magic";
     case header_check::bad_version: return "bad_version";
@@ -93,6 +94,11 @@ header_check check_header(std::span<const std::byte> message,
   if (h.source != expect.source) return header_check::wrong_source;
   if (h.epoch < expect.id.epoch) return header_check::stale_epoch;
   if (h.epoch > expect.id.epoch) return header_check::future_epoch;
+  // Messages of one (kind, micro-batch) arrive in (step, layer) order, so an earlier one is a
+  // duplicate or a re-sent leftover.
+  if (h.micro_batch == expect.id.micro_batch &&
+      (h.step < expect.id.step || (h.step == expect.id.step && h.layer < expect.id.layer)))
+    return header_check::duplicate;
   if (h.step != expect.id.step) return header_check::wrong_step;
   if (h.micro_batch != expect.id.micro_batch) return header_check::wrong_micro_batch;
   if (h.layer != expect.id.layer) return header_check::wrong_layer;

@@ -99,6 +99,7 @@ struct header_expectation {
 enum class header_check : std::uint8_t {
   ok,
   stale_epoch,        ///< from an older epoch: drop it
+  duplicate,          ///< this epoch, an earlier (step, layer) than expected: a copy or a late one; drop it
   short_message,      ///< fewer bytes than a header
   bad_magic,
   bad_version,

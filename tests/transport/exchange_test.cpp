@@ -140,6 +140,17 @@ TEST_F(raw_fixture, stale_epoch_is_dropped_and_current_one_accepted) {
   EXPECT_EQ(ex->wait_combine(0, after(1s)), op_status::done);
 }
 
+TEST_F(raw_fixture, a_duplicate_of_an_earlier_message_is_dropped) {
+  step_id id{5, 10, 0, 3};
+  dispatch(id);
+  header_fields earlier = good(id);
+  earlier.id.layer = 2;  // the message before this one, arriving again
+  send_combine(earlier, 64 + 256);
+  EXPECT_EQ(ex->wait_combine(0, after(50ms)), op_status::timeout);  // dropped, still waiting
+  send_combine(good(id), 64 + 256);
+  EXPECT_EQ(ex->wait_combine(0, after(1s)), op_status::done);
+}
+
 TEST_F(raw_fixture, malformed_headers_are_errors_naming_the_check) {
   struct bad_case {
     const char* name;
@@ -148,7 +159,7 @@ TEST_F(raw_fixture, malformed_headers_are_errors_naming_the_check) {
   };
   std::vector<bad_case> cases = {
       {"wrong_layer", [](header_fields& h, std::size_t&) { h.id.layer = 4; }, afd::errc::bad_message},
-      {"wrong_step", [](header_fields& h, std::size_t&) { h.id.step = 9; }, afd::errc::bad_message},
+      {"wrong_step", [](header_fields& h, std::size_t&) { h.id.step += 7; }, afd::errc::bad_message},
       {"wrong_source", [](header_fields& h, std::size_t&) { h.source = 3; }, afd::errc::bad_message},
       {"future_epoch", [](header_fields& h, std::size_t&) { h.id.epoch = 6; }, afd::errc::stale_epoch},
       {"bad_length", [](header_fields& h, std::size_t&) { h.byte_count = 200; }, afd::errc::bad_message},

@@ -71,12 +71,20 @@ TEST(wire, each_mismatch_is_named) {
   auto newer = e;
   newer.id.epoch = 6;
   EXPECT_EQ(check_header(m, newer), header_check::future_epoch);
+  // A message ahead of what is expected is wrong; one behind (same epoch and micro-batch) is a
+  // duplicate or a late copy, dropped by the exchange.
   auto x = e;
-  x.id.step += 1;
+  x.id.step -= 1;
   EXPECT_EQ(check_header(m, x), header_check::wrong_step);
   x = e;
   x.id.layer = 3;
   EXPECT_EQ(check_header(m, x), header_check::wrong_layer);
+  x = e;
+  x.id.step += 1;
+  EXPECT_EQ(check_header(m, x), header_check::duplicate);
+  x = e;
+  x.id.layer = 45;
+  EXPECT_EQ(check_header(m, x), header_check::duplicate);
   x = e;
   x.id.micro_batch = 0;
   EXPECT_EQ(check_header(m, x), header_check::wrong_micro_batch);
