@@ -76,10 +76,10 @@ struct attention_worker_state {
       caf::anon_send(coordinator, std::move(out));
     };
     const std::string name = ctx.name;
-    auto on_failure = [coordinator, fig, name, ep](const error& e) {
-      fig->failed.store(true);
+    auto on_failure = [coordinator, fig, name, ep](const dataplane::engine_fault& f) {
+      if (f.fatal) fig->failed.store(true);
       caf::anon_send(coordinator,
-                     worker_failed_msg{ep, name, static_cast<std::uint8_t>(e.code()), e.message()});
+                     worker_failed_msg{ep, name, static_cast<std::uint8_t>(f.what.code()), f.what.message()});
     };
     auto created = dataplane::attention_engine::create(weights, o, *ctx.transport, std::move(*peers),
                                             std::move(on_report), std::move(on_failure));

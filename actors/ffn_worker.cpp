@@ -64,10 +64,10 @@ struct ffn_worker_state {
     auto fig = figures;
     const std::string name = ctx.name;
     const auto ep = epoch;
-    auto on_failure = [coordinator, fig, name, ep](const error& e) {
-      fig->failed.store(true);
+    auto on_failure = [coordinator, fig, name, ep](const dataplane::engine_fault& f) {
+      if (f.fatal) fig->failed.store(true);
       caf::anon_send(coordinator,
-                     worker_failed_msg{ep, name, static_cast<std::uint8_t>(e.code()), e.message()});
+                     worker_failed_msg{ep, name, static_cast<std::uint8_t>(f.what.code()), f.what.message()});
     };
     auto created = dataplane::ffn_engine::create(weights, o, std::move(assignment), *ctx.transport,
                                       std::move(*peers), [](dataplane::step_report&&) {}, std::move(on_failure));

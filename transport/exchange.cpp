@@ -111,6 +111,12 @@ op_status exchange_base::record(std::uint32_t slot, errc code, std::uint32_t pee
   return code == errc::timeout ? op_status::timeout : op_status::error;
 }
 
+int exchange_base::last_peer_rank(std::uint32_t slot) const noexcept {
+  if (slot >= failures_.size() || failures_[slot].code == errc::none) return -1;
+  const failure& f = failures_[slot];
+  return f.peer_index < peers_.size() ? static_cast<int>(t_.peer_rank(peers_[f.peer_index])) : -1;
+}
+
 error exchange_base::last_error(std::uint32_t slot) const {
   if (slot >= failures_.size() || failures_[slot].code == errc::none) return {};
   const failure& f = failures_[slot];

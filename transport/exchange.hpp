@@ -85,6 +85,9 @@ class exchange_base {
   const exchange_shape& shape() const noexcept { return shape_; }
   /// A description of the last failure of a slot (peer, header check, errc); allocates.
   error last_error(std::uint32_t slot) const;
+  /// The rank of the peer the last failure of a slot concerns (the one waited on, or the sender of
+  /// a rejected message); -1 when none.
+  int last_peer_rank(std::uint32_t slot) const noexcept;
 
  protected:
   struct failure {

@@ -55,6 +55,7 @@ struct attention_engine::state {
   std::condition_variable cv;
   std::deque<command> commands;
   std::atomic<bool> stop{false};
+  std::atomic<bool> finished{false};  // the engine thread left its loop
   std::atomic<std::int64_t> free_blocks{0};
   std::thread thread;
   bool started = false;
@@ -66,6 +67,7 @@ struct attention_engine::state {
   std::vector<float> scratch;
   step_timing timing;
   std::uint64_t cluster_tokens = 0;  // every attention worker's tokens in the last step (FFN headers)
+  int bad_peer = -1;                 // the FFN worker (index) whose results reduce() rejected
 
   state(std::shared_ptr<const engine::model_weights> w, attention_engine_options o, transport::transport& tr,
         std::vector<transport::peer_id> peers, report_fn rep, failure_fn fail_fn, engine::kv_cache k)
@@ -164,15 +166,21 @@ struct attention_engine::state {
   // ----------------------------------------------------------------------------------------------
   // The pipeline.
 
+  /// Reports a failed wait or post (fatal), or a wait past the step deadline (not fatal: the
+  /// wait goes on), naming the peer at fault.
   void report_failure(const std::string& what, std::uint32_t m, std::int64_t layer, detail::wait_outcome o) {
     if (!on_failure) return;
     const error e = ex->last_error(m);
-    const errc code = o == detail::wait_outcome::timed_out ? errc::timeout
-                                                            : (e.code() == errc::none ? errc::transport_error : e.code());
-    on_failure(fail(code, "attention worker (rank ", t.rank(), "): epoch ", options.plane.epoch, ", step ", step,
-                    ", micro-batch ", m, ", layer ", layer, ": ", what,
-                    o == detail::wait_outcome::timed_out ? " exceeded the step deadline" : " failed", ": ",
-                    e.message().empty() ? std::string("no detail") : e.message()));
+    const bool overdue = o == detail::wait_outcome::timed_out;
+    const errc code = overdue ? errc::timeout : (e.code() == errc::none ? errc::transport_error : e.code());
+    engine_fault f;
+    f.fatal = !overdue;
+    f.what = fail(code, "attention worker (rank ", t.rank(), "): epoch ", options.plane.epoch, ", step ", step,
+                  ", micro-batch ", m, ", layer ", layer, ": ", what,
+                  overdue ? " exceeded the step deadline" : " failed", ": ",
+                  e.message().empty() ? std::string("no detail") : e.message());
+    if (const int r = ex->last_peer_rank(m); r >= 0) f.suspects.push_back(static_cast<transport::rank_t>(r));
+    on_failure(f);
   }
 
   /// Computes micro-batch m's attention half of `layer` and posts its dispatch.
@@ -181,19 +189,21 @@ struct attention_engine::state {
     const model_config& c = config();
     const std::uint32_t T = mb.tokens();
     const bool routed = c.is_moe_layer(layer) && T > 0;
+    if (m == 0) detail::layer_faults(options.plane, step, layer);
     auto t0 = transport::clock::now();
     if (T > 0)
       engine::attention_block(*weights, layer, attn_num, sched.kv().layer(layer), mb.slots, mb.positions, mb.x.data(),
                               mb.n.data(), mb.topk_ids.data(), mb.topk_w.data(), ws);
     auto t1 = transport::clock::now();
     transport::dispatch_view v;
-    auto o = detail::sliced_wait(
+    auto o = detail::patient_wait(
         [&](transport::deadline until) {
           v = ex->begin_dispatch(m, T, routed, until);
           if (v.tokens != nullptr) return op_status::done;
           return ex->last_error(m).code() == errc::timeout ? op_status::timeout : op_status::error;
         },
-        stop, transport::after(options.plane.step_deadline));
+        stop, options.plane.step_deadline, options.plane.progress.get(),
+        [&] { report_failure("waiting to reuse the dispatch buffer", m, layer, detail::wait_outcome::timed_out); });
     auto t2 = transport::clock::now();
     detail::add_time(timing.compute_seconds, timing.layer_compute_seconds, layer, detail::seconds(t0, t1));
     detail::add_time(timing.wait_seconds, timing.layer_wait_seconds, layer, detail::seconds(t1, t2));
@@ -233,8 +243,10 @@ struct attention_engine::state {
   /// Waits for every FFN worker's results of micro-batch m's `layer` and adds them to its h.
   detail::wait_outcome combine(std::uint32_t m, std::int64_t layer) {
     auto t0 = transport::clock::now();
-    auto o = detail::sliced_wait([&](transport::deadline until) { return ex->wait_combine(m, until); }, stop,
-                                 transport::after(options.plane.step_deadline));
+    auto o = detail::patient_wait(
+        [&](transport::deadline until) { return ex->wait_combine(m, until); }, stop, options.plane.step_deadline,
+        options.plane.progress.get(),
+        [&] { report_failure("waiting for the FFN workers' results", m, layer, detail::wait_outcome::timed_out); });
     auto t1 = transport::clock::now();
     detail::add_time(timing.wait_seconds, timing.layer_wait_seconds, layer, detail::seconds(t0, t1));
     if (o != detail::wait_outcome::done) {
@@ -245,9 +257,13 @@ struct attention_engine::state {
     detail::add_time(timing.compute_seconds, timing.layer_compute_seconds, layer,
                      detail::seconds(t1, transport::clock::now()));
     if (!bad.empty()) {
-      if (on_failure)
-        on_failure(fail(errc::bad_message, "attention worker (rank ", t.rank(), "): epoch ", options.plane.epoch,
-                        ", step ", step, ", micro-batch ", m, ", layer ", layer, ": ", bad));
+      if (on_failure) {
+        engine_fault f;
+        f.what = fail(errc::bad_message, "attention worker (rank ", t.rank(), "): epoch ", options.plane.epoch,
+                      ", step ", step, ", micro-batch ", m, ", layer ", layer, ": ", bad);
+        if (bad_peer >= 0) f.suspects.push_back(t.peer_rank(ffn_peers[static_cast<std::size_t>(bad_peer)]));
+        on_failure(f);
+      }
       return detail::wait_outcome::failed;
     }
     return detail::wait_outcome::done;
@@ -257,6 +273,7 @@ struct attention_engine::state {
   /// canonical order (engine::combine_units, as the reference engine). Throughput: the FFN
   /// workers' partials in worker order, the sum rounded to numerics.combine. "" or what is wrong.
   std::string reduce(std::uint32_t m, std::int64_t layer) {
+    bad_peer = -1;
     micro_batch& mb = mbs[m];
     const model_config& c = config();
     const std::uint32_t T = mb.tokens();
@@ -266,9 +283,11 @@ struct attention_engine::state {
     std::size_t vectors = 0;
     for (std::uint32_t f = 0; f < F; ++f) {
       const transport::combine_view v = ex->received(m, f);
-      if (v.token_count != T)
+      if (v.token_count != T) {
+        bad_peer = static_cast<int>(f);
         return "FFN worker " + std::to_string(f) + " answered for " + std::to_string(v.token_count) +
                " tokens, not " + std::to_string(T);
+      }
       vectors += v.vector_count;
     }
     if (T == 0) return {};
@@ -313,10 +332,12 @@ struct attention_engine::state {
           const std::int32_t* u = mb.canonical.data() + static_cast<std::size_t>(e.token) * per;
           slot = static_cast<std::size_t>(std::find(u, u + per, unit) - u);
         }
-        if (slot == per || mb.unit_ptrs[e.token * per + slot] != nullptr)
+        if (slot == per || mb.unit_ptrs[e.token * per + slot] != nullptr) {
+          bad_peer = static_cast<int>(f);
           return "FFN worker " + std::to_string(f) + " (rank " + std::to_string(t.peer_rank(ffn_peers[f])) +
                  ") sent unit " + std::to_string(unit) + " for token " + std::to_string(e.token) +
                  (slot == per ? ", which that token did not choose" : " a second time");
+        }
         float* row = mb.units.data() + (next++) * H;
         detail::read_vector(v, i, H, row);
         mb.unit_ptrs[e.token * per + slot] = row;
@@ -383,6 +404,7 @@ struct attention_engine::state {
   }
 
   void run() {
+    engine_progress* progress = options.plane.progress.get();
     bool was_idle = false;
     while (!stop.load()) {
       // When the whole cluster was idle in the last step (the FFN workers' headers count every
@@ -390,10 +412,13 @@ struct attention_engine::state {
       // next empty step, so that an idle cluster does not spin while a busy one is never slowed;
       // the empty steps keep the FFN workers' deadlines fed.
       if (was_idle && sched.idle() && options.plane.idle_wait.count() > 0) {
+        if (progress) progress->enter(engine_progress::idle);
         std::unique_lock lock(mu);
         cv.wait_for(lock, options.plane.idle_wait, [&] { return stop.load() || !commands.empty(); });
       }
       if (stop.load()) break;
+      if (progress) progress->enter(engine_progress::computing);
+      detail::step_faults(options.plane, step);
       const auto start = transport::clock::now();
       detail::reset_timing(timing, config().num_hidden_layers);
       const bool changed = take_commands();
@@ -415,8 +440,15 @@ struct attention_engine::state {
         on_report(std::move(rep));
       }
       ++step;
+      if (progress) {
+        progress->compute_ns.fetch_add(static_cast<std::uint64_t>(timing.compute_seconds * 1e9), std::memory_order_relaxed);
+        progress->wait_ns.fetch_add(static_cast<std::uint64_t>(timing.wait_seconds * 1e9), std::memory_order_relaxed);
+        progress->steps.fetch_add(1, std::memory_order_relaxed);
+      }
     }
     free_blocks = sched.kv().free_blocks();
+    if (progress) progress->enter(engine_progress::stopped);
+    finished.store(true);
   }
 };
 
@@ -482,6 +514,16 @@ void attention_engine::cancel(engine::request_id id) {
   }
   s_->cv.notify_all();
 }
+
+void attention_engine::request_stop() {
+  {
+    std::lock_guard lock(s_->mu);
+    s_->stop = true;
+  }
+  s_->cv.notify_all();
+}
+
+bool attention_engine::finished() const { return !s_->started || s_->finished.load(); }
 
 void attention_engine::stop() {
   if (!s_) return;

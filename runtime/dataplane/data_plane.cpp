@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <thread>
 
 #include "runtime/dataplane/data_plane_internal.hpp"
 #include "kernels/cpu/cpu_kernels.hpp"
@@ -45,6 +46,28 @@ transport::exchange_shape exchange_shape_of(const data_plane_options& o, const m
   s.combine_dtype = o.num.combine;
   s.mode = o.num.mode;  // transport::combine_mode is afd::combine_mode
   return s;
+}
+
+void step_faults(const data_plane_options& o, std::uint64_t step) {
+  if (!o.faults || !o.faults->armed()) [[likely]]
+    return;
+  std::shared_ptr<faults::fault_plan> plan;
+  const faults::data_context ctx{step, -1, 0, {}};
+  const faults::decision d =
+      o.faults->decide({faults::fault_kind::hang_engine, faults::fault_kind::slow_worker}, ctx, plan,
+                       [](const faults::fault_rule& r) { return !r.per_layer; });
+  if (!d) return;
+  std::this_thread::sleep_for(d.rule->kind == faults::fault_kind::hang_engine ? d.rule->duration : d.rule->delay);
+}
+
+void layer_faults(const data_plane_options& o, std::uint64_t step, std::int64_t layer) {
+  if (!o.faults || !o.faults->armed()) [[likely]]
+    return;
+  std::shared_ptr<faults::fault_plan> plan;
+  const faults::data_context ctx{step, layer, 0, {}};
+  const faults::decision d = o.faults->decide({faults::fault_kind::slow_worker}, ctx, plan,
+                                              [](const faults::fault_rule& r) { return r.per_layer; });
+  if (d) std::this_thread::sleep_for(d.rule->delay);
 }
 
 numerics unrounded_dispatch(numerics n) {

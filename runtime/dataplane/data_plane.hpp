@@ -11,6 +11,7 @@
 /// header-only messages. Tokens are bitwise the reference engine's in deterministic combine mode
 /// (same per-layer functions of runtime/engine, same rounding points, canonical combine order).
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -23,9 +24,25 @@
 #include "runtime/engine/model_weights.hpp"
 #include "runtime/engine/placement.hpp"
 #include "runtime/engine/reference_engine.hpp"
+#include "runtime/faults/faults.hpp"
 #include "transport/transport.hpp"
 
 namespace afd::dataplane {
+
+/// Live progress of a worker's engines, read from any thread (the worker's heartbeats and status).
+/// The worker owns it across epochs; each engine it runs updates it.
+struct engine_progress {
+  enum phase_kind : std::uint8_t { stopped = 0, idle = 1, computing = 2, waiting = 3 };
+  std::atomic<std::uint64_t> steps{0};            ///< steps completed, over every engine
+  std::atomic<std::uint8_t> phase{stopped};       ///< what the engine thread does now
+  std::atomic<std::int64_t> phase_since_ns{0};    ///< steady-clock time it entered it
+  std::atomic<std::uint64_t> compute_ns{0}, wait_ns{0};  ///< totals over completed steps
+  /// Enters `p` (relaxed stores: figures, not synchronisation).
+  void enter(phase_kind p) noexcept {
+    phase.store(p, std::memory_order_relaxed);
+    phase_since_ns.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  }
+};
 
 /// Settings shared by both roles; every worker of a cluster must use the same values.
 struct data_plane_options {
@@ -36,6 +53,10 @@ struct data_plane_options {
   std::chrono::milliseconds step_deadline{10000};   ///< a wait longer than this fails the step
   std::chrono::milliseconds idle_wait{2};           ///< idle cluster: wait this long for work per empty step
   std::uint32_t epoch = 1;                          ///< cluster epoch; messages of older epochs are dropped
+  /// Where the engine publishes its progress (may be null).
+  std::shared_ptr<engine_progress> progress;
+  /// The worker's fault site: hang_engine and slow_worker are decided at each step (may be null).
+  std::shared_ptr<faults::fault_site> faults;
 };
 
 /// A request as an attention worker runs it. `generated` holds tokens already produced elsewhere
@@ -77,9 +98,18 @@ using engine::ffn_weight_selection;
 
 /// Called on the engine thread; must return quickly (it hands the report to the worker actor).
 using report_fn = std::function<void(step_report&&)>;
-/// Called on the engine thread when the loop stops because of a failure (peer lost, deadline,
-/// bad message); the engine is stopped afterwards and must be recreated for a new epoch.
-using failure_fn = std::function<void(const error&)>;
+/// What an engine reports when its step loop meets trouble.
+struct engine_fault {
+  error what;
+  /// Data-plane ranks of the peers at fault: the one waited on, or the sender of a rejected
+  /// message. The witness reporting the fault is never among them.
+  std::vector<transport::rank_t> suspects;
+  /// true: the loop stopped (transport error, bad message); the engine must be recreated for a
+  /// new epoch. false: a wait passed the step deadline and goes on; the coordinator decides.
+  bool fatal = true;
+};
+/// Called on the engine thread; must return quickly (it hands the fault to the worker actor).
+using failure_fn = std::function<void(const engine_fault&)>;
 
 /// Settings of an attention worker's engine.
 struct attention_engine_options {
@@ -110,6 +140,11 @@ class attention_engine {
   /// from on_report / on_failure (the engine thread), it only asks: the loop ends when the
   /// callback returns, and a later stop() or the destructor joins.
   void stop();
+  /// Asks the loop to stop and returns at once (a loop blocked in a kernel or a hang may take
+  /// long); finished() says when it has left. Thread-safe.
+  void request_stop();
+  /// True once the engine thread left its loop (or never started).
+  bool finished() const;
   /// Thread-safe snapshot.
   std::int64_t free_kv_blocks() const;
 
@@ -132,6 +167,9 @@ class ffn_engine {
   ~ffn_engine();
   expected<void> start();
   void stop();
+  /// As attention_engine's.
+  void request_stop();
+  bool finished() const;
 
  private:
   struct state;

@@ -45,6 +45,31 @@ wait_outcome sliced_wait(Attempt&& attempt, const std::atomic<bool>& stop, trans
   }
 }
 
+/// The engines' wait: sliced_wait under the step deadline, published as the waiting phase. Each
+/// time the deadline passes, `overdue()` reports the peer waited on (a suspect, not a failure: a
+/// slow peer is a straggler, and only the coordinator, which sees every worker's progress, decides
+/// that one has failed) and the wait goes on. Returns done, failed or stopped.
+template <class Attempt, class Overdue>
+wait_outcome patient_wait(Attempt&& attempt, const std::atomic<bool>& stop, std::chrono::milliseconds deadline,
+                          engine_progress* progress, Overdue&& overdue) {
+  if (progress) progress->enter(engine_progress::waiting);
+  wait_outcome o;
+  for (;;) {
+    o = sliced_wait(attempt, stop, transport::after(deadline));
+    if (o != wait_outcome::timed_out) break;
+    overdue();
+  }
+  if (progress) progress->enter(engine_progress::computing);
+  return o;
+}
+
+/// The fault points of a step boundary: hang_engine blocks the engine thread for the rule's
+/// duration (as a stuck kernel would: stop() cannot cut it short); slow_worker adds its delay
+/// (per step here; per layer through layer_faults). Inert unless a rule is armed.
+void step_faults(const data_plane_options& o, std::uint64_t step);
+/// slow_worker's per-layer delay.
+void layer_faults(const data_plane_options& o, std::uint64_t step, std::int64_t layer);
+
 /// Reads vector `index` of a combine payload (bf16 bits or f32) into out[H] as f32.
 inline void read_vector(const transport::combine_view& v, std::size_t index, std::size_t H, float* out) {
   if (v.vectors_f32 != nullptr) {

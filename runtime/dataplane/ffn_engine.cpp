@@ -40,6 +40,8 @@ struct ffn_engine::state {
 
   std::mutex mu;
   std::atomic<bool> stop{false};
+  std::atomic<bool> finished{false};  // the engine thread left its loop
+  int bad_peer = -1;                  // the attention worker (index) whose dispatch gather() rejected
   std::thread thread;
   bool started = false;
 
@@ -98,12 +100,15 @@ struct ffn_engine::state {
                       errc code_if_none = errc::transport_error) {
     if (!on_failure) return;
     const error e = ex->last_error(m);
-    const errc code = o == detail::wait_outcome::timed_out ? errc::timeout
-                                                            : (e.code() == errc::none ? code_if_none : e.code());
-    on_failure(fail(code, "FFN worker (rank ", t.rank(), "): epoch ", options.epoch, ", step ", step,
-                    ", micro-batch ", m, ", layer ", layer, ": ", what,
-                    o == detail::wait_outcome::timed_out ? " exceeded the step deadline" : " failed", ": ",
-                    e.message().empty() ? std::string("no detail") : e.message()));
+    const bool overdue = o == detail::wait_outcome::timed_out;
+    const errc code = overdue ? errc::timeout : (e.code() == errc::none ? code_if_none : e.code());
+    engine_fault f;
+    f.fatal = !overdue;
+    f.what = fail(code, "FFN worker (rank ", t.rank(), "): epoch ", options.epoch, ", step ", step, ", micro-batch ", m,
+                  ", layer ", layer, ": ", what, overdue ? " exceeded the step deadline" : " failed", ": ",
+                  e.message().empty() ? std::string("no detail") : e.message());
+    if (const int r = ex->last_peer_rank(m); r >= 0) f.suspects.push_back(static_cast<transport::rank_t>(r));
+    on_failure(f);
   }
 
   /// Concatenates every attention worker's tokens (dequantized: exactly the reference engine's
@@ -122,6 +127,7 @@ struct ffn_engine::state {
       topk_w.resize(N * k);
     }
     for (std::uint32_t a = 0; a < A; ++a) {
+      bad_peer = static_cast<int>(a);  // whatever this loop rejects came from attention worker a
       const transport::dispatch_view v = ex->received(m, a);
       const std::size_t T = v.token_count;
       if (T == 0) continue;
@@ -221,13 +227,14 @@ struct ffn_engine::state {
         }
       }
       transport::combine_view v;
-      auto o = detail::sliced_wait(
+      auto o = detail::patient_wait(
           [&](transport::deadline until) {
             v = ex->begin_combine(m, a, vectors, until);
             if (v.vectors != nullptr || v.vectors_f32 != nullptr || (vectors == 0 && ex->last_error(m).code() == errc::none)) return op_status::done;
             return ex->last_error(m).code() == errc::timeout ? op_status::timeout : op_status::error;
           },
-          stop, transport::after(options.step_deadline));
+          stop, options.step_deadline, options.progress.get(),
+          [&] { report_failure("waiting to reuse a combine buffer", m, layer, detail::wait_outcome::timed_out); });
       if (o != detail::wait_outcome::done) {
         if (o != detail::wait_outcome::stopped) report_failure("waiting to reuse a combine buffer", m, layer, o);
         return o;
@@ -275,8 +282,10 @@ struct ffn_engine::state {
     const model_config& c = config();
     const transport::step_id id{options.epoch, step, static_cast<std::uint16_t>(m), static_cast<std::uint16_t>(layer)};
     auto t0 = transport::clock::now();
-    auto o = detail::sliced_wait([&](transport::deadline until) { return ex->wait_dispatch(m, id, until); }, stop,
-                                 transport::after(options.step_deadline));
+    auto o = detail::patient_wait(
+        [&](transport::deadline until) { return ex->wait_dispatch(m, id, until); }, stop, options.step_deadline,
+        options.progress.get(),
+        [&] { report_failure("waiting for the attention workers' dispatch", m, layer, detail::wait_outcome::timed_out); });
     auto t1 = transport::clock::now();
     detail::add_time(timing.wait_seconds, timing.layer_wait_seconds, layer, detail::seconds(t0, t1));
     if (o != detail::wait_outcome::done) {
@@ -285,9 +294,13 @@ struct ffn_engine::state {
     }
     const bool moe = c.is_moe_layer(layer);
     if (std::string bad = gather(m, moe); !bad.empty()) {
-      if (on_failure)
-        on_failure(fail(errc::bad_message, "FFN worker (rank ", t.rank(), "): epoch ", options.epoch, ", step ", step,
-                        ", micro-batch ", m, ", layer ", layer, ": ", bad));
+      if (on_failure) {
+        engine_fault f;
+        f.what = fail(errc::bad_message, "FFN worker (rank ", t.rank(), "): epoch ", options.epoch, ", step ", step,
+                      ", micro-batch ", m, ", layer ", layer, ": ", bad);
+        if (bad_peer >= 0) f.suspects.push_back(t.peer_rank(attention_peers[static_cast<std::size_t>(bad_peer)]));
+        on_failure(f);
+      }
       return detail::wait_outcome::failed;
     }
     step_tokens += offset.back();
@@ -306,6 +319,13 @@ struct ffn_engine::state {
   }
 
   void run() {
+    run_steps();
+    if (options.progress) options.progress->enter(engine_progress::stopped);
+    finished.store(true);
+  }
+
+  void run_steps() {
+    engine_progress* progress = options.progress.get();
     const std::uint32_t K = options.micro_batches;
     for (std::uint32_t m = 0; m < K; ++m) {
       if (ex->post_dispatch_receives(m) == op_status::error) {
@@ -315,12 +335,15 @@ struct ffn_engine::state {
     }
     const std::int64_t L = config().num_hidden_layers;
     while (!stop.load()) {
+      detail::step_faults(options, step);
       const auto start = transport::clock::now();
       detail::reset_timing(timing, L);
       step_tokens = 0;
-      for (std::int64_t l = 0; l < L; ++l)
+      for (std::int64_t l = 0; l < L; ++l) {
+        detail::layer_faults(options, step, l);
         for (std::uint32_t m = 0; m < K; ++m)
           if (run_one(m, l) != detail::wait_outcome::done) return;
+      }
       timing.total_seconds = detail::seconds(start, transport::clock::now());
       if (on_report && step_tokens > 0) {
         step_report rep;
@@ -329,6 +352,11 @@ struct ffn_engine::state {
         on_report(std::move(rep));
       }
       ++step;
+      if (progress) {
+        progress->compute_ns.fetch_add(static_cast<std::uint64_t>(timing.compute_seconds * 1e9), std::memory_order_relaxed);
+        progress->wait_ns.fetch_add(static_cast<std::uint64_t>(timing.wait_seconds * 1e9), std::memory_order_relaxed);
+        progress->steps.fetch_add(1, std::memory_order_relaxed);
+      }
     }
   }
 };
@@ -405,6 +433,10 @@ expected<void> ffn_engine::start() {
   s_->thread = std::thread([st = s_.get()] { st->run(); });
   return {};
 }
+
+void ffn_engine::request_stop() { s_->stop = true; }
+
+bool ffn_engine::finished() const { return !s_->started || s_->finished.load(); }
 
 void ffn_engine::stop() {
   if (!s_) return;

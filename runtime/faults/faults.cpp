@@ -269,11 +269,12 @@ bool fault_plan::targets(const fault_rule& r, const site_identity& self, std::st
 }
 
 decision fault_plan::decide(std::initializer_list<fault_kind> kinds, const site_identity& self,
-                            const data_context& ctx) {
+                            const data_context& ctx, bool (*accept)(const fault_rule&)) {
   const auto now = since_armed();
   for (std::size_t i = 0; i < rules_.size(); ++i) {
     const fault_rule& r = rules_[i];
     if (std::find(kinds.begin(), kinds.end(), r.kind) == kinds.end()) continue;
+    if (accept && !accept(r)) continue;
     if (!targets(r, self, ctx.peer)) continue;
     if (now < r.after || (r.until && now > *r.until)) continue;
     if (r.step_from && (ctx.step < *r.step_from || ctx.step > *r.step_to)) continue;

@@ -134,7 +134,9 @@ class fault_plan {
   /// The first rule of one of `kinds` that targets `self` (and `peer`, for pair kinds), whose
   /// trigger holds for `ctx`, and whose hash of (seed, rule, link, sequence number on the link)
   /// falls under its probability. Counts the firing. Thread-safe.
-  decision decide(std::initializer_list<fault_kind> kinds, const site_identity& self, const data_context& ctx);
+  /// `accept`, when given, narrows the rules considered further (e.g. per-layer ones only).
+  decision decide(std::initializer_list<fault_kind> kinds, const site_identity& self, const data_context& ctx,
+                  bool (*accept)(const fault_rule&) = nullptr);
   /// Whether rule `r` targets `self` (ignoring the trigger): for rules applied from outside.
   static bool targets(const fault_rule& r, const site_identity& self, std::string_view peer = {});
   /// Records a firing applied from outside this plan's sites (process faults).
@@ -168,9 +170,9 @@ class fault_site {
   /// The plan's decision for this site (call only when armed(): that is the inert fast path).
   /// The decision's rule stays valid while `holder` holds the plan.
   decision decide(std::initializer_list<fault_kind> kinds, const data_context& ctx,
-                  std::shared_ptr<fault_plan>& holder) {
+                  std::shared_ptr<fault_plan>& holder, bool (*accept)(const fault_rule&) = nullptr) {
     holder = plan_.load();
-    return holder ? holder->decide(kinds, self_, ctx) : decision{};
+    return holder ? holder->decide(kinds, self_, ctx, accept) : decision{};
   }
   const site_identity& self() const noexcept { return self_; }
   std::shared_ptr<fault_plan> plan() const { return plan_.load(); }

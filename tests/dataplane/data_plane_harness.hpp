@@ -213,6 +213,12 @@ class cluster {
     std::lock_guard lock(mu_);
     failures_.clear();
     codes_.clear();
+    faults_.clear();
+  }
+  /// Every fault the engines reported, in order (fatal or not, with their suspects).
+  std::vector<engine_fault> faults() {
+    std::lock_guard lock(mu_);
+    return faults_;
   }
   std::vector<errc> failure_codes() {
     std::lock_guard lock(mu_);
@@ -248,7 +254,7 @@ class cluster {
       ffn_weights_.push_back(load(ffn_weight_selection(assignments_.back()), o_.model));
       auto e = ffn_engine::create(
           ffn_weights_.back(), plane, assignments_.back(), *ffn_t_[f], fp_[f], [](step_report&&) {},
-          [this, f](const error& e) { note_failure("ffn " + std::to_string(f) + ": " + e.to_string(), e.code()); });
+          [this, f](const engine_fault& e) { note_failure("ffn " + std::to_string(f) + ": " + e.what.to_string(), e); });
       EXPECT_TRUE(e.has_value()) << (e ? "" : e.err().to_string());
       ffn_[f] = std::move(*e);
     }
@@ -262,7 +268,9 @@ class cluster {
       for (std::uint32_t f : alive) peers.push_back(ap_[a][f]);
       auto e = attention_engine::create(
           attn_weights_, ao, *attn_t_[a], peers, [this](step_report&& r) { on_report(std::move(r)); },
-          [this, a](const error& e) { note_failure("attention " + std::to_string(a) + ": " + e.to_string(), e.code()); });
+          [this, a](const engine_fault& e) {
+            note_failure("attention " + std::to_string(a) + ": " + e.what.to_string(), e);
+          });
       EXPECT_TRUE(e.has_value()) << (e ? "" : e.err().to_string());
       attn_.push_back(std::move(*e));
     }
@@ -279,13 +287,15 @@ class cluster {
     for (auto& [id, res] : r.finished) results_[id] = std::move(res);
     cv_.notify_all();
   }
-  void note_failure(std::string s, errc code) {
+  void note_failure(std::string s, const engine_fault& f) {
     std::lock_guard lock(mu_);
     failures_.push_back(std::move(s));
-    codes_.push_back(code);
+    codes_.push_back(f.what.code());
+    faults_.push_back(f);
     cv_.notify_all();
   }
 
+  std::vector<engine_fault> faults_;
   cluster_options o_;
   std::shared_ptr<transport::loopback_fabric> fabric_;
   std::vector<std::unique_ptr<transport::transport>> attn_t_, ffn_t_;
