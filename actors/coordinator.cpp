@@ -12,10 +12,14 @@
 
 #include "actors/messages.hpp"
 #include "actors/timeouts.hpp"
+#include "runtime/faults/faults.hpp"
+#include "runtime/dataplane/data_plane.hpp"
 
 namespace afd::actors {
 
 namespace {
+
+using steady = std::chrono::steady_clock;
 
 /// A worker as the coordinator sees it.
 struct worker_entry {
@@ -28,6 +32,19 @@ struct worker_entry {
   worker_state state = worker_state::starting;
   bool registered = false;
   bool ready = false;
+  std::uint64_t incarnation = 0;  ///< the life registered now
+  std::uint32_t rejoins = 0;      ///< lives after the first
+  // Liveness and progress, from heartbeats.
+  steady::time_point last_heartbeat{};
+  steady::time_point last_progress{};  ///< when `steps` last grew
+  std::uint64_t steps = 0;
+  std::uint8_t phase = 0;
+  std::int64_t phase_ms = 0;
+  bool slow = false;
+  steady::time_point slow_since{};
+  std::vector<std::uint64_t> fired;  ///< this life's fault firings (heartbeats)
+  std::uint64_t next_report = 1;     ///< attention: the report sequence number expected next
+  std::optional<steady::time_point> report_missing_since;  ///< heartbeats count a report not received
   // Attention workers: load, as piggy-backed on their step reports.
   std::int64_t kv_total = 0;
   std::int64_t reported_free = 0;
@@ -44,9 +61,11 @@ struct request_entry {
   request_msg req;
   std::vector<std::int32_t> generated;  ///< kept so that a lost worker's requests can be rebuilt
   int worker = -1;                      ///< attention worker index; -1 while queued
-  std::chrono::steady_clock::time_point accepted = std::chrono::steady_clock::now();
+  steady::time_point accepted = steady::now();
   double queue_seconds = -1;            ///< accepted until first admitted; -1 until then
   std::uint32_t recoveries = 0;         ///< times a recovery moved it
+  steady::time_point admitted_at{};     ///< last admission message sent
+  bool acknowledged = false;            ///< the worker acknowledged this admission
 
   /// Fills what the coordinator knows of the request into its end record.
   void describe(finished_rec& f) const {
@@ -60,6 +79,15 @@ class coordinator_state;
 using coordinator_actor = caf::stateful_actor<coordinator_state>;
 
 /// The coordinator's state and logic; the behaviour below only forwards to it.
+///
+/// Failure handling (actors/README.md, "Failure model"): a worker is declared failed when its
+/// actor or process is lost (monitor), when its heartbeats stop (paused, partitioned), when its
+/// engine computes without progress for too long (hung), or when it does not do what an epoch
+/// change asks in time. A witness's report about a peer is checked against that peer's
+/// heartbeats; the witness is never blamed. Declared failed, a worker is fenced (a new epoch
+/// without it; its messages of older epochs are dropped everywhere) and told so when it is heard
+/// from again; it rejoins as a new member. A data plane that stalls with every worker alive
+/// (a lost message) is retried: a new epoch with the same members.
 class coordinator_state {
  public:
   explicit coordinator_state(coordinator_actor* self) : self_(self) {}
@@ -90,10 +118,12 @@ class coordinator_state {
     }
     placement_ = spec_.placement;
     self_->set_down_handler([this](caf::down_msg& m) { on_down(m); });
+    self_->delayed_send(self_, timeouts::liveness_check, tick_atom::value);
   }
 
   caf::result<std::uint32_t> on_register(register_worker_msg& m) {
     if (failure_) return to_caf_error(fail(errc::unavailable, "cluster failed: ", failure_->message()));
+    if (stopping_) return to_caf_error(fail(errc::unavailable, "cluster is shutting down"));
     worker_entry* w = find(m.name);
     if (w == nullptr)
       return to_caf_error(fail(errc::invalid_argument, "worker '", m.name, "' is not in the topology of cluster '",
@@ -102,16 +132,45 @@ class coordinator_state {
       return to_caf_error(fail(errc::invalid_argument, "worker '", m.name, "' registered as ",
                                to_string(static_cast<dataplane::worker_role>(m.role)), " but the topology says ",
                                to_string(w->role)));
-    if (w->registered)
+    if (w->registered && w->incarnation == m.incarnation)
       return to_caf_error(fail(errc::invalid_argument, "worker '", m.name, "' is already registered"));
+    auto sender = caf::actor_cast<caf::actor>(self_->current_sender());
+    // Two live processes under one name: the second is refused. A new life of a member whose
+    // heartbeats already stopped (a restart faster than detection) replaces it.
+    if (member(*w) && w->handle && steady::now() - w->last_heartbeat < timeouts::heartbeat_timeout)
+      return to_caf_error(fail(errc::invalid_argument, "worker '", m.name, "' is already registered and alive"));
+    if (member(*w)) declare_failed(*w, "replaced by a new incarnation that registered");
+    const bool rejoining = w->registered;
+    const bool new_actor = w->handle != sender;
+    if (w->handle && new_actor) self_->demonitor(w->handle);
     w->registered = true;
-    w->handle = caf::actor_cast<caf::actor>(self_->current_sender());
+    w->handle = sender;
     w->address = std::move(m.address);
+    w->incarnation = m.incarnation;
+    w->state = worker_state::starting;
+    w->ready = false;
+    w->slow = false;
+    // A new actor brings a new fault plan (counts from zero): keep the old life's firings. A
+    // fenced actor that rejoins keeps its plan and its counts.
+    if (new_actor) {
+      for (std::size_t i = 0; i < w->fired.size() && i < fired_before_.size(); ++i) fired_before_[i] += w->fired[i];
+      w->fired.clear();
+    }
+    w->last_heartbeat = w->last_progress = steady::now();
     if (!m.device.empty()) w->device = m.device;
     self_->monitor(w->handle);
-    if (all_of([](const worker_entry& x) { return x.registered; })) {
-      started_ = true;
-      start_epoch();
+    if (rejoining) {
+      ++w->rejoins;
+      event("rejoined", w->name, "incarnation " + std::to_string(m.incarnation));
+    }
+    if (!started_) {
+      if (all_of([](const worker_entry& x) { return x.registered; })) {
+        started_ = true;
+        start_epoch();
+      }
+    } else {
+      // Capacity returns: a new epoch with the placement of the topology for the members now.
+      recover("worker '" + w->name + "' joined");
     }
     return epoch_;
   }
@@ -149,7 +208,7 @@ class coordinator_state {
       queue_.erase(std::remove(queue_.begin(), queue_.end(), id), queue_.end());
     } else {
       worker_entry& w = attention_[static_cast<std::size_t>(r.worker)];
-      self_->send(w.handle, cancel_atom::value, id);
+      if (w.handle) self_->send(w.handle, cancel_atom::value, id);
       --w.assigned;
     }
     finished_rec done;
@@ -163,21 +222,43 @@ class coordinator_state {
   }
 
   void on_report(worker_report_msg& m) {
-    if (m.epoch != epoch_ || failure_) return;  // a report of an old epoch, or after a failure
+    if (m.epoch != epoch_ || failure_ || !ready_) return;  // a report of an old epoch, or during a change
     if (m.index < 0 || static_cast<std::size_t>(m.index) >= attention_.size()) return;
     worker_entry& w = attention_[static_cast<std::size_t>(m.index)];
+    if (!member(w)) return;  // fenced
+    if (m.seq != 0) {
+      if (m.seq < w.next_report) return;  // a repeat
+      if (m.seq > w.next_report) {
+        // A report was lost with tokens the clients never saw: the epoch is retried, and the
+        // engines regenerate from what was forwarded.
+        retry_epoch("report " + std::to_string(w.next_report) + " of worker '" + w.name + "' was lost", {});
+        return;
+      }
+      ++w.next_report;
+    }
     w.reported_free = m.free_kv_blocks;
     w.reserved_since_report = 0;
-    // Tokens go to each client in one message per report, in the order produced.
+    // Tokens go to each client in one message per report, in the order produced; each token must
+    // be the next of its request (no repeat, no gap: a client sees every index exactly once).
     std::vector<std::pair<caf::actor, token_batch_msg>> batches;
     for (auto& t : m.tokens) {
       auto it = requests_.find(t.id);
       if (it == requests_.end()) continue;  // cancelled or failed meanwhile
-      it->second.generated.push_back(t.token);
-      auto b = std::find_if(batches.begin(), batches.end(),
-                            [&](const auto& x) { return x.first == it->second.client; });
+      request_entry& r = it->second;
+      if (r.worker != m.index) continue;
+      r.acknowledged = true;
+      const auto expected = static_cast<std::int64_t>(r.generated.size());
+      if (t.index < expected) continue;
+      if (t.index > expected) {
+        retry_epoch("request " + std::to_string(t.id) + " skipped from token " + std::to_string(expected) + " to " +
+                        std::to_string(t.index),
+                    {});
+        return;
+      }
+      r.generated.push_back(t.token);
+      auto b = std::find_if(batches.begin(), batches.end(), [&](const auto& x) { return x.first == r.client; });
       if (b == batches.end()) {
-        batches.emplace_back(it->second.client, token_batch_msg{});
+        batches.emplace_back(r.client, token_batch_msg{});
         b = std::prev(batches.end());
       }
       b->second.tokens.push_back(t);
@@ -185,32 +266,91 @@ class coordinator_state {
     for (auto& [client, batch] : batches) self_->send(client, std::move(batch));
     for (auto& f : m.finished) {
       auto it = requests_.find(f.id);
-      if (it == requests_.end()) continue;
-      if (it->second.worker >= 0) --attention_[static_cast<std::size_t>(it->second.worker)].assigned;
-      it->second.describe(f);
-      self_->send(it->second.client, std::move(f));
+      if (it == requests_.end() || it->second.worker != m.index) continue;
+      request_entry& r = it->second;
+      // The result carries every token; those the client has are exactly r.generated.
+      if (f.code == 0 && f.tokens.size() != r.generated.size()) continue;  // its last tokens are in a lost report
+      --attention_[static_cast<std::size_t>(r.worker)].assigned;
+      r.describe(f);
+      self_->send(r.client, std::move(f));
       requests_.erase(it);
       ++finished_count_;
     }
     admit_queued();
   }
 
-  void on_worker_failed(worker_failed_msg& m) {
-    if (m.epoch != epoch_ || failure_) return;
-    // A worker whose peer died usually notices (transport error) before the monitor's down
-    // message names the worker that died: wait a moment so that the error names the cause.
-    if (reported_failures_.empty()) self_->delayed_send(self_, timeouts::failure_grace, confirm_failure_atom::value);
-    reported_failures_.push_back(std::move(m));
+  void on_heartbeat(heartbeat_msg& h) {
+    worker_entry* w = find(h.name);
+    if (w == nullptr) return;
+    if (h.incarnation != w->incarnation) return;  // a life that was replaced: its actor is gone
+    if (!member(*w)) {
+      // Declared failed, then resumed or healed: tell it, so that it rejoins as a new member.
+      if (w->handle) self_->send(w->handle, fenced_atom::value, h.incarnation);
+      return;
+    }
+    const auto now = steady::now();
+    w->last_heartbeat = now;
+    if (h.steps != w->steps) {
+      w->steps = h.steps;
+      w->last_progress = now;
+    }
+    w->phase = h.phase;
+    w->phase_ms = h.phase_ms;
+    if (!h.fired.empty()) w->fired = std::move(h.fired);
+    // A report the heartbeats count but that never came (lost, and no later one shows the gap).
+    if (w->role == dataplane::worker_role::attention && ready_ && h.epoch == epoch_) {
+      if (h.reports >= w->next_report) {
+        if (!w->report_missing_since) {
+          w->report_missing_since = now;
+        } else if (now - *w->report_missing_since > timeouts::report_missing) {
+          w->report_missing_since.reset();
+          retry_epoch("report " + std::to_string(w->next_report) + " of worker '" + w->name + "' never arrived", {});
+          return;
+        }
+      } else {
+        w->report_missing_since.reset();
+      }
+    }
+    for (auto id : h.admitted)
+      if (auto it = requests_.find(id); it != requests_.end() && it->second.worker == w->index &&
+                                        w->role == dataplane::worker_role::attention)
+        it->second.acknowledged = true;
   }
 
-  void on_confirm_failure() {
-    reported_failures_.erase(std::remove_if(reported_failures_.begin(), reported_failures_.end(),
-                                            [this](const worker_failed_msg& x) { return x.epoch != epoch_; }),
-                             reported_failures_.end());
-    if (failure_ || reported_failures_.empty()) return;
-    const auto& m = reported_failures_.front();
-    if (worker_entry* w = find(m.name)) w->state = worker_state::failed;
-    fail_cluster(fail(errc::unavailable, "worker '", m.name, "' failed: ", m.message));
+  /// A witness's engine met trouble about `suspects`.
+  void on_worker_failed(worker_failed_msg& m) {
+    if (m.epoch != epoch_ || failure_ || stopping_) return;
+    worker_entry* witness = find(m.name);
+    if (witness == nullptr || !member(*witness)) return;
+    const auto now = steady::now();
+    bool suspect_progressing = false;
+    std::string blamed;
+    for (const auto& name : m.suspects) {
+      worker_entry* s = find(name);
+      if (s == nullptr || !member(*s) || s == witness) continue;
+      if (auto why = failed_by_heartbeat(*s, now)) {
+        declare_failed(*s, *why + " (reported by '" + m.name + "': " + m.message + ")");
+        return;
+      }
+      // Alive and computing (not hung yet), or progressing: a straggler, not a failure.
+      if (s->phase == dataplane::engine_progress::computing || now - s->last_progress < spec_.plane.step_deadline) {
+        suspect_progressing = true;
+        if (!s->slow) event("slow", s->name, "progressing, but '" + m.name + "' waited past the step deadline");
+        s->slow = true;
+        s->slow_since = now;
+      }
+      if (blamed.empty()) blamed = name;
+    }
+    if (m.fatal) {
+      // The witness's engine stopped (a failed send, a rejected message): the epoch is over for
+      // everyone; the same members try again.
+      retry_epoch("worker '" + m.name + "': " + m.message, blamed);
+      return;
+    }
+    if (suspect_progressing) return;  // a straggler: no failover
+    // Everyone alive and nobody progressing: a message was lost; retry.
+    const bool stalled = all_members_of([&](const worker_entry& x) { return now - x.last_progress >= spec_.plane.step_deadline; });
+    if (stalled) retry_epoch("data plane stalled: " + m.message, blamed);
   }
 
   caf::response_promise on_status() {
@@ -223,7 +363,12 @@ class coordinator_state {
     result->running = static_cast<std::int64_t>(requests_.size() - queue_.size());
     result->finished = finished_count_;
     result->recoveries = recoveries_;
-    std::vector<worker_entry*> asked;
+    result->events = events_;
+    result->now_ms = ms_since_start();
+    result->fault_rules = fault_rules_;
+    result->fault_fired = fired_before_;
+    result->fault_fired.resize(fault_rules_.size(), 0);
+    std::vector<std::size_t> asked;
     for (auto* list : {&attention_, &ffn_})
       for (auto& w : *list) {
         worker_status_msg s;
@@ -234,28 +379,41 @@ class coordinator_state {
         s.running = w.role == dataplane::worker_role::attention ? w.assigned : 0;
         s.kv_total = w.kv_total;
         s.kv_used = w.kv_total - w.reported_free;
+        s.slow = w.slow;
+        s.steps = w.steps;
+        s.rejoins = w.rejoins;
+        s.fired = w.fired;
+        for (std::size_t i = 0; i < w.fired.size() && i < result->fault_fired.size(); ++i)
+          result->fault_fired[i] += w.fired[i];
         result->workers.push_back(s);
-        if (w.handle && w.state != worker_state::failed) asked.push_back(&w);
+        if (w.handle && member(w)) asked.push_back(result->workers.size() - 1);
       }
     if (asked.empty()) {
       rp.deliver(*result);
       return rp;
     }
-    // Live figures (KV use right after a cancel) come from the workers themselves, with a deadline.
+    // Live figures (KV use right after a cancel, traffic) come from the workers themselves, with
+    // a deadline; the coordinator's view (state, slow, rejoins, firings) stands.
     auto pending = std::make_shared<std::size_t>(asked.size());
     auto finish = [rp, result, pending]() mutable {
       if (--*pending == 0) rp.deliver(*result);
     };
-    for (auto* w : asked) {
-      const std::size_t slot = static_cast<std::size_t>(w - (w->role == dataplane::worker_role::attention ? attention_.data()
-                                                                                                : ffn_.data())) +
-                               (w->role == dataplane::worker_role::attention ? 0 : attention_.size());
-      const std::int64_t running = w->role == dataplane::worker_role::attention ? w->assigned : 0;
+    for (auto slot : asked) {
+      worker_entry* w = find(result->workers[slot].name);
       self_->request(w->handle, timeouts::worker_status, status_atom::value)
           .then(
-              [result, slot, running, finish](worker_status_msg& s) mutable {
-                s.running = running;
-                result->workers[slot] = std::move(s);
+              [result, slot, finish](worker_status_msg& s) mutable {
+                auto& out = result->workers[slot];
+                out.kv_used = s.kv_used;
+                out.compute_seconds = s.compute_seconds;
+                out.wait_seconds = s.wait_seconds;
+                out.layer_compute_seconds = std::move(s.layer_compute_seconds);
+                out.layer_wait_seconds = std::move(s.layer_wait_seconds);
+                out.bytes_sent = s.bytes_sent;
+                out.bytes_received = s.bytes_received;
+                out.messages_sent = s.messages_sent;
+                out.messages_received = s.messages_received;
+                out.steps = std::max(out.steps, s.steps);
                 finish();
               },
               [finish](caf::error&) mutable { finish(); });
@@ -268,6 +426,42 @@ class coordinator_state {
     if (ready_) return true;
     ready_waiters_.push_back(self_->make_response_promise());
     return ready_waiters_.back();
+  }
+
+  /// Arms a fault plan at every member (rules checked first: one bad rule arms nothing).
+  caf::result<bool> on_arm_faults(fault_plan_msg& m) {
+    for (const auto& text : m.rules) {
+      auto r = faults::parse_rule(text);
+      if (!r) return to_caf_error(r.err());
+      if (auto ok = faults::check_rule(*r); !ok) return to_caf_error(ok.err());
+    }
+    // Firings of the previous plan are forgotten with it.
+    fault_rules_ = m.rules;
+    fired_before_.assign(m.rules.size(), 0);
+    for (auto* list : {&attention_, &ffn_})
+      for (auto& w : *list) w.fired.clear();
+    auto rp = self_->make_response_promise();
+    std::vector<caf::actor> targets;
+    for (auto* list : {&attention_, &ffn_})
+      for (auto& w : *list)
+        if (w.handle && member(w)) targets.push_back(w.handle);
+    if (targets.empty()) {
+      rp.deliver(true);
+      return rp;
+    }
+    auto pending = std::make_shared<std::size_t>(targets.size());
+    auto failed = std::make_shared<std::string>();
+    for (auto& t : targets)
+      self_->request(t, timeouts::worker_status, arm_faults_atom::value, m)
+          .then(
+              [rp, pending, failed](bool) mutable {
+                if (--*pending == 0) failed->empty() ? rp.deliver(true) : rp.deliver(to_caf_error(fail(errc::unavailable, *failed)));
+              },
+              [rp, pending, failed](caf::error& e) mutable {
+                *failed = "a worker did not arm the fault plan: " + from_caf_error(e).message();
+                if (--*pending == 0) rp.deliver(to_caf_error(fail(errc::unavailable, *failed)));
+              });
+    return rp;
   }
 
   bool on_shutdown() {
@@ -287,6 +481,36 @@ class coordinator_state {
     return true;
   }
 
+  /// Every liveness_check: heartbeats, hung engines, unacknowledged admissions, the wait for a
+  /// lost role to come back.
+  void on_tick() {
+    self_->delayed_send(self_, timeouts::liveness_check, tick_atom::value);
+    if (failure_ || stopping_ || !started_) return;
+    const auto now = steady::now();
+    for (auto* list : {&attention_, &ffn_})
+      for (auto& w : *list) {
+        if (!member(w)) continue;
+        if (auto why = failed_by_heartbeat(w, now)) {
+          declare_failed(w, *why);
+          return;  // the lists may have changed meaning (a new epoch): look again next tick
+        }
+        if (w.slow && now - w.slow_since > 5 * spec_.plane.step_deadline) w.slow = false;
+      }
+    if (ready_)
+      for (auto& [id, r] : requests_) {
+        if (r.worker < 0 || r.acknowledged || now - r.admitted_at < timeouts::admit_ack) continue;
+        worker_entry& w = attention_[static_cast<std::size_t>(r.worker)];
+        r.admitted_at = now;
+        if (w.handle) self_->send(w.handle, admit_msg{epoch_, id, r.req, r.generated});
+      }
+    if (waiting_since_ && now - *waiting_since_ > spec_.recovery_wait) {
+      event("gave_up", "", waiting_for_);
+      waiting_since_.reset();
+      fail_requests(fail(errc::unavailable, waiting_for_, "; none came back within ",
+                         spec_.recovery_wait.count(), " ms"));
+    }
+  }
+
  private:
   worker_entry* find(const std::string& name) {
     for (auto* list : {&attention_, &ffn_})
@@ -301,9 +525,103 @@ class coordinator_state {
   }
 
   template <class Pred>
+  bool all_members_of(Pred p) const {
+    return all_of([&](const worker_entry& w) { return !member(w) || p(w); });
+  }
+
+  template <class Pred>
   std::size_t count_if(Pred p) const {
     return static_cast<std::size_t>(std::count_if(attention_.begin(), attention_.end(), p) +
                                     std::count_if(ffn_.begin(), ffn_.end(), p));
+  }
+
+  /// Registered and not declared failed: part of the next epoch.
+  static bool member(const worker_entry& w) { return w.registered && w.state != worker_state::failed; }
+
+  std::int64_t ms_since_start() const {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started_at_).count();
+  }
+
+  void event(std::string kind, std::string worker, std::string detail) {
+    events_.push_back(cluster_event_rec{ms_since_start(), std::move(kind), std::move(worker), epoch_, std::move(detail)});
+    if (events_.size() > 1000) events_.erase(events_.begin(), events_.begin() + 500);
+  }
+
+  /// Why `w`'s heartbeats say it has failed, if they do: silent past heartbeat_timeout, or its
+  /// engine computing without progress for hang_step_deadlines step deadlines.
+  std::optional<std::string> failed_by_heartbeat(const worker_entry& w, steady::time_point now) const {
+    const auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(now - w.last_heartbeat);
+    if (silent > timeouts::heartbeat_timeout)
+      return "no heartbeat for " + std::to_string(silent.count()) + " ms (paused, hung process or cut off)";
+    const auto hang = timeouts::hang_step_deadlines * spec_.plane.step_deadline;
+    const auto computing =
+        std::chrono::milliseconds(w.phase_ms) + std::chrono::duration_cast<std::chrono::milliseconds>(now - w.last_heartbeat);
+    if (w.phase == dataplane::engine_progress::computing && computing > hang && now - w.last_progress > hang)
+      return "engine computing for " + std::to_string(computing.count()) + " ms without finishing a step (hung)";
+    return std::nullopt;
+  }
+
+  /// `w` has failed: fenced (the epoch moves on without it; it is told when heard from again)
+  /// and the cluster recovers.
+  void declare_failed(worker_entry& w, const std::string& why) {
+    if (!member(w)) return;
+    w.state = worker_state::failed;
+    w.ready = false;
+    event("failed", w.name, why);
+    last_failure_ = std::string(to_string(w.role)) + " worker '" + w.name + "' failed: " + why;
+    if (w.handle) self_->send(w.handle, fenced_atom::value, w.incarnation);
+    if (started_) recover(last_failure_);
+  }
+
+  /// A new epoch with the members now: the topology's placement for the live FFN workers
+  /// (engine::placement_for_live), every request in flight re-admitted with the tokens forwarded
+  /// so far (the engines prefill prompt + generated; in deterministic mode the tokens that follow
+  /// are those of an uninterrupted run). Without a member of a role, requests wait (up to
+  /// recovery_wait) for one to join.
+  void recover(const std::string& cause) {
+    if (failure_ || stopping_) return;
+    const bool attention_left = count_if([](const worker_entry& x) {
+                                  return x.role == dataplane::worker_role::attention && member(x);
+                                }) > 0;
+    const bool ffn_left =
+        count_if([](const worker_entry& x) { return x.role == dataplane::worker_role::ffn && member(x); }) > 0;
+    if (!attention_left || !ffn_left) {
+      waiting_for_ = std::string("no ") + (attention_left ? "FFN" : "attention") + " worker is left (" + cause + ")";
+      if (!waiting_since_) {
+        waiting_since_ = steady::now();
+        event("waiting", "", waiting_for_);
+      }
+      start_recovery(/*start=*/false);
+      return;
+    }
+    waiting_since_.reset();
+    std::vector<bool> alive;
+    for (const auto& f : ffn_) alive.push_back(member(f));
+    auto next = engine::placement_for_live(spec_.placement, alive);
+    if (!next) {
+      fail_cluster(next.err());
+      return;
+    }
+    placement_ = std::move(*next);
+    start_recovery(/*start=*/true);
+  }
+
+  /// The data plane stopped or stalled with every member alive: the same members again, at a new
+  /// epoch. Repeated within retry_window, the suspect (if any) is failed instead.
+  void retry_epoch(const std::string& why, const std::string& suspect) {
+    if (failure_ || stopping_ || !started_) return;
+    const auto now = steady::now();
+    while (!retries_.empty() && now - retries_.front() > timeouts::retry_window) retries_.pop_front();
+    retries_.push_back(now);
+    if (static_cast<int>(retries_.size()) > timeouts::retry_limit && !suspect.empty()) {
+      if (worker_entry* s = find(suspect); s != nullptr && member(*s)) {
+        retries_.clear();
+        declare_failed(*s, "epochs failed " + std::to_string(timeouts::retry_limit + 1) + " times in a row: " + why);
+        return;
+      }
+    }
+    event("retry", suspect, why);
+    recover(why);
   }
 
   std::int64_t blocks_needed(const request_msg& m, std::int64_t block_size) const {
@@ -339,7 +657,7 @@ class coordinator_state {
     int best = -1;
     std::int64_t best_free = 0;
     for (const auto& w : attention_) {
-      if (!w.ready || w.assigned >= w.max_batch) continue;
+      if (!w.ready || !member(w) || w.assigned >= w.max_batch) continue;
       const auto free = w.reported_free - w.reserved_since_report;
       if (free < blocks_needed(m, w.block_size)) continue;
       if (best < 0 || free > best_free ||
@@ -368,17 +686,16 @@ class coordinator_state {
       if (w < 0) return;
       queue_.pop_front();
       worker_entry& worker = attention_[static_cast<std::size_t>(w)];
-      it->second.worker = w;
-      if (it->second.queue_seconds < 0)
-        it->second.queue_seconds =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - it->second.accepted).count();
+      request_entry& r = it->second;
+      r.worker = w;
+      r.acknowledged = false;
+      r.admitted_at = steady::now();
+      if (r.queue_seconds < 0) r.queue_seconds = std::chrono::duration<double>(steady::now() - r.accepted).count();
       ++worker.assigned;
-      worker.reserved_since_report += blocks_needed(it->second.req, worker.block_size);
-      self_->send(worker.handle, admit_msg{epoch_, it->first, it->second.req, it->second.generated});
+      worker.reserved_since_report += blocks_needed(r.req, worker.block_size);
+      self_->send(worker.handle, admit_msg{epoch_, it->first, r.req, r.generated});
     }
   }
-
-  static bool live(const worker_entry& w) { return w.state != worker_state::failed; }
 
   /// A request whose tokens were all forwarded before its worker's epoch ended (its end record
   /// was lost with the epoch): ends it from the tokens the coordinator kept.
@@ -400,10 +717,13 @@ class coordinator_state {
   void start_epoch() {
     start_epoch_msg m;
     m.epoch = epoch_;
-    for (const auto& w : attention_)
-      if (live(w)) m.attention_addresses.push_back(w.address);
+    for (auto& w : attention_) {
+      w.next_report = 1;
+      w.report_missing_since.reset();
+      if (member(w)) m.attention_addresses.push_back(w.address);
+    }
     for (std::size_t f = 0; f < ffn_.size(); ++f)
-      if (live(ffn_[f])) {
+      if (member(ffn_[f])) {
         const engine::ffn_assignment a = placement_.assignment_of(static_cast<int>(f));
         m.ffn_names.push_back(ffn_[f].name);
         m.ffn_addresses.push_back(ffn_[f].address);
@@ -414,58 +734,49 @@ class coordinator_state {
       }
     for (auto* list : {&attention_, &ffn_})
       for (auto& w : *list) {
-        if (!live(w)) continue;
+        if (!member(w)) continue;
         w.ready = false;
         const std::string name = w.name;
+        const std::uint64_t incarnation = w.incarnation;
         const std::uint32_t epoch = epoch_;
         self_->request(w.handle, spec_.start_timeout, m)
             .then(
                 [this, name](ready_atom, std::uint32_t answered) {
                   if (answered != epoch_ || failure_) return;
                   worker_entry* x = find(name);
+                  if (!member(*x)) return;
                   x->ready = true;
                   x->state = worker_state::ready;
-                  if (all_of([](const worker_entry& y) { return y.ready || !live(y); })) become_ready();
+                  x->last_progress = steady::now();
+                  if (all_members_of([](const worker_entry& y) { return y.ready; })) become_ready();
                 },
-                [this, name, epoch](caf::error& e) {
+                [this, name, epoch, incarnation](caf::error& e) {
                   if (epoch != epoch_) return;
-                  if (worker_entry* x = find(name)) x->state = worker_state::failed;
-                  fail_cluster(fail(errc::unavailable, "worker '", name, "' did not start epoch ", epoch, ": ",
-                                    from_caf_error(e).message()));
+                  worker_entry* x = find(name);
+                  if (x == nullptr || x->incarnation != incarnation) return;
+                  const afd::error err = from_caf_error(e);
+                  // A worker that cannot start (a missing file, a bad setting) would fail the same
+                  // way again: that ends the cluster. One that does not answer is failed and fenced.
+                  if (err.code() != errc::timeout && err.code() != errc::unavailable) {
+                    x->state = worker_state::failed;
+                    fail_cluster(fail(errc::unavailable, "worker '", name, "' did not start epoch ", epoch, ": ",
+                                      err.message()));
+                    return;
+                  }
+                  declare_failed(*x, "did not start epoch " + std::to_string(epoch) + ": " + err.message());
                 });
       }
   }
 
-  /// An FFN worker is gone and others survive: a new epoch whose placement is the topology's for
-  /// the live workers (engine::placement_for_live: the lost units spread over the survivors, which
-  /// load them), and every request in flight is re-admitted with the tokens generated so far (the
-  /// engines prefill prompt + generated; in deterministic mode the tokens that follow are those of
-  /// an uninterrupted run).
-  void recover_from_ffn_loss() {
-    std::vector<bool> alive;
-    for (const auto& f : ffn_) alive.push_back(live(f));
-    auto next = engine::placement_for_live(spec_.placement, alive);
-    if (!next) {
-      fail_cluster(next.err());
-      return;
-    }
-    placement_ = std::move(*next);
-    start_recovery();
-  }
-
-  /// Attention worker lost, others survive: a new epoch without it; its requests (and every other
-  /// request in flight, whose engines restart) are re-admitted to the survivors, which rebuild
-  /// their KV by prefilling prompt + tokens generated so far.
-  void recover_from_attention_loss() { start_recovery(); }
-
-  void start_recovery() {
+  /// epoch + 1; every request in flight goes back to the front of the queue (in submission
+  /// order); every member stops its engine (an old engine's posted receives would otherwise take
+  /// the new epoch's first messages); then, when `start`, the new epoch starts.
+  void start_recovery(bool start) {
     ++epoch_;
+    ++recoveries_;
     ready_ = false;
-    reported_failures_.clear();
     for (auto& w : attention_) w.ready = false;
     for (auto& w : ffn_) w.ready = false;
-    // Every request in flight goes back to the front of the queue, in submission order.
-    ++recoveries_;
     std::vector<std::int64_t> in_flight;
     for (auto& [id, r] : requests_)
       if (r.worker >= 0) {
@@ -479,36 +790,41 @@ class coordinator_state {
       w.reserved_since_report = 0;
       w.reported_free = w.kv_total;
     }
-    stop_engines_then_start_epoch();
+    stop_engines_then(start);
   }
 
-  /// Every live worker stops its engine (an old engine's posted receives would otherwise take the
-  /// new epoch's first messages), then the new epoch starts.
-  void stop_engines_then_start_epoch() {
+  /// Every member stops its engine; one that does not within timeouts::stop_engine is failed.
+  void stop_engines_then(bool start) {
     const std::uint32_t epoch = epoch_;
     auto pending = std::make_shared<std::size_t>(0);
     for (auto* list : {&attention_, &ffn_})
       for (auto& w : *list)
-        if (live(w) && w.handle) ++*pending;
+        if (member(w) && w.handle) ++*pending;
+    if (*pending == 0) {
+      if (start) start_epoch();
+      return;
+    }
     for (auto* list : {&attention_, &ffn_})
       for (auto& w : *list) {
-        if (!live(w) || !w.handle) continue;
+        if (!member(w) || !w.handle) continue;
         const std::string name = w.name;
-        self_->request(w.handle, spec_.start_timeout, stop_engine_atom::value)
+        self_->request(w.handle, timeouts::stop_engine, stop_engine_atom::value)
             .then(
-                [this, epoch, pending](bool) {
-                  if (--*pending == 0 && epoch == epoch_ && !failure_) start_epoch();
+                [this, epoch, pending, start](bool) {
+                  if (--*pending == 0 && epoch == epoch_ && !failure_ && start) start_epoch();
                 },
                 [this, epoch, name](caf::error& e) {
                   if (epoch != epoch_) return;
-                  fail_cluster(fail(errc::unavailable, "worker '", name, "' did not stop its engine for epoch ",
-                                    epoch, ": ", from_caf_error(e).message()));
+                  if (worker_entry* x = find(name))
+                    declare_failed(*x, "did not stop its engine for epoch " + std::to_string(epoch) + ": " +
+                                           from_caf_error(e).message());
                 });
       }
   }
 
   void become_ready() {
     ready_ = true;
+    event("epoch_ready", "", std::to_string(count_if([](const worker_entry& w) { return member(w); })) + " members");
     for (auto& rp : ready_waiters_) rp.deliver(true);
     ready_waiters_.clear();
     admit_queued();
@@ -520,6 +836,7 @@ class coordinator_state {
       done.id = id;
       done.code = static_cast<std::uint8_t>(e.code());
       done.message = "request " + std::to_string(id) + " failed: " + e.message();
+      r.describe(done);
       self_->send(r.client, std::move(done));
     }
     requests_.clear();
@@ -527,18 +844,19 @@ class coordinator_state {
     for (auto& w : attention_) w.assigned = 0;
   }
 
-  /// Detection only in this version: the cluster stops serving, and every request it holds ends
-  /// with `e` (nothing accepted is silently lost); the surviving workers stop their engines.
+  /// The cluster cannot go on (a worker that cannot start): every request it holds ends with `e`
+  /// (nothing accepted is silently lost); the other workers stop their engines.
   void fail_cluster(const afd::error& e) {
     if (failure_ || stopping_) return;
     failure_ = e;
     ready_ = false;
+    event("cluster_failed", "", e.message());
     fail_requests(e);
     for (auto& rp : ready_waiters_) rp.deliver(to_caf_error(e));
     ready_waiters_.clear();
     for (auto* list : {&attention_, &ffn_})
       for (auto& w : *list)
-        if (w.handle && w.state != worker_state::failed)
+        if (w.handle && member(w))
           self_->request(w.handle, timeouts::stop_engine, stop_engine_atom::value).then([](bool) {}, [](caf::error&) {});
   }
 
@@ -546,21 +864,15 @@ class coordinator_state {
     for (auto* list : {&attention_, &ffn_})
       for (auto& w : *list)
         if (w.handle && w.handle.address() == m.source) {
-          w.state = worker_state::failed;
           w.handle = nullptr;
-          w.ready = false;
-          const dataplane::worker_role role = w.role;
-          const bool survivors =
-              count_if([role](const worker_entry& x) { return x.role == role && live(x); }) > 0;
-          if (survivors && !failure_ && !stopping_ && started_) {
-            if (role == dataplane::worker_role::ffn)
-              recover_from_ffn_loss();
-            else
-              recover_from_attention_loss();
+          if (stopping_) return;
+          if (!started_) {
+            // Lost before the first epoch: it may register again (a restarted process).
+            w.registered = false;
+            event("failed", w.name, "lost before the cluster started (" + caf::to_string(m.reason) + ")");
             return;
           }
-          fail_cluster(fail(errc::unavailable, to_string(w.role), " worker '", w.name,
-                            "' was lost (", caf::to_string(m.reason), "); the cluster stopped serving"));
+          declare_failed(w, "lost (" + caf::to_string(m.reason) + ")");
           return;
         }
   }
@@ -579,9 +891,16 @@ class coordinator_state {
   std::int64_t finished_count_ = 0;
   std::uint64_t recoveries_ = 0;
   std::vector<caf::response_promise> ready_waiters_;
-  std::vector<worker_failed_msg> reported_failures_;  ///< engine failures waiting for a root cause
   engine::placement placement_;  ///< this epoch's: the topology's for the live FFN workers
-  bool started_ = false;      ///< the first epoch was started (recovery needs one)
+  bool started_ = false;         ///< the first epoch was started (recovery needs one)
+  steady::time_point started_at_ = steady::now();
+  std::vector<cluster_event_rec> events_;
+  std::deque<steady::time_point> retries_;      ///< recent same-member retries
+  std::optional<steady::time_point> waiting_since_;  ///< a role has no member since
+  std::string waiting_for_;
+  std::string last_failure_;
+  std::vector<std::string> fault_rules_;        ///< the armed plan's rules
+  std::vector<std::uint64_t> fired_before_;     ///< firings of lives that ended
 };
 
 caf::behavior coordinator_behavior(coordinator_actor* self, dataplane::cluster_spec spec) {
@@ -592,11 +911,13 @@ caf::behavior coordinator_behavior(coordinator_actor* self, dataplane::cluster_s
       [&s](request_msg& m) { return s.on_submit(m); },
       [&s](cancel_atom, std::int64_t id) { return s.on_cancel(id); },
       [&s](worker_report_msg& m) { s.on_report(m); },
+      [&s](heartbeat_msg& m) { s.on_heartbeat(m); },
       [&s](worker_failed_msg& m) { s.on_worker_failed(m); },
       [&s](status_atom) { return s.on_status(); },
       [&s](await_ready_atom) { return s.on_await_ready(); },
+      [&s](arm_faults_atom, fault_plan_msg& m) { return s.on_arm_faults(m); },
       [&s](shutdown_atom) { return s.on_shutdown(); },
-      [&s](confirm_failure_atom) { s.on_confirm_failure(); },
+      [&s](tick_atom) { s.on_tick(); },
   };
 }
 

@@ -34,8 +34,8 @@ class local_cluster {
   const caf::actor& coordinator() const;
   /// The spec it runs.
   const dataplane::cluster_spec& spec() const;
-  /// Kills the actor of worker `name` as a crash would (no goodbye); errc::invalid_argument when
-  /// there is no such worker.
+  /// Kills the actor of worker `name` as a crash would (no goodbye); it is restarted when the
+  /// options say so. errc::invalid_argument when there is no such live worker.
   expected<void> kill_worker(const std::string& name);
   /// Stops the coordinator (which ends every request still running with errc::unavailable) and
   /// every worker, and waits for them. Idempotent.

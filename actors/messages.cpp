@@ -2,6 +2,8 @@
 
 #include <caf/io/all.hpp>
 
+#include "actors/timeouts.hpp"
+
 namespace afd::actors {
 
 namespace {
@@ -28,6 +30,13 @@ void register_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<token_batch_msg>("token_batch_msg");
   cfg.add_message_type<worker_status_msg>("worker_status_msg");
   cfg.add_message_type<cluster_status_msg>("cluster_status_msg");
+  cfg.add_message_type<heartbeat_msg>("heartbeat_msg");
+  cfg.add_message_type<fault_plan_msg>("fault_plan_msg");
+  cfg.add_message_type<cluster_event_rec>("cluster_event_rec");
+  // CAF's own link liveness is off by default; a frozen or partitioned peer process would then
+  // never end its connection (timeouts.hpp).
+  cfg.set("middleman.heartbeat-interval", caf::timespan{timeouts::middleman_heartbeat});
+  cfg.set("middleman.connection-timeout", caf::timespan{timeouts::middleman_connection_timeout});
   // The templated add_error_category<T> does not compile in CAF 0.17.6: register a renderer.
   cfg.add_error_category(afd_category, [](std::uint8_t code, caf::atom_value, const caf::message& ctx) {
     return std::string("afd: ") + afd::to_string(static_cast<errc>(code)) + ": " + context_text(ctx);

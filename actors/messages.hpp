@@ -25,7 +25,10 @@ using stop_engine_atom = caf::atom_constant<caf::atom("stopengine")>;  ///< a wo
 using ready_atom = caf::atom_constant<caf::atom("ready")>;             ///< a worker's answer to start_epoch
 using report_atom = caf::atom_constant<caf::atom("report")>;           ///< engine thread -> own actor
 using failure_atom = caf::atom_constant<caf::atom("failure")>;         ///< engine thread -> own actor
-using confirm_failure_atom = caf::atom_constant<caf::atom("cfailure")>; ///< coordinator -> itself: a reported failure stands
+using tick_atom = caf::atom_constant<caf::atom("tick")>;               ///< an actor's own timer (heartbeats, checks)
+using fenced_atom = caf::atom_constant<caf::atom("fenced")>;           ///< coordinator -> worker: you were declared failed
+using arm_faults_atom = caf::atom_constant<caf::atom("armfaults")>;    ///< arm a fault plan (rules + seed)
+using poll_stop_atom = caf::atom_constant<caf::atom("pollstop")>;      ///< a worker looks whether its engine stopped
 
 /// Worker -> coordinator: join the cluster. Answered with the coordinator's epoch, or an error
 /// (unknown or duplicate name, role mismatch).
@@ -35,6 +38,23 @@ struct register_worker_msg {
   std::vector<std::uint8_t> address;   ///< the worker's transport address blob
   std::int64_t kv_blocks = 0;
   std::string device;
+  /// Distinguishes the lives of one worker name: a restarted process or a fenced worker that
+  /// rejoins registers with a new incarnation and is a new member.
+  std::uint64_t incarnation = 0;
+};
+
+/// Worker -> coordinator, every timeouts::heartbeat_interval from the worker's actor thread:
+/// liveness (the actor answers) and progress (the engine's step counter and phase).
+struct heartbeat_msg {
+  std::string name;
+  std::uint64_t incarnation = 0;
+  std::uint32_t epoch = 0;   ///< the epoch the worker's engine runs (0: none)
+  std::uint64_t steps = 0;   ///< engine steps completed over the worker's life
+  std::uint8_t phase = 0;    ///< dataplane::engine_progress::phase_kind
+  std::int64_t phase_ms = 0; ///< how long the engine has been in that phase
+  std::vector<std::int64_t> admitted;  ///< attention: requests admitted since the last heartbeat
+  std::vector<std::uint64_t> fired;    ///< per rule of the armed fault plan: firings at this worker so far
+  std::uint64_t reports = 0;           ///< attention: step reports sent in `epoch` (a lost last report shows)
 };
 
 /// Columns [first, first + count) of a layer's shared expert / dense MLP inner width that one FFN
@@ -102,9 +122,12 @@ struct finished_rec {
 };
 
 /// Attention worker -> coordinator, once per step that produced anything (batched, asynchronous).
+/// `seq` numbers the reports of one epoch from 1: the coordinator drops a repeat and treats a gap
+/// (a lost report, whose tokens it never saw) as a failure of the epoch.
 struct worker_report_msg {
   std::uint32_t epoch = 0;
   std::int32_t index = 0;  ///< attention worker index
+  std::uint64_t seq = 0;
   std::uint64_t step = 0;
   std::vector<token_rec> tokens;
   std::vector<finished_rec> finished;
@@ -113,12 +136,22 @@ struct worker_report_msg {
   std::int64_t waiting = 0;
 };
 
-/// Worker -> coordinator: the engine stopped because of a failure.
+/// Worker -> coordinator: its engine met trouble. `fatal`: the engine stopped (transport error,
+/// bad message); otherwise a wait passed the step deadline and goes on. `suspects` names the peers
+/// at fault (never the witness itself); the coordinator confirms with their heartbeats.
 struct worker_failed_msg {
   std::uint32_t epoch = 0;
   std::string name;
   std::uint8_t code = 0;
   std::string message;
+  std::vector<std::string> suspects;
+  bool fatal = true;
+};
+
+/// A fault plan as it travels: rules as text (faults::parse_rule) and the seed.
+struct fault_plan_msg {
+  std::vector<std::string> rules;
+  std::uint64_t seed = 0;
 };
 
 /// Coordinator -> client: tokens of this client's requests, in order.
@@ -135,6 +168,24 @@ struct worker_status_msg {
   std::int64_t running = 0;
   std::int64_t kv_used = 0;
   std::int64_t kv_total = 0;
+  bool slow = false;
+  std::uint64_t steps = 0;
+  std::uint32_t rejoins = 0;
+  double compute_seconds = 0;
+  double wait_seconds = 0;
+  std::vector<double> layer_compute_seconds, layer_wait_seconds;
+  std::uint64_t bytes_sent = 0, bytes_received = 0, messages_sent = 0, messages_received = 0;
+  std::vector<std::uint64_t> fired;  ///< per rule of the armed plan: firings at this worker
+};
+
+/// One event of the cluster's life (failures, epochs, rejoins), with the coordinator's
+/// steady-clock time in ms: the fault matrix measures detection and recovery from them.
+struct cluster_event_rec {
+  std::int64_t at_ms = 0;
+  std::string kind;  ///< "failed", "fenced", "slow", "retry", "epoch_ready", "rejoined", "gave_up"
+  std::string worker;
+  std::uint32_t epoch = 0;
+  std::string detail;
 };
 
 /// The cluster as the coordinator sees it.
@@ -147,11 +198,29 @@ struct cluster_status_msg {
   std::int64_t finished = 0;
   std::uint64_t recoveries = 0;
   std::vector<worker_status_msg> workers;
+  std::vector<std::string> fault_rules;    ///< the armed plan's rules
+  std::vector<std::uint64_t> fault_fired;  ///< per rule, summed over the coordinator and every worker
+  std::vector<cluster_event_rec> events;
+  std::int64_t now_ms = 0;                 ///< the coordinator's steady clock when it answered
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, register_worker_msg& x) {
-  return f(caf::meta::type_name("register_worker_msg"), x.role, x.name, x.address, x.kv_blocks, x.device);
+  return f(caf::meta::type_name("register_worker_msg"), x.role, x.name, x.address, x.kv_blocks, x.device,
+           x.incarnation);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, heartbeat_msg& x) {
+  return f(caf::meta::type_name("heartbeat_msg"), x.name, x.incarnation, x.epoch, x.steps, x.phase, x.phase_ms,
+           x.admitted, x.fired, x.reports);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, fault_plan_msg& x) {
+  return f(caf::meta::type_name("fault_plan_msg"), x.rules, x.seed);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cluster_event_rec& x) {
+  return f(caf::meta::type_name("cluster_event_rec"), x.at_ms, x.kind, x.worker, x.epoch, x.detail);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, unit_slice_rec& x) {
@@ -182,12 +251,12 @@ typename Inspector::result_type inspect(Inspector& f, finished_rec& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, worker_report_msg& x) {
-  return f(caf::meta::type_name("worker_report_msg"), x.epoch, x.index, x.step, x.tokens, x.finished,
+  return f(caf::meta::type_name("worker_report_msg"), x.epoch, x.index, x.seq, x.step, x.tokens, x.finished,
            x.free_kv_blocks, x.running, x.waiting);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, worker_failed_msg& x) {
-  return f(caf::meta::type_name("worker_failed_msg"), x.epoch, x.name, x.code, x.message);
+  return f(caf::meta::type_name("worker_failed_msg"), x.epoch, x.name, x.code, x.message, x.suspects, x.fatal);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, token_batch_msg& x) {
@@ -196,19 +265,22 @@ typename Inspector::result_type inspect(Inspector& f, token_batch_msg& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, worker_status_msg& x) {
   return f(caf::meta::type_name("worker_status_msg"), x.name, x.role, x.state, x.device, x.running, x.kv_used,
-           x.kv_total);
+           x.kv_total, x.slow, x.steps, x.rejoins, x.compute_seconds, x.wait_seconds, x.layer_compute_seconds,
+           x.layer_wait_seconds, x.bytes_sent, x.bytes_received,
+           x.messages_sent, x.messages_received, x.fired);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, cluster_status_msg& x) {
   return f(caf::meta::type_name("cluster_status_msg"), x.epoch, x.vocab_size, x.ready, x.queued, x.running, x.finished,
-           x.recoveries, x.workers);
+           x.recoveries, x.workers, x.fault_rules, x.fault_fired, x.events, x.now_ms);
 }
 
 /// The request as the engines take it.
 engine::request to_engine_request(const request_msg& m);
 
-/// Registers every message type above and the "afd" error category with `cfg`. Call it once per
-/// actor system, before the system starts, in every process of a cluster.
+/// Registers every message type above and the "afd" error category with `cfg`, and turns on CAF's
+/// middleman heartbeats and connection timeout. Call it once per actor system, before the system
+/// starts, in every process of a cluster.
 void register_message_types(caf::actor_system_config& cfg);
 
 /// Sets the scheduler to `threads` worker threads (small machines: the engines need the cores).

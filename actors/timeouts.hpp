@@ -14,10 +14,38 @@ namespace afd::actors::timeouts {
 
 using std::chrono::milliseconds;
 
-/// An engine failure reported by a witness (a step deadline, a transport error) waits this long for
-/// a down message about the peer before it is blamed: a crashed peer's socket closes within
-/// milliseconds, so a root cause that exists arrives well inside it.
-inline constexpr milliseconds failure_grace{300};
+/// How often every worker tells the coordinator it is alive and how far its engine got. 100 ms
+/// costs one small message per worker per tick and lets detection stay well under a second.
+inline constexpr milliseconds heartbeat_interval{100};
+/// A worker none of whose heartbeats arrived for this long is declared failed (paused, hung
+/// process, partitioned). 8 intervals: a loaded 2-core machine delays a tick by a few hundred ms at
+/// worst (measured: a build plus two clusters), so a healthy worker never comes near it, and a
+/// paused one is detected in under a second.
+inline constexpr milliseconds heartbeat_timeout{800};
+/// How often the coordinator looks at heartbeats, suspects and stalled epochs.
+inline constexpr milliseconds liveness_check{100};
+/// CAF's own link liveness (middleman heartbeats and connection timeout, off by default): a
+/// connection silent for this long is closed, so monitors fire for a partitioned or frozen peer
+/// process even when no afd heartbeat would. Several times heartbeat_timeout: afd's heartbeats
+/// decide first, the middleman only cleans up.
+inline constexpr milliseconds middleman_heartbeat{250};
+inline constexpr milliseconds middleman_connection_timeout{3000};
+/// A witness's report about a suspect is confirmed with the suspect's heartbeat; an engine busy
+/// computing without progress for this many step deadlines is hung (a straggler slower than that
+/// per step cannot be told from a hang until it finishes).
+inline constexpr int hang_step_deadlines = 2;
+/// A worker that stops its engine: how often its actor looks whether the engine thread left.
+inline constexpr milliseconds stop_poll{10};
+/// A step report that heartbeats say was sent but that has not arrived after this long was lost
+/// (a delayed one arrives well within it): the epoch is retried.
+inline constexpr milliseconds report_missing{500};
+/// A request admitted to an attention worker that no report acknowledged within this long is
+/// sent again (the worker drops a repeat): a lost admission message never strands a request.
+inline constexpr milliseconds admit_ack{1000};
+/// Epochs retried with the same members (a lost data message, an engine that stopped on a bad
+/// message) within retry_window before the suspect is failed and fenced instead.
+inline constexpr int retry_limit = 3;
+inline constexpr milliseconds retry_window{10000};
 /// One worker's answer to a status query. Its handler only reads atomics; 2 s covers a mailbox
 /// behind a start_epoch that is loading weights on a loaded machine.
 inline constexpr milliseconds worker_status{2000};
@@ -45,6 +73,10 @@ inline constexpr milliseconds process_term{5000};
 /// anyway, so a worker stuck in a kernel never keeps its GPU.
 inline constexpr milliseconds actors_exit_after_signal{3000};
 inline constexpr milliseconds actors_exit{15000};
+/// In-process restarts of a crashed worker actor (local_cluster), as an OTP supervisor's budget:
+/// at most restart_budget restarts within restart_window, then the supervisor gives up.
+inline constexpr int restart_budget = 3;
+inline constexpr milliseconds restart_window{60000};
 /// After a failed start, the time a crashed worker process gets to be reaped, so that its exit
 /// status (not "did not register") is what the launcher reports.
 inline constexpr milliseconds reap_crashed{300};

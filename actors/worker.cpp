@@ -4,6 +4,7 @@
 
 #include <caf/io/all.hpp>
 
+#include <chrono>
 #include <cstring>
 #include <set>
 
@@ -77,11 +78,32 @@ expected<caf::actor> spawn_worker(caf::actor_system& sys, const dataplane::clust
   if (!coordinator) return fail(errc::invalid_argument, "worker '", name, "': no coordinator");
   auto t = make_transport(spec, spec.rank_of(ctx.role, ctx.index), env);
   if (!t) return fail(t.err().code(), "worker '", name, "': ", t.err().message());
-  ctx.transport = std::shared_ptr<transport::transport>(std::move(*t));
+  ctx.site = std::make_shared<faults::fault_site>(faults::site_identity{name, to_string(ctx.role)});
+  ctx.counters = std::make_shared<transport::transport_counters>();
+  // The data plane's fault points and counters wrap the transport; rules name peers by worker name.
+  std::vector<std::string> names;
+  for (int i = 0; i < static_cast<int>(spec.attention_workers.size()); ++i) {
+    const auto r = spec.rank_of(dataplane::worker_role::attention, i);
+    if (names.size() <= r) names.resize(r + 1u);
+    names[r] = spec.attention_workers[static_cast<std::size_t>(i)].name;
+  }
+  for (int i = 0; i < static_cast<int>(spec.ffn_workers.size()); ++i) {
+    const auto r = spec.rank_of(dataplane::worker_role::ffn, i);
+    if (names.size() <= r) names.resize(r + 1u);
+    names[r] = spec.ffn_workers[static_cast<std::size_t>(i)].name;
+  }
+  auto peer_name = [names](transport::rank_t r) { return r < names.size() ? names[r] : std::string(); };
+  ctx.transport = std::shared_ptr<transport::transport>(
+      transport::make_instrumented_transport(std::move(*t), ctx.site, peer_name, ctx.counters));
   ctx.spec = spec;
   ctx.coordinator = std::move(coordinator);
-  return ctx.role == dataplane::worker_role::attention ? detail::spawn_attention_worker(sys, std::move(ctx))
-                                            : detail::spawn_ffn_worker(sys, std::move(ctx));
+  // Lives of a worker name must differ across restarts of its process: the wall clock in ns.
+  ctx.incarnation = env.incarnation != 0 ? env.incarnation
+                                         : static_cast<std::uint64_t>(
+                                               std::chrono::system_clock::now().time_since_epoch().count());
+  ctx.on_exit = env.on_exit;
+  if (env.faults) ctx.site->arm(env.faults);
+  return detail::spawn_worker_actor(sys, std::move(ctx));
 }
 
 expected<caf::actor> start_worker(caf::actor_system& sys, const dataplane::cluster_spec& spec, const std::string& name,

@@ -1,17 +1,19 @@
 #pragma once
-/// Attention and FFN worker actors: a CAF actor for control (registration, start of an epoch,
-/// admissions, cancellations, status) plus the engine thread of actors/data_plane.hpp for the step
-/// loop. Each worker runs as a detached actor (its own thread), so loading weights and connecting
-/// the transport never block the scheduler's shared threads.
+/// Starting a worker: one actor for either role, for control (registration, heartbeats, start of
+/// an epoch, admissions, cancellations, status, fencing) plus the engine thread of
+/// runtime/dataplane for the step loop. Each worker runs as a detached actor (its own thread), so
+/// loading weights and connecting the transport never block the scheduler's shared threads.
 
 #include <caf/all.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "runtime/dataplane/cluster_spec.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/faults/faults.hpp"
 #include "transport/loopback.hpp"
 
 namespace afd::actors {
@@ -21,6 +23,12 @@ struct worker_environment {
   /// The in-process fabric for transport kind loopback (one per embedded cluster); must be set
   /// when the spec says loopback.
   std::shared_ptr<transport::loopback_fabric> fabric;
+  /// This life of the worker; 0: taken from the clock (distinct across restarts).
+  std::uint64_t incarnation = 0;
+  /// A fault plan armed from the start (rules of `afd worker --fault`); may be null.
+  std::shared_ptr<faults::fault_plan> faults;
+  /// Called on the worker actor's thread when it ends (supervision); may be empty.
+  std::function<void(const caf::error&)> on_exit;
 };
 
 /// Creates the worker `name` of `spec` (its transport first, so that a bad transport setting

@@ -282,10 +282,41 @@ class cluster_impl final : public cluster {
     out.running = s->running;
     out.finished = s->finished;
     out.recoveries = s->recoveries;
-    for (auto& w : s->workers)
-      out.workers.push_back(worker_status{w.name, w.role, static_cast<worker_state>(w.state), w.device, w.running,
-                                          w.kv_used, w.kv_total});
+    for (auto& w : s->workers) {
+      worker_status ws;
+      ws.name = w.name;
+      ws.role = w.role;
+      ws.state = static_cast<worker_state>(w.state);
+      ws.device = w.device;
+      ws.running = w.running;
+      ws.kv_blocks_used = w.kv_used;
+      ws.kv_blocks_total = w.kv_total;
+      ws.slow = w.slow;
+      ws.steps = w.steps;
+      ws.rejoins = w.rejoins;
+      ws.compute_seconds = w.compute_seconds;
+      ws.network_wait_seconds = w.wait_seconds;
+      ws.layer_compute_seconds = w.layer_compute_seconds;
+      ws.layer_wait_seconds = w.layer_wait_seconds;
+      ws.bytes_sent = w.bytes_sent;
+      ws.bytes_received = w.bytes_received;
+      ws.messages_sent = w.messages_sent;
+      ws.messages_received = w.messages_received;
+      out.workers.push_back(std::move(ws));
+    }
+    for (std::size_t i = 0; i < s->fault_rules.size(); ++i)
+      out.faults.push_back(fault_rule_status{s->fault_rules[i], i < s->fault_fired.size() ? s->fault_fired[i] : 0});
+    for (auto& e : s->events) out.events.push_back(cluster_event{e.at_ms, e.kind, e.worker, e.epoch, e.detail});
+    out.now_ms = s->now_ms;
     return out;
+  }
+
+  expected<void> arm_faults(const std::vector<std::string>& rules, std::uint64_t seed) override {
+    if (auto e = table_->closed()) return e;
+    actors::fault_plan_msg m{rules, seed};
+    auto ok = ask<bool>(system(), coordinator_, actors::timeouts::client_request, actors::arm_faults_atom::value, m);
+    if (!ok) return ok.err();
+    return {};
   }
 
   void shutdown() override {

@@ -440,11 +440,7 @@ struct attention_engine::state {
         on_report(std::move(rep));
       }
       ++step;
-      if (progress) {
-        progress->compute_ns.fetch_add(static_cast<std::uint64_t>(timing.compute_seconds * 1e9), std::memory_order_relaxed);
-        progress->wait_ns.fetch_add(static_cast<std::uint64_t>(timing.wait_seconds * 1e9), std::memory_order_relaxed);
-        progress->steps.fetch_add(1, std::memory_order_relaxed);
-      }
+      if (progress) progress->record(timing);
     }
     free_blocks = sched.kv().free_blocks();
     if (progress) progress->enter(engine_progress::stopped);

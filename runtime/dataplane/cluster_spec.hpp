@@ -74,6 +74,11 @@ struct cluster_spec {
   transport_settings transport;
   admission_limits limits;
   std::chrono::milliseconds start_timeout{60000};  ///< registration + weight loading + connecting
+  /// No worker of a role left: how long accepted requests wait for one to (re)join before they end
+  /// with an error naming the cause. Covers a supervised restart several times over.
+  std::chrono::milliseconds recovery_wait{30000};
+  /// Embedded cluster: a crashed worker actor is started again (actors/timeouts.hpp restart budget).
+  bool restart_workers = true;
 
   /// Index of the attention worker named `name`, or -1.
   int attention_index(const std::string& name) const;

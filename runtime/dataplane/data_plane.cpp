@@ -4,6 +4,29 @@
 #include "runtime/dataplane/data_plane_internal.hpp"
 #include "kernels/cpu/cpu_kernels.hpp"
 
+namespace afd::dataplane {
+
+void engine_progress::record(const step_timing& t) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (layer_compute_.size() < t.layer_compute_seconds.size()) layer_compute_.resize(t.layer_compute_seconds.size());
+    if (layer_wait_.size() < t.layer_wait_seconds.size()) layer_wait_.resize(t.layer_wait_seconds.size());
+    for (std::size_t l = 0; l < t.layer_compute_seconds.size(); ++l) layer_compute_[l] += t.layer_compute_seconds[l];
+    for (std::size_t l = 0; l < t.layer_wait_seconds.size(); ++l) layer_wait_[l] += t.layer_wait_seconds[l];
+  }
+  compute_ns.fetch_add(static_cast<std::uint64_t>(t.compute_seconds * 1e9), std::memory_order_relaxed);
+  wait_ns.fetch_add(static_cast<std::uint64_t>(t.wait_seconds * 1e9), std::memory_order_relaxed);
+  steps.fetch_add(1, std::memory_order_relaxed);
+}
+
+void engine_progress::layers(std::vector<double>& compute, std::vector<double>& wait) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  compute = layer_compute_;
+  wait = layer_wait_;
+}
+
+}  // namespace afd::dataplane
+
 namespace afd::dataplane::detail {
 
 expected<void> check_plane_options(const data_plane_options& o, const model_config& c) {

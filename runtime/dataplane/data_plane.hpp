@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <memory>
 #include <vector>
 
@@ -37,11 +38,19 @@ struct engine_progress {
   std::atomic<std::uint8_t> phase{stopped};       ///< what the engine thread does now
   std::atomic<std::int64_t> phase_since_ns{0};    ///< steady-clock time it entered it
   std::atomic<std::uint64_t> compute_ns{0}, wait_ns{0};  ///< totals over completed steps
+  /// Adds a completed step: its compute and wait time, in all and per layer, and one step.
+  void record(const struct step_timing& t);
+  /// Per-layer totals (index = layer), copied under the lock.
+  void layers(std::vector<double>& compute, std::vector<double>& wait) const;
   /// Enters `p` (relaxed stores: figures, not synchronisation).
   void enter(phase_kind p) noexcept {
     phase.store(p, std::memory_order_relaxed);
     phase_since_ns.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<double> layer_compute_, layer_wait_;
 };
 
 /// Settings shared by both roles; every worker of a cluster must use the same values.

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -211,7 +212,8 @@ std::size_t expect_rows_within_tolerance(const dataplane::cluster_spec& spec, co
 // new epoch starts, and every request finishes with every logits row computed after the recovery
 // within tolerance of the reference engine's.
 void expect_sliced_recovery_within_tolerance(const char* victim) {
-  const auto spec = sliced_2a3f_spec();
+  auto spec = sliced_2a3f_spec();
+  spec.restart_workers = false;  // the placement without the victim is what is checked here
   auto c = start(spec);
   ASSERT_TRUE(c);
   constexpr std::int64_t new_tokens = 12;
@@ -248,7 +250,7 @@ void expect_sliced_recovery_within_tolerance(const char* victim) {
   auto st = c->status();
   ASSERT_TRUE(st.has_value());
   EXPECT_TRUE(st->ready);
-  EXPECT_EQ(st->epoch, 2u);
+  EXPECT_GE(st->epoch, 2u);  // a witness's transport error may retry an epoch before the loss is known
   for (const auto& w : st->workers)
     EXPECT_EQ(w.state, w.name == victim ? worker_state::failed : worker_state::ready) << w.name;
   // A request admitted after the recovery runs wholly under the new placement: all its rows.
@@ -465,8 +467,13 @@ TEST(cluster, shutdown_is_clean_and_prompt) {
   EXPECT_EQ(thread_count_settled(threads_before, 1s), threads_before) << thread_names();
 }
 
+// Without restarts (a worker that never comes back), the requests wait spec.recovery_wait for a
+// worker of the lost role and then end with an error naming the lost worker; nothing hangs.
 void expect_worker_loss_fails_requests(const char* topology, const char* victim) {
-  auto c = start(example_spec(topology, 3));
+  auto spec = example_spec(topology, 3);
+  spec.restart_workers = false;
+  spec.recovery_wait = 1500ms;
+  auto c = start(spec);
   ASSERT_TRUE(c);
   std::vector<client::request_id> ids;
   for (int i = 0; i < 6; ++i) {
@@ -483,7 +490,7 @@ void expect_worker_loss_fails_requests(const char* topology, const char* victim)
     EXPECT_EQ(r.err().code(), errc::unavailable) << r.err().to_string();
     EXPECT_NE(r.err().message().find(victim), std::string::npos) << r.err().message();
   }
-  EXPECT_LT(clock_type::now() - t0, 10s);
+  EXPECT_LT(clock_type::now() - t0, 12s);
   auto again = c->submit(make_request(1, 4, 2, false));
   ASSERT_FALSE(again.has_value());
   EXPECT_EQ(again.err().code(), errc::unavailable);
@@ -548,13 +555,27 @@ void expect_recovery_keeps_the_reference_tokens(const char* victim) {
       EXPECT_EQ(seen[k].value, r->tokens[k]);
     }
   }
-  auto st = c->status();
-  ASSERT_TRUE(st.has_value());
-  EXPECT_TRUE(st->ready);
-  EXPECT_EQ(st->epoch, 2u);
-  for (const auto& w : st->workers)
-    EXPECT_EQ(w.state, w.name == victim ? worker_state::failed : worker_state::ready) << w.name;
-  // The cluster goes on serving without the lost worker.
+  // The crashed worker is restarted, rejoins, and the cluster returns to its full capacity.
+  const auto give_up = clock_type::now() + 30s;
+  client::cluster_status st;
+  for (;;) {
+    auto s = c->status();
+    ASSERT_TRUE(s.has_value()) << s.err().to_string();
+    st = *s;
+    const bool all_ready = std::all_of(st.workers.begin(), st.workers.end(),
+                                       [](const client::worker_status& w) { return w.state == worker_state::ready; });
+    if ((st.ready && all_ready) || clock_type::now() > give_up) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(st.ready);
+  EXPECT_GE(st.epoch, 3u);
+  for (const auto& w : st.workers) {
+    EXPECT_EQ(w.state, worker_state::ready) << w.name;
+    if (w.name == victim) {
+      EXPECT_EQ(w.rejoins, 1u);
+    }
+  }
+  // The cluster goes on serving.
   auto later = make_request(9, 17, 6, true);
   auto id = c->submit(later);
   ASSERT_TRUE(id.has_value()) << id.err().to_string();

@@ -96,6 +96,16 @@ struct fault_rule_status {
   std::uint64_t fired = 0;
 };
 
+/// One event of the cluster's life as the coordinator recorded it (failures, retried epochs,
+/// rejoins, epochs ready): what fault tests and the fault matrix measure detection and recovery by.
+struct cluster_event {
+  std::int64_t at_ms = 0;  ///< the coordinator's steady clock (ms since it started)
+  std::string kind;        ///< "failed", "slow", "retry", "rejoined", "waiting", "gave_up", "epoch_ready", "cluster_failed"
+  std::string worker;      ///< the worker concerned (may be empty)
+  std::uint32_t epoch = 0; ///< the epoch when it happened
+  std::string detail;      ///< why, in words
+};
+
 /// The cluster as the coordinator sees it.
 struct cluster_status {
   std::uint32_t epoch = 0;
@@ -106,7 +116,9 @@ struct cluster_status {
   std::int64_t finished = 0;
   std::uint64_t recoveries = 0;  ///< epochs started after a worker was lost or came back
   std::vector<worker_status> workers;
-  std::vector<fault_rule_status> faults;
+  std::vector<fault_rule_status> faults;  ///< the armed plan's rules, firings summed over every worker
+  std::vector<cluster_event> events;      ///< the most recent events, oldest first
+  std::int64_t now_ms = 0;                ///< the coordinator's clock when it answered (as cluster_event::at_ms)
 };
 
 /// Options of an embedded cluster.
@@ -140,6 +152,9 @@ class cluster {
   virtual expected<void> cancel(request_id id) = 0;
   /// Per-worker state, load and KV use.
   virtual expected<cluster_status> status(std::chrono::milliseconds timeout = std::chrono::seconds(5)) = 0;
+  /// Arms a fault plan in every worker (rules as in docs/faults.md; decisions replay from `seed`);
+  /// an empty list disarms. errc::invalid_argument naming a bad rule; nothing is armed then.
+  virtual expected<void> arm_faults(const std::vector<std::string>& rules, std::uint64_t seed) = 0;
   /// Embedded: stops every worker. Remote: disconnects (the cluster keeps running; see
   /// stop_cluster). Idempotent.
   virtual void shutdown() = 0;
