@@ -174,10 +174,18 @@ std::string describe_moves(const placement& from, const placement& to, std::size
     if (a.unit != b.unit) {
       auto text = [&](const std::vector<unit_slice>& u) {
         std::string s;
-        for (const auto& x : u)
-          s += (s.empty() ? "" : ", ") + name(x.worker) + (u.size() > 1 ? "[" + std::to_string(x.begin) + "," +
-                                                                              std::to_string(x.end) + ")"
-                                                                        : std::string());
+        // Appended piece by piece: GCC 12 reports a false -Wrestrict on `"" + std::string&&`.
+        for (const auto& x : u) {
+          if (!s.empty()) s += ", ";
+          s += name(x.worker);
+          if (u.size() > 1) {
+            s += '[';
+            s += std::to_string(x.begin);
+            s += ',';
+            s += std::to_string(x.end);
+            s += ')';
+          }
+        }
         return s;
       };
       line("layer " + std::to_string(l) + " shared/dense unit: " + text(a.unit) + " -> " + text(b.unit));
