@@ -3,7 +3,8 @@
 # and the CUDA kernel tests against the CPU oracle), the CUDA benchmark (--quick), and a 1A1F
 # embedded cluster with both workers on cuda:0 against the CPU reference engine on a generated
 # model; then prints one summary. Sized to finish within 8 minutes on one H100/H200: every stage
-# has a timeout, and a stage that fails or times out is reported and the others still run.
+# has a timeout (250 + 90 + 45 + 20 + 20 + 40 s at most), and a stage that fails or times out is
+# reported and the others still run (a failed build ends the check).
 # Usage: scripts/gpu-check.sh [build dir, default build-gpu]
 # Exit status: 0 when every stage passed, 1 otherwise.
 set -uo pipefail
@@ -43,8 +44,10 @@ fi
 
 # 1. Configure and build (CUDA on; the targets the later stages need).
 targets=(afd backend_ops_test cuda_ops_test cuda_device_test afd-bench-cuda)
-if stage build 270 "$work/build.log" bash -c "
-    cmake -S '$root' -B '$build' -DCMAKE_BUILD_TYPE=Release -DAFD_ENABLE_CUDA=ON &&
+launcher=""
+command -v ccache >/dev/null && launcher="-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache"
+if stage build 250 "$work/build.log" bash -c "
+    cmake -S '$root' -B '$build' -DCMAKE_BUILD_TYPE=Release -DAFD_ENABLE_CUDA=ON $launcher &&
     cmake --build '$build' -j $jobs --target ${targets[*]}"; then
   record build PASS "${targets[*]} ($(elapsed)s so far)"
 else
@@ -55,7 +58,7 @@ else
 fi
 
 # 2. ctest -L gpu: every op of the CUDA backend vs the CPU backend, the CUDA kernels vs the CPU kernels.
-if stage ctest 120 "$work/ctest.log" ctest --test-dir "$build" -L gpu -V --timeout 110; then
+if stage ctest 90 "$work/ctest.log" ctest --test-dir "$build" -L gpu -V --timeout 85; then
   # -V keeps every test's output: a GPU test that found no device, or a contract test that ran
   # only the CPU backend, has not checked the GPU.
   if grep -q "no CUDA device\|only the CPU backend is available" "$work/ctest.log"; then
@@ -70,7 +73,7 @@ fi
 
 # 3. The CUDA benchmark, short.
 bench=$(find "$build" -name afd-bench-cuda -type f -perm -u+x | head -n 1)
-if [ -n "$bench" ] && stage bench 75 "$work/bench.log" "$bench" --quick; then
+if [ -n "$bench" ] && stage bench 45 "$work/bench.log" "$bench" --quick; then
   record bench PASS "afd-bench-cuda --quick (figures below)"
 else
   record bench FAIL "afd-bench-cuda --quick failed or timed out"
@@ -86,7 +89,7 @@ cluster: {name: gpu-check}
 model: {path: $work/small}
 nodes:
   - {name: local, host: 127.0.0.1}
-coordinator: {node: local, port: 0}
+coordinator: {node: local, port: 7699}
 transport: {kind: loopback}
 limits: {max_new_tokens: 64, max_context: 512}
 attention_workers:
@@ -94,10 +97,10 @@ attention_workers:
 ffn_workers:
   - {name: f0, node: local, device: "cuda:0"}
 EOF
-if stage model 60 "$work/model.log" "$afd" make-model --preset small --out "$work/small" &&
-   stage reference 60 "$work/reference.json" "$afd" generate --model "$work/small" --prompt-ids "$prompt" \
+if stage model 20 "$work/model.log" "$afd" make-model --preset small --out "$work/small" &&
+   stage reference 20 "$work/reference.json" "$afd" generate --model "$work/small" --prompt-ids "$prompt" \
      --max-new-tokens "$new_tokens" --json &&
-   stage cluster 90 "$work/cluster.json" "$afd" generate --topology "$work/1a1f-cuda.yaml" --model "$work/small" \
+   stage cluster 40 "$work/cluster.json" "$afd" generate --topology "$work/1a1f-cuda.yaml" --model "$work/small" \
      --prompt-ids "$prompt" --max-new-tokens "$new_tokens" --json; then
   # The CUDA kernels round differently (bf16 GEMMs), so tokens may part from the CPU reference
   # after a while; the summary says where. A cluster that does not run at all fails the stage.

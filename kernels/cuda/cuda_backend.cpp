@@ -152,7 +152,8 @@ class cuda_backend final : public backend {
 
   op_status rope(const rope_params& p) override {
     const std::int64_t count = p.m * p.heads * p.head_dim;
-    if (!begin(bytes_of<float>(count) + bytes_of<std::int32_t>(p.m), bytes_of<float>(count) + bytes_of<std::int32_t>(p.m)))
+    // Pinned: x up, positions up, x down.
+    if (!begin(bytes_of<float>(count) + bytes_of<std::int32_t>(p.m), 2 * bytes_of<float>(count) + bytes_of<std::int32_t>(p.m)))
       return failure();
     float* x = upload(p.x, count);
     const std::int32_t* positions = upload(p.positions.data(), p.m);

@@ -56,13 +56,14 @@ std::vector<float> random_floats(std::uint32_t seed, std::size_t n, float scale,
   return v;
 }
 
-/// Weights stored as `t` (values representable in t, so every backend reads the same numbers).
+/// Weights stored as `t`. The values are representable in bf16 and f16 alike (f16 of a bf16 value
+/// keeps its 8 significant bits), so a backend that converts weights to bf16 reads the same numbers.
 struct stored_weight {
   std::vector<std::uint8_t> bytes;
   kernels::weight_view view;
   stored_weight(std::uint32_t seed, dtype t, std::int64_t rows, std::int64_t cols, float scale) {
-    const std::vector<float> v = random_floats(seed, static_cast<std::size_t>(rows * cols), scale,
-                                               t == dtype::f32 ? dtype::bf16 : t);
+    std::vector<float> v = random_floats(seed, static_cast<std::size_t>(rows * cols), scale, dtype::bf16);
+    for (float& x : v) x = afd::round_to(dtype::f16, x);
     bytes.resize(v.size() * afd::size_of(t));
     for (std::size_t i = 0; i < v.size(); ++i) afd::store_from_f32(t, bytes.data(), i, v[i]);
     view = {t, bytes.data(), rows, cols};
