@@ -20,7 +20,7 @@ declare -a summary=()
 failed=0
 # record STAGE STATUS DETAIL
 record() {
-  summary+=("$(printf '%-10s %-5s %s' "$1" "$2" "$3")")
+  summary+=("$(printf '%-13s %-5s %s' "$1" "$2" "$3")")
   [ "$2" = PASS ] || failed=1
 }
 # stage NAME SECONDS OUT COMMAND...: runs COMMAND under timeout, stdout to OUT, stderr to OUT.err;
@@ -77,6 +77,7 @@ if [ -n "$bench" ] && stage bench 45 "$work/bench.log" "$bench" --quick; then
   record bench PASS "afd-bench-cuda --quick (figures below)"
 else
   record bench FAIL "afd-bench-cuda --quick failed or timed out"
+  tail -n 5 "$work/bench.log.err" 2>/dev/null
 fi
 
 # 4. 1A1F embedded cluster, both workers on cuda:0, vs the CPU reference engine. The `small`
@@ -122,7 +123,7 @@ PY
   record cluster "${verdict%% *}" "${verdict#* }"
 else
   record cluster FAIL "see the last lines below"
-  tail -n 15 "$work"/model.log* "$work"/reference.json* "$work"/cluster.json* 2>/dev/null
+  tail -n 5 "$work"/model.log.err "$work"/reference.json.err "$work"/cluster.json.err 2>/dev/null
 fi
 
 echo
