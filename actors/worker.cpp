@@ -9,6 +9,7 @@
 #include <set>
 
 #include "actors/worker_common.hpp"
+#include "kernels/backend.hpp"
 #include "transport/loopback.hpp"
 #include "transport/ucx/ucx_transport.hpp"
 
@@ -76,6 +77,13 @@ expected<caf::actor> spawn_worker(caf::actor_system& sys, const dataplane::clust
     return fail(errc::invalid_argument, "worker '", name, "' is not in cluster '", spec.name, "'");
   }
   if (!coordinator) return fail(errc::invalid_argument, "worker '", name, "': no coordinator");
+  // The worker's compute device: refused here, before anything starts, when this process cannot
+  // use it (no CUDA in the build, no driver, no such GPU); never replaced by the CPU.
+  const std::string& device = ctx.role == dataplane::worker_role::attention
+                                  ? spec.attention_workers[static_cast<std::size_t>(ctx.index)].device
+                                  : spec.ffn_workers[static_cast<std::size_t>(ctx.index)].device;
+  if (auto usable = kernels::probe_device(device); !usable)
+    return fail(usable.err().code(), "worker '", name, "' cannot start on ", usable.err().message());
   auto t = make_transport(spec, spec.rank_of(ctx.role, ctx.index), env);
   if (!t) return fail(t.err().code(), "worker '", name, "': ", t.err().message());
   ctx.site = std::make_shared<faults::fault_site>(faults::site_identity{name, to_string(ctx.role)});
@@ -96,6 +104,7 @@ expected<caf::actor> spawn_worker(caf::actor_system& sys, const dataplane::clust
   ctx.transport = std::shared_ptr<transport::transport>(
       transport::make_instrumented_transport(std::move(*t), ctx.site, peer_name, ctx.counters));
   ctx.spec = spec;
+  ctx.spec.plane.device = device;  // the engines' options come from ctx.spec.plane
   ctx.coordinator = std::move(coordinator);
   // Lives of a worker name must differ across restarts of its process: the wall clock in ns.
   ctx.incarnation = env.incarnation != 0 ? env.incarnation

@@ -6,29 +6,23 @@
 /// operations that depends only on that token's inputs and the weights, never on how many tokens
 /// share the call, their order, or the thread count. Threads split independent outputs only.
 ///
-/// Shapes are validated by the callers (engine, workers); these functions trust their arguments.
+/// Shapes are validated by the callers (the checking layer of kernels/backend.hpp); these functions
+/// trust their arguments. The engines reach them through the backend interface (cpu_backend).
 
 #include <cstddef>
 #include <cstdint>
 #include <span>
 
+#include "kernels/views.hpp"
 #include "runtime/core/dtype.hpp"
 
 namespace afd::kernels::cpu {
 
-/// A row-major matrix of weights in HF layout [rows = out features, cols = in features], stored as
-/// f32, bf16 or f16 (converted exactly to f32 on the fly).
-struct weight_view {
-  dtype type = dtype::f32;
-  const void* data = nullptr;
-  std::int64_t rows = 0;
-  std::int64_t cols = 0;
-  /// Row r as a view of one row.
-  weight_view row_slice(std::int64_t first, std::int64_t count) const {
-    return {type, static_cast<const std::byte*>(data) + first * cols * static_cast<std::int64_t>(size_of(type)),
-            count, cols};
-  }
-};
+using kernels::weight_view;
+using kernels::kv_layer_view;
+using kernels::kv_slot;
+using kernels::sampling_params;
+using kernels::fp8_activation_block;
 
 /// Sets the number of threads kernels may use (default: hardware concurrency). Results do not
 /// depend on it.
@@ -50,23 +44,6 @@ void rmsnorm(const float* x, std::int64_t m, std::int64_t n, const float* weight
 /// x: [m, heads, head_dim]; positions: [m].
 void rope_neox(float* x, std::int64_t m, std::int64_t heads, std::int64_t head_dim,
                const std::int32_t* positions, double theta);
-
-/// One layer of a paged KV cache: `num_blocks` blocks of `block_size` tokens; K and V each
-/// [num_blocks, block_size, head_dim] in `type` (f32, bf16 or fp8 E4M3 without scales, saturating).
-struct kv_layer_view {
-  dtype type = dtype::bf16;
-  void* k = nullptr;
-  void* v = nullptr;
-  std::int64_t num_blocks = 0;
-  std::int64_t block_size = 0;
-  std::int64_t head_dim = 0;
-};
-
-/// Where one token's sequence lives: its block table and the token's position in the sequence.
-struct kv_slot {
-  const std::int32_t* block_table = nullptr;  ///< block ids; position p is in block_table[p / block_size]
-  std::int32_t position = 0;                  ///< this token's position (0-based)
-};
 
 /// Writes each token's k and v (f32 [m, head_dim]) at its position, rounded to the cache dtype.
 void kv_append(const kv_layer_view& cache, std::span<const kv_slot> slots, const float* k, const float* v);
@@ -90,9 +67,6 @@ void router_topk(const float* logits, std::int64_t m, std::int64_t n_experts, st
 void swiglu(const float* x, std::int64_t m, const weight_view& gate, const weight_view& up,
             const weight_view& down, float* y, float* scratch);
 
-/// Block size of activation FP8 quantization: one f32 scale per 128 consecutive values of a row.
-inline constexpr std::int64_t fp8_activation_block = 128;
-
 /// FP8 quantization of rows of width n: per block of 128 values, scale = amax / 448 (1 when the
 /// block is all zeros), q = fp8(x / scale). q: [m, n]; scales: [m, ceil(n / 128)].
 void quantize_fp8(const float* x, std::int64_t m, std::int64_t n, std::uint8_t* q, float* scales);
@@ -102,14 +76,6 @@ void dequantize_fp8(const std::uint8_t* q, const float* scales, std::int64_t m, 
 /// Rounds activations in place as the wire at the A/F boundary does: f32 unchanged, bf16/f16 to
 /// nearest, fp8 through quantize_fp8 + dequantize_fp8.
 void round_activations(dtype wire, float* x, std::int64_t m, std::int64_t n);
-
-/// Sampling parameters of one request.
-struct sampling_params {
-  float temperature = 0.0f;  ///< 0: greedy (argmax, ties to the lower id)
-  std::int32_t top_k = 0;    ///< 0: off
-  float top_p = 1.0f;        ///< 1: off
-  std::uint64_t seed = 0;
-};
 
 /// Picks the next token from one logits row of width vocab. Deterministic in (logits, params,
 /// token_index): the random draw is a counter-based hash of (seed, token_index), so a request gives

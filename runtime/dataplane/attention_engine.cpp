@@ -16,7 +16,6 @@
 
 namespace afd::dataplane {
 
-namespace cpu = kernels::cpu;
 using transport::op_status;
 
 namespace {
@@ -24,7 +23,7 @@ namespace {
 /// One micro-batch's buffers, reused across steps.
 struct micro_batch {
   std::vector<std::int32_t> ids, positions;
-  std::vector<cpu::kv_slot> slots;
+  std::vector<kernels::kv_slot> slots;
   std::vector<float> x, n, topk_w, rows, logits, units;
   std::vector<std::int32_t> topk_ids, canonical;
   std::vector<const float*> unit_ptrs;
@@ -48,6 +47,7 @@ struct attention_engine::state {
   report_fn on_report;
   failure_fn on_failure;
   std::unique_ptr<transport::attention_exchange> ex;
+  std::unique_ptr<kernels::backend> backend;  // options.plane.device's, used by the engine thread only
   engine::batch_scheduler sched;  // the reference engine's scheduler; check() reads settings only
   numerics attn_num;  // dispatch rounding off: the wire rounds
 
@@ -183,6 +183,15 @@ struct attention_engine::state {
     on_failure(f);
   }
 
+  /// A kernel the backend refused or the device failed: fatal, nobody else to suspect.
+  void report_kernel_failure(const kernels::op_failure& e) {
+    if (!on_failure) return;
+    engine_fault f;
+    f.what = fail(errc::internal, "attention worker (rank ", t.rank(), ") on ", options.plane.device, ": epoch ",
+                  options.plane.epoch, ", step ", step, ": ", e.what());
+    on_failure(f);
+  }
+
   /// Computes micro-batch m's attention half of `layer` and posts its dispatch.
   detail::wait_outcome attend_and_dispatch(std::uint32_t m, std::int64_t layer) {
     micro_batch& mb = mbs[m];
@@ -192,7 +201,7 @@ struct attention_engine::state {
     if (m == 0) detail::layer_faults(options.plane, step, layer);
     auto t0 = transport::clock::now();
     if (T > 0)
-      engine::attention_block(*weights, layer, attn_num, sched.kv().layer(layer), mb.slots, mb.positions, mb.x.data(),
+      engine::attention_block(*backend, *weights, layer, attn_num, sched.kv().layer(layer), mb.slots, mb.positions, mb.x.data(),
                               mb.n.data(), mb.topk_ids.data(), mb.topk_w.data(), ws);
     auto t1 = transport::clock::now();
     transport::dispatch_view v;
@@ -216,7 +225,9 @@ struct attention_engine::state {
       if (options.plane.num.dispatch == dtype::f8_e4m3) {
         // The codes and scales round_activations would produce: the FFN side dequantizes them
         // into exactly the reference engine's x_f.
-        cpu::quantize_fp8(mb.n.data(), T, hidden, reinterpret_cast<std::uint8_t*>(v.tokens), v.scales);
+        kernels::require(
+            backend->quantize_fp8({mb.n.data(), T, hidden, reinterpret_cast<std::uint8_t*>(v.tokens), v.scales}),
+            *backend);
       } else if (options.plane.num.dispatch == dtype::f32) {
         std::memcpy(v.tokens, mb.n.data(), mb.n.size() * sizeof(float));
       } else {
@@ -364,7 +375,7 @@ struct attention_engine::state {
     const std::uint32_t K = options.plane.micro_batches;
     auto t0 = transport::clock::now();
     for (micro_batch& mb : mbs)
-      if (mb.tokens() > 0) engine::embed(*weights, mb.ids, mb.x.data());
+      if (mb.tokens() > 0) engine::embed(*backend, *weights, mb.ids, mb.x.data());
     timing.compute_seconds += detail::seconds(t0, transport::clock::now());
     for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
       for (std::uint32_t m = 0; m < K; ++m) {
@@ -394,10 +405,11 @@ struct attention_engine::state {
         std::memcpy(mb.rows.data() + i * hidden, mb.x.data() + mb.logit_tokens[static_cast<std::size_t>(i)] * hidden,
                     static_cast<std::size_t>(hidden) * sizeof(float));
       mb.logits.resize(static_cast<std::size_t>(r * vocab));
-      engine::final_logits(*weights, mb.rows.data(), r, mb.logits.data(), scratch);
+      engine::final_logits(*backend, *weights, mb.rows.data(), r, mb.logits.data(), scratch);
     }
     std::vector<engine::token_event>& events = rep.tokens;
     sched.complete(
+        *backend,
         [&](const engine::scheduled_chunk& ch) { return mbs[ch.micro_batch].logits.data() + ch.logits_row * vocab; },
         events, rep.finished);
     timing.compute_seconds += detail::seconds(t0, transport::clock::now());
@@ -426,9 +438,15 @@ struct attention_engine::state {
       lay_out();
       step_report rep;
       rep.step = step;
-      auto o = forward();
+      detail::wait_outcome o = detail::wait_outcome::failed;
+      try {
+        o = forward();
+        if (o == detail::wait_outcome::done) finish_step(rep);
+      } catch (const kernels::op_failure& e) {
+        report_kernel_failure(e);
+        break;
+      }
       if (o != detail::wait_outcome::done) break;  // failure reported, or stopping
-      finish_step(rep);
       was_idle = cluster_tokens == 0;
       free_blocks = sched.kv().free_blocks();
       timing.total_seconds = detail::seconds(start, transport::clock::now());
@@ -462,6 +480,8 @@ expected<std::unique_ptr<attention_engine>> attention_engine::create(
   const model_config& c = weights->config();
   if (auto ok = detail::check_plane_options(options.plane, c); !ok) return std::move(ok).err();
   if (ffn_peers.empty()) return fail(errc::invalid_argument, "attention_engine: no FFN workers");
+  auto backend = kernels::make_backend(options.plane.device);
+  if (!backend) return fail(backend.err().code(), "attention_engine: ", backend.err().message());
   if (options.block_size <= 0)
     return fail(errc::invalid_argument, "attention_engine: KV block size must be positive, got ", options.block_size);
   if (options.num_blocks <= 0)
@@ -478,6 +498,7 @@ expected<std::unique_ptr<attention_engine>> attention_engine::create(
   auto ex = transport::attention_exchange::create(t, detail::exchange_shape_of(options.plane, c), s->ffn_peers);
   if (!ex) return std::move(ex).err();
   s->ex = std::move(*ex);
+  s->backend = std::move(*backend);
   return std::unique_ptr<attention_engine>(new attention_engine(std::move(s)));
 }
 

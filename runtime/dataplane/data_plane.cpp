@@ -2,7 +2,7 @@
 #include <thread>
 
 #include "runtime/dataplane/data_plane_internal.hpp"
-#include "kernels/cpu/cpu_kernels.hpp"
+#include "kernels/views.hpp"
 
 namespace afd::dataplane {
 
@@ -65,7 +65,7 @@ transport::exchange_shape exchange_shape_of(const data_plane_options& o, const m
   s.max_tokens = o.max_tokens_per_micro_batch;
   s.micro_batches = o.micro_batches;
   s.dispatch_dtype = o.num.dispatch;
-  s.scale_block = static_cast<std::uint32_t>(kernels::cpu::fp8_activation_block);
+  s.scale_block = static_cast<std::uint32_t>(kernels::fp8_activation_block);
   s.combine_dtype = o.num.combine;
   s.mode = o.num.mode;  // transport::combine_mode is afd::combine_mode
   return s;

@@ -17,6 +17,7 @@
 #include <functional>
 #include <mutex>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "runtime/core/error.hpp"
@@ -62,6 +63,10 @@ struct data_plane_options {
   std::chrono::milliseconds step_deadline{10000};   ///< a wait longer than this fails the step
   std::chrono::milliseconds idle_wait{2};           ///< idle cluster: wait this long for work per empty step
   std::uint32_t epoch = 1;                          ///< cluster epoch; messages of older epochs are dropped
+  /// The compute device of this worker's engine, "cpu" or "cuda:N" (kernels::make_backend): the one
+  /// setting that is per worker (the worker sets it from its spec). An engine on a device it cannot
+  /// use is refused at create(), naming the device and the reason; never run on the CPU instead.
+  std::string device = "cpu";
   /// Where the engine publishes its progress (may be null).
   std::shared_ptr<engine_progress> progress;
   /// The worker's fault site: hang_engine and slow_worker are decided at each step (may be null).

@@ -12,7 +12,6 @@
 
 namespace afd::dataplane {
 
-namespace cpu = kernels::cpu;
 using transport::op_status;
 
 namespace {
@@ -21,7 +20,7 @@ namespace {
 /// [first, first + count) viewed in place, down's columns copied once (exactly, as f32).
 struct sliced_unit {
   bool active = false;
-  cpu::weight_view gate, up, down;
+  kernels::weight_view gate, up, down;
   std::vector<float> down_columns;  // [H, count]
   std::int64_t width = 0;
 };
@@ -37,6 +36,7 @@ struct ffn_engine::state {
   report_fn on_report;
   failure_fn on_failure;
   std::unique_ptr<transport::ffn_exchange> ex;
+  std::unique_ptr<kernels::backend> backend;  // options.device's, used by the engine thread only
 
   std::mutex mu;
   std::atomic<bool> stop{false};
@@ -133,8 +133,9 @@ struct ffn_engine::state {
       if (T == 0) continue;
       float* x = x_f.data() + offset[a] * H;
       if (options.num.dispatch == dtype::f8_e4m3) {
-        cpu::dequantize_fp8(reinterpret_cast<const std::uint8_t*>(v.tokens), v.scales, static_cast<std::int64_t>(T),
-                            c.hidden_size, x);
+        kernels::require(backend->dequantize_fp8({reinterpret_cast<const std::uint8_t*>(v.tokens), v.scales,
+                                                  static_cast<std::int64_t>(T), c.hidden_size, x}),
+                         *backend);
       } else if (options.num.dispatch == dtype::f32) {
         std::memcpy(x, v.tokens, T * H * sizeof(float));
       } else {
@@ -168,7 +169,7 @@ struct ffn_engine::state {
     const bool shared = owns_shared[l] && detail::has_shared_unit(c, layer);
     if (shared) {
       shared_out.resize(N * H);
-      engine::ffn_unit(*weights, layer, engine::shared_unit, x_f.data(), static_cast<std::int64_t>(N), nullptr,
+      engine::ffn_unit(*backend, *weights, layer, engine::shared_unit, x_f.data(), static_cast<std::int64_t>(N), nullptr,
                        unit_type, shared_out.data(), ws);
     }
     if (slices[l].active && N > 0) {
@@ -176,8 +177,9 @@ struct ffn_engine::state {
       const sliced_unit& s = slices[l];
       slice_out.resize(N * H);
       slice_scratch.resize(2 * N * static_cast<std::size_t>(s.width));
-      cpu::swiglu(x_f.data(), static_cast<std::int64_t>(N), s.gate, s.up, s.down, slice_out.data(),
-                  slice_scratch.data());
+      kernels::require(backend->swiglu({x_f.data(), static_cast<std::int64_t>(N), c.hidden_size, s.gate, s.up, s.down,
+                                        slice_out.data(), slice_scratch}),
+                       *backend);
     }
     if (!moe) return;
     const std::int64_t k = c.moe_top_k, E = c.moe_num_experts;
@@ -196,7 +198,7 @@ struct ffn_engine::state {
       for (std::size_t i = 0; i < n; ++i)
         std::memcpy(gathered.data() + i * H, x_f.data() + static_cast<std::size_t>(g.tokens[i]) * H, H * sizeof(float));
       float* y = units.data() + row * H;
-      engine::ffn_unit(*weights, layer, g.expert, gathered.data(), static_cast<std::int64_t>(n), g.weights.data(),
+      engine::ffn_unit(*backend, *weights, layer, g.expert, gathered.data(), static_cast<std::int64_t>(n), g.weights.data(),
                        unit_type, y, ws);
       for (std::size_t i = 0; i < n; ++i)
         unit_of[static_cast<std::size_t>(g.tokens[i]) * static_cast<std::size_t>(E) +
@@ -319,7 +321,17 @@ struct ffn_engine::state {
   }
 
   void run() {
-    run_steps();
+    try {
+      run_steps();
+    } catch (const kernels::op_failure& e) {
+      // A kernel the backend refused or the device failed: fatal, nobody else to suspect.
+      if (on_failure) {
+        engine_fault f;
+        f.what = fail(errc::internal, "FFN worker (rank ", t.rank(), ") on ", options.device, ": epoch ", options.epoch,
+                      ", step ", step, ": ", e.what());
+        on_failure(f);
+      }
+    }
     if (options.progress) options.progress->enter(engine_progress::stopped);
     finished.store(true);
   }
@@ -370,6 +382,8 @@ expected<std::unique_ptr<ffn_engine>> ffn_engine::create(std::shared_ptr<const e
   const model_config& c = weights->config();
   if (auto ok = detail::check_plane_options(options, c); !ok) return std::move(ok).err();
   if (attention_peers.empty()) return fail(errc::invalid_argument, "ffn_engine: no attention workers");
+  auto backend = kernels::make_backend(options.device);
+  if (!backend) return fail(backend.err().code(), "ffn_engine: ", backend.err().message());
   if (static_cast<std::int64_t>(assignment.units.size()) > c.num_hidden_layers)
     return fail(errc::invalid_argument, "ffn_engine: the assignment names ", assignment.units.size(),
                 " layers; the model has ", c.num_hidden_layers);
@@ -420,6 +434,7 @@ expected<std::unique_ptr<ffn_engine>> ffn_engine::create(std::shared_ptr<const e
   auto ex = transport::ffn_exchange::create(t, detail::exchange_shape_of(options, c), s->attention_peers);
   if (!ex) return std::move(ex).err();
   s->ex = std::move(*ex);
+  s->backend = std::move(*backend);
   return std::unique_ptr<ffn_engine>(new ffn_engine(std::move(s)));
 }
 

@@ -33,7 +33,7 @@ expected<kv_cache> kv_cache::create(const model_config& c, dtype type, std::int6
   return kv;
 }
 
-kernels::cpu::kv_layer_view kv_cache::layer(std::int64_t layer) const {
+kernels::kv_layer_view kv_cache::layer(std::int64_t layer) const {
   std::byte* base = storage_.get() + layer_bytes_ * 2 * static_cast<std::size_t>(layer);
   return {type_, base, base + layer_bytes_, num_blocks_, block_size_, head_dim_};
 }

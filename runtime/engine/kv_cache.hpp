@@ -8,7 +8,7 @@
 #include <memory>
 #include <vector>
 
-#include "kernels/cpu/cpu_kernels.hpp"
+#include "kernels/views.hpp"
 #include "runtime/core/dtype.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/model_config.hpp"
@@ -26,7 +26,7 @@ class kv_cache {
                                    std::int64_t num_blocks);
 
   /// The kernels' view of layer `layer`.
-  kernels::cpu::kv_layer_view layer(std::int64_t layer) const;
+  kernels::kv_layer_view layer(std::int64_t layer) const;
 
   dtype type() const { return type_; }
   std::int64_t block_size() const { return block_size_; }

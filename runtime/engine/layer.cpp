@@ -7,7 +7,7 @@
 
 namespace afd::engine {
 
-namespace cpu = kernels::cpu;
+using kernels::require;
 
 namespace {
 
@@ -23,12 +23,12 @@ void round_rows(dtype type, float* y, std::int64_t n) {
 
 }  // namespace
 
-void embed(const model_weights& w, std::span<const std::int32_t> ids, float* x) {
-  cpu::gather_rows(w.embedding(), ids, x);
+void embed(kernels::backend& be, const model_weights& w, std::span<const std::int32_t> ids, float* x) {
+  require(be.gather_rows({w.embedding(), ids, x}), be);
 }
 
-void attention_block(const model_weights& w, std::int64_t layer, const numerics& num, const cpu::kv_layer_view& cache,
-                     std::span<const cpu::kv_slot> slots, std::span<const std::int32_t> positions, float* x,
+void attention_block(kernels::backend& be, const model_weights& w, std::int64_t layer, const numerics& num,
+                     const kernels::kv_layer_view& cache, std::span<const kernels::kv_slot> slots, std::span<const std::int32_t> positions, float* x,
                      float* x_f, std::int32_t* topk_ids, float* topk_weights, attention_workspace& ws) {
   const model_config& c = w.config();
   const attention_weights& a = w.attention(layer);
@@ -45,28 +45,29 @@ void attention_block(const model_weights& w, std::int64_t layer, const numerics&
   float* v = sized(ws.v, m * hd);
   float* attn = sized(ws.attn, m * qw);
 
-  cpu::rmsnorm(x, m, hidden, a.input_norm.data(), eps, normed);
-  cpu::gemm(normed, m, a.q_proj, q_lr);
-  cpu::gemm(normed, m, a.k_proj, k);
-  cpu::gemm(normed, m, a.v_proj, v);
-  cpu::rmsnorm(q_lr, m, sq, a.inter_norm.data(), eps, q_lr);
-  cpu::gemm(q_lr, m, a.wq, q);
-  cpu::rope_neox(q, m, heads, hd, positions.data(), c.rope_theta);
-  cpu::rope_neox(k, m, 1, hd, positions.data(), c.rope_theta);
-  cpu::kv_append(cache, slots, k, v);
+  require(be.rmsnorm({x, m, hidden, a.input_norm, eps, normed}), be);
+  require(be.gemm({normed, m, hidden, a.q_proj, q_lr}), be);
+  require(be.gemm({normed, m, hidden, a.k_proj, k}), be);
+  require(be.gemm({normed, m, hidden, a.v_proj, v}), be);
+  require(be.rmsnorm({q_lr, m, sq, a.inter_norm, eps, q_lr}), be);
+  require(be.gemm({q_lr, m, sq, a.wq, q}), be);
+  require(be.rope({q, m, heads, hd, positions, c.rope_theta}), be);
+  require(be.rope({k, m, 1, hd, positions, c.rope_theta}), be);
+  require(be.kv_append({cache, slots, k, v, hd}), be);
   const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  cpu::attention(cache, slots, q, heads, scale, attn);
-  cpu::gemm(attn, m, a.o_proj, normed);  // normed now holds o_proj's output
+  require(be.attention({cache, slots, q, heads, hd, scale, attn}), be);
+  require(be.gemm({attn, m, qw, a.o_proj, normed}), be);  // normed now holds o_proj's output
   for (std::int64_t i = 0; i < m * hidden; ++i) x[i] += normed[i];
 
-  cpu::rmsnorm(x, m, hidden, a.post_norm.data(), eps, x_f);
+  require(be.rmsnorm({x, m, hidden, a.post_norm, eps, x_f}), be);
   if (c.is_moe_layer(layer)) {
     float* logits = sized(ws.router_logits, m * c.moe_num_experts);
     // The router reads the unrounded norm output, before the dispatch rounding below.
-    cpu::gemm(x_f, m, a.router, logits);
-    cpu::router_topk(logits, m, c.moe_num_experts, c.moe_top_k, c.norm_expert_weight, topk_ids, topk_weights);
+    require(be.gemm({x_f, m, hidden, a.router, logits}), be);
+    require(be.router_topk({logits, m, c.moe_num_experts, c.moe_top_k, c.norm_expert_weight, topk_ids, topk_weights}),
+            be);
   }
-  cpu::round_activations(num.dispatch, x_f, m, hidden);
+  require(be.round_activations({num.dispatch, x_f, m, hidden}), be);
 }
 
 void group_by_expert(const std::int32_t* topk_ids, const float* topk_weights, std::int64_t m, std::int64_t k,
@@ -97,14 +98,15 @@ std::vector<expert_tokens> group_by_expert(const std::int32_t* topk_ids, const f
   return std::move(out.groups);
 }
 
-void ffn_unit(const model_weights& w, std::int64_t layer, std::int32_t unit, const float* x_f, std::int64_t m,
+void ffn_unit(kernels::backend& be, const model_weights& w, std::int64_t layer, std::int32_t unit, const float* x_f, std::int64_t m,
               const float* token_weights, dtype out, float* y, ffn_workspace& ws) {
   if (m == 0) return;
   const ffn_weights& f = w.ffn(layer);
   const swiglu_weights& s = unit == shared_unit ? f.shared : f.experts[static_cast<std::size_t>(unit)];
   const std::int64_t hidden = w.config().hidden_size;
   float* scratch = sized(ws.scratch, 2 * m * s.width());
-  cpu::swiglu(x_f, m, s.gate, s.up, s.down, y, scratch);
+  require(be.swiglu({x_f, m, hidden, s.gate, s.up, s.down, y, {scratch, static_cast<std::size_t>(2 * m * s.width())}}),
+          be);
   if (unit != shared_unit) {
     for (std::int64_t i = 0; i < m; ++i) {
       const float wi = token_weights[i];
@@ -126,7 +128,7 @@ void combine_units(std::span<const float* const> units, std::int64_t width, dtyp
   }
 }
 
-void ffn_block(const model_weights& w, std::int64_t layer, const numerics& num, const float* x_f, std::int64_t m,
+void ffn_block(kernels::backend& be, const model_weights& w, std::int64_t layer, const numerics& num, const float* x_f, std::int64_t m,
                const std::int32_t* topk_ids, const float* topk_weights, float* x, ffn_workspace& ws) {
   if (m == 0) return;
   const model_config& c = w.config();
@@ -139,7 +141,7 @@ void ffn_block(const model_weights& w, std::int64_t layer, const numerics& num, 
 
   if (!c.is_moe_layer(layer)) {
     float* u = sized(ws.units, m * hidden);
-    ffn_unit(w, layer, shared_unit, x_f, m, nullptr, unit_type, u, ws);
+    ffn_unit(be, w, layer, shared_unit, x_f, m, nullptr, unit_type, u, ws);
     for (std::int64_t i = 0; i < m; ++i) {
       const float* row = u + i * hidden;
       combine_units(std::span<const float* const>(&row, 1), hidden, sum_type, x + i * hidden, x + i * hidden);
@@ -162,14 +164,14 @@ void ffn_block(const model_weights& w, std::int64_t layer, const numerics& num, 
       std::memcpy(gathered + t * hidden, x_f + g.tokens[static_cast<std::size_t>(t)] * hidden,
                   static_cast<std::size_t>(hidden) * sizeof(float));
     float* y = units + row * hidden;
-    ffn_unit(w, layer, g.expert, gathered, n, g.weights.data(), unit_type, y, ws);
+    ffn_unit(be, w, layer, g.expert, gathered, n, g.weights.data(), unit_type, y, ws);
     for (std::int64_t t = 0; t < n; ++t)
       unit_of[static_cast<std::size_t>(g.tokens[static_cast<std::size_t>(t)] * c.moe_num_experts + g.expert)] =
           y + t * hidden;
     row += n;
   }
   float* shared = units + routed_rows * hidden;
-  if (has_shared) ffn_unit(w, layer, shared_unit, x_f, m, nullptr, unit_type, shared, ws);
+  if (has_shared) ffn_unit(be, w, layer, shared_unit, x_f, m, nullptr, unit_type, shared, ws);
 
   std::vector<std::int32_t>& experts = ws.experts;
   experts.resize(static_cast<std::size_t>(k));
@@ -184,13 +186,13 @@ void ffn_block(const model_weights& w, std::int64_t layer, const numerics& num, 
   }
 }
 
-void final_logits(const model_weights& w, const float* x, std::int64_t rows, float* logits,
+void final_logits(kernels::backend& be, const model_weights& w, const float* x, std::int64_t rows, float* logits,
                   std::vector<float>& scratch) {
   if (rows == 0) return;
   const model_config& c = w.config();
   float* normed = sized(scratch, rows * c.hidden_size);
-  cpu::rmsnorm(x, rows, c.hidden_size, w.final_norm().data(), static_cast<float>(c.rms_norm_eps), normed);
-  cpu::gemm(normed, rows, w.lm_head(), logits);
+  require(be.rmsnorm({x, rows, c.hidden_size, w.final_norm(), static_cast<float>(c.rms_norm_eps), normed}), be);
+  require(be.gemm({normed, rows, c.hidden_size, w.lm_head(), logits}), be);
 }
 
 }  // namespace afd::engine

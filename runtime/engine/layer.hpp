@@ -15,13 +15,16 @@
 ///   throughput:    the units unrounded, summed in the same order, the sum rounded once to
 ///                  numerics.combine, then out = h + sum
 /// Every function is batch-invariant: a token's rows depend only on that token (and its own KV).
+/// Every kernel runs on the backend `be` (kernels/backend.hpp); the host code here only adds,
+/// scales and rounds rows. An op the backend refuses throws kernels::op_failure (the callers
+/// validated the shapes, so it is a broken invariant or a device failure).
 
 #include <cstdint>
 #include <span>
 #include <utility>
 #include <vector>
 
-#include "kernels/cpu/cpu_kernels.hpp"
+#include "kernels/backend.hpp"
 #include "runtime/core/numerics.hpp"
 #include "runtime/engine/model_weights.hpp"
 #include "runtime/engine/placement.hpp"
@@ -60,7 +63,7 @@ struct ffn_workspace {
 };
 
 /// x[m, H] = embedding rows of `ids`.
-void embed(const model_weights& w, std::span<const std::int32_t> ids, float* x);
+void embed(kernels::backend& be, const model_weights& w, std::span<const std::int32_t> ids, float* x);
 
 /// The attention half of layer `layer` for m = slots.size() tokens. `x` [m, H] holds the layer's
 /// input and becomes h (after the attention residual). Writes x_f [m, H] (dispatch-rounded FFN
@@ -68,8 +71,8 @@ void embed(const model_weights& w, std::span<const std::int32_t> ids, float* x);
 /// (untouched in dense layers). Appends each token's K and V to `cache` at its slot before
 /// attending, so tokens of one sequence may share the call (a prefill chunk).
 /// positions[i] == slots[i].position.
-void attention_block(const model_weights& w, std::int64_t layer, const numerics& num,
-                     const kernels::cpu::kv_layer_view& cache, std::span<const kernels::cpu::kv_slot> slots,
+void attention_block(kernels::backend& be, const model_weights& w, std::int64_t layer, const numerics& num,
+                     const kernels::kv_layer_view& cache, std::span<const kernels::kv_slot> slots,
                      std::span<const std::int32_t> positions, float* x, float* x_f, std::int32_t* topk_ids,
                      float* topk_weights, attention_workspace& ws);
 
@@ -86,7 +89,7 @@ std::vector<expert_tokens> group_by_expert(const std::int32_t* topk_ids, const f
 ///   shared_unit: y[i] = round_to(out, SwiGLU_s(x_f[i])) (token_weights unused, may be null)
 /// `out` is numerics.combine for units returned one by one (deterministic) and f32 for units
 /// pre-summed by their owner (throughput). The unit must be loaded.
-void ffn_unit(const model_weights& w, std::int64_t layer, std::int32_t unit, const float* x_f, std::int64_t m,
+void ffn_unit(kernels::backend& be, const model_weights& w, std::int64_t layer, std::int32_t unit, const float* x_f, std::int64_t m,
               const float* token_weights, dtype out, float* y, ffn_workspace& ws);
 
 /// Canonical order of one token's units: its routed experts sorted ascending (router rank order
@@ -101,11 +104,11 @@ void combine_units(std::span<const float* const> units, std::int64_t width, dtyp
 /// The FFN half of layer `layer` computed by one owner of every unit (the reference engine, or a
 /// single FFN worker): units per `num`, combined in canonical order. `x` [m, H] holds h and
 /// becomes the layer output. topk_* as written by attention_block (ignored in dense layers).
-void ffn_block(const model_weights& w, std::int64_t layer, const numerics& num, const float* x_f, std::int64_t m,
+void ffn_block(kernels::backend& be, const model_weights& w, std::int64_t layer, const numerics& num, const float* x_f, std::int64_t m,
                const std::int32_t* topk_ids, const float* topk_weights, float* x, ffn_workspace& ws);
 
 /// logits[r, V] = lm_head(RMSNorm_final(x[r])) for `rows` rows of x [rows, H] (x unchanged).
-void final_logits(const model_weights& w, const float* x, std::int64_t rows, float* logits,
+void final_logits(kernels::backend& be, const model_weights& w, const float* x, std::int64_t rows, float* logits,
                   std::vector<float>& scratch);
 
 }  // namespace afd::engine

@@ -39,7 +39,7 @@ struct model_weights::loader {
 
   /// Sub-tensors [first, first + count) along dimension 0 of `name`, viewed as a [rows, cols]
   /// matrix (cols = the last dimension).
-  expected<kernels::cpu::weight_view> matrix(const std::string& name, std::int64_t first = 0,
+  expected<kernels::weight_view> matrix(const std::string& name, std::int64_t first = 0,
                                              std::int64_t count = -1) {
     error err;
     const auto* t = find(name, err);
@@ -58,12 +58,12 @@ struct model_weights::loader {
     if (viewable) {
       const auto* base = t->data + static_cast<std::size_t>(first * per_entry) * size_of(t->type);
       touch(base, static_cast<std::size_t>(count * per_entry) * size_of(t->type));
-      return kernels::cpu::weight_view{t->type, base, rows, cols};
+      return kernels::weight_view{t->type, base, rows, cols};
     }
     auto data = ckpt.load_f32(name, first, count);
     if (!data) return std::move(data).err();
     w.owned_.push_back(std::move(*data));
-    return kernels::cpu::weight_view{dtype::f32, w.owned_.back().data(), rows, cols};
+    return kernels::weight_view{dtype::f32, w.owned_.back().data(), rows, cols};
   }
 
   expected<std::vector<float>> vector(const std::string& name) { return ckpt.load_f32(name); }
@@ -97,7 +97,7 @@ struct model_weights::loader {
     a.inter_norm = std::move(*inter);
     struct named {
       const char* name;
-      kernels::cpu::weight_view* view;
+      kernels::weight_view* view;
     };
     for (named n : {named{"self_attn.q_proj.weight", &a.q_proj}, named{"self_attn.k_proj.weight", &a.k_proj},
                     named{"self_attn.v_proj.weight", &a.v_proj}, named{"self_attn.wq.weight", &a.wq},

@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/cpu/cpu_kernels.hpp"
+#include "kernels/views.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/model_config.hpp"
 
@@ -69,9 +69,9 @@ struct weight_selection {
 
 /// A SwiGLU MLP: a routed expert, the shared expert or a dense layer's MLP. Empty when not loaded.
 struct swiglu_weights {
-  kernels::cpu::weight_view gate;  ///< [I, H]
-  kernels::cpu::weight_view up;    ///< [I, H]
-  kernels::cpu::weight_view down;  ///< [H, I]
+  kernels::weight_view gate;  ///< [I, H]
+  kernels::weight_view up;    ///< [I, H]
+  kernels::weight_view down;  ///< [H, I]
   /// True when loaded.
   bool loaded() const { return gate.data != nullptr; }
   /// The inner width I.
@@ -83,12 +83,12 @@ struct attention_weights {
   std::vector<float> input_norm;   ///< [H]
   std::vector<float> post_norm;    ///< [H]
   std::vector<float> inter_norm;   ///< [share_q_dim]
-  kernels::cpu::weight_view q_proj;  ///< [share_q_dim, H]
-  kernels::cpu::weight_view k_proj;  ///< [head_dim, H]
-  kernels::cpu::weight_view v_proj;  ///< [head_dim, H]
-  kernels::cpu::weight_view wq;      ///< [heads * head_dim, share_q_dim]
-  kernels::cpu::weight_view o_proj;  ///< [H, heads * head_dim]
-  kernels::cpu::weight_view router;  ///< [E, H]; MoE layers only
+  kernels::weight_view q_proj;  ///< [share_q_dim, H]
+  kernels::weight_view k_proj;  ///< [head_dim, H]
+  kernels::weight_view v_proj;  ///< [head_dim, H]
+  kernels::weight_view wq;      ///< [heads * head_dim, share_q_dim]
+  kernels::weight_view o_proj;  ///< [H, heads * head_dim]
+  kernels::weight_view router;  ///< [E, H]; MoE layers only
 };
 
 /// The FFN side of one layer: its units. A dense layer has one unit (`shared` holds the dense MLP).
@@ -119,11 +119,11 @@ class model_weights {
   /// Layer i's FFN side.
   const ffn_weights& ffn(std::int64_t i) const { return ffn_[static_cast<std::size_t>(i)]; }
   /// [V, H]
-  const kernels::cpu::weight_view& embedding() const { return embedding_; }
+  const kernels::weight_view& embedding() const { return embedding_; }
   /// [H]
   const std::vector<float>& final_norm() const { return final_norm_; }
   /// [V, H]
-  const kernels::cpu::weight_view& lm_head() const { return lm_head_; }
+  const kernels::weight_view& lm_head() const { return lm_head_; }
 
   model_weights(const model_weights&) = delete;
   model_weights& operator=(const model_weights&) = delete;
@@ -139,9 +139,9 @@ class model_weights {
   bool has_attention_ = false;
   std::vector<attention_weights> attention_;
   std::vector<ffn_weights> ffn_;
-  kernels::cpu::weight_view embedding_;
+  kernels::weight_view embedding_;
   std::vector<float> final_norm_;
-  kernels::cpu::weight_view lm_head_;
+  kernels::weight_view lm_head_;
 };
 
 }  // namespace afd::engine

@@ -8,11 +8,11 @@
 
 namespace afd::engine {
 
-namespace cpu = kernels::cpu;
 
 struct reference_engine::state {
   std::shared_ptr<const model_weights> weights;
   engine_options options;
+  std::unique_ptr<kernels::backend> backend;  // the checked CPU backend: this engine is the reference
   batch_scheduler scheduler;
   engine_stats stats;
   request_id next_id = 1;
@@ -20,7 +20,7 @@ struct reference_engine::state {
 
   // Step buffers, reused.
   std::vector<std::int32_t> ids, positions;
-  std::vector<cpu::kv_slot> slots;
+  std::vector<kernels::kv_slot> slots;
   std::vector<std::int64_t> logit_tokens;  ///< batch row of each token whose logits are needed
   std::vector<float> x, x_f, topk_w, rows, logits, scratch;
   std::vector<std::int32_t> topk_ids;
@@ -29,8 +29,8 @@ struct reference_engine::state {
   std::vector<token_event> events;
   std::vector<std::pair<request_id, result>> finished;
 
-  state(std::shared_ptr<const model_weights> w, engine_options o, kv_cache k)
-      : weights(std::move(w)), options(o),
+  state(std::shared_ptr<const model_weights> w, engine_options o, kv_cache k, std::unique_ptr<kernels::backend> b)
+      : weights(std::move(w)), options(o), backend(std::move(b)),
         scheduler(weights->config(), std::move(k), {o.prefill_chunk, o.max_running, 0}) {}
 
   const model_config& config() const { return weights->config(); }
@@ -59,11 +59,11 @@ struct reference_engine::state {
     x_f.resize(static_cast<std::size_t>(m * hidden));
     topk_ids.resize(static_cast<std::size_t>(m * std::max<std::int64_t>(c.moe_top_k, 1)));
     topk_w.resize(topk_ids.size());
-    embed(w, ids, x.data());
+    embed(*backend, w, ids, x.data());
     for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
-      attention_block(w, l, options.num, scheduler.kv().layer(l), slots, positions, x.data(), x_f.data(),
+      attention_block(*backend, w, l, options.num, scheduler.kv().layer(l), slots, positions, x.data(), x_f.data(),
                       topk_ids.data(), topk_w.data(), attn_ws);
-      ffn_block(w, l, options.num, x_f.data(), m, topk_ids.data(), topk_w.data(), x.data(), ffn_ws);
+      ffn_block(*backend, w, l, options.num, x_f.data(), m, topk_ids.data(), topk_w.data(), x.data(), ffn_ws);
     }
     const auto r = static_cast<std::int64_t>(logit_tokens.size());
     rows.resize(static_cast<std::size_t>(r * hidden));
@@ -71,7 +71,7 @@ struct reference_engine::state {
       std::memcpy(rows.data() + i * hidden, x.data() + logit_tokens[static_cast<std::size_t>(i)] * hidden,
                   static_cast<std::size_t>(hidden) * sizeof(float));
     logits.resize(static_cast<std::size_t>(r * c.vocab_size));
-    final_logits(w, rows.data(), r, logits.data(), scratch);
+    final_logits(*backend, w, rows.data(), r, logits.data(), scratch);
   }
 
   std::vector<token_event> step() {
@@ -83,7 +83,7 @@ struct reference_engine::state {
     for (const auto& ch : chunks) (ch.seq->generated() > 0 ? stats.decode_tokens : stats.prefill_tokens) += ch.count;
     const std::int64_t vocab = config().vocab_size;
     finished.clear();
-    scheduler.complete([&](const scheduled_chunk& ch) { return logits.data() + ch.logits_row * vocab; }, events,
+    scheduler.complete(*backend, [&](const scheduled_chunk& ch) { return logits.data() + ch.logits_row * vocab; }, events,
                        finished);
     stats.generated_tokens += static_cast<std::int64_t>(events.size());
     for (auto& [id, res] : finished) done.emplace(id, std::move(res));
@@ -136,7 +136,9 @@ expected<reference_engine> reference_engine::create(std::shared_ptr<const model_
   }
   auto kv = kv_cache::create(c, n.kv, options.block_size, options.num_blocks);
   if (!kv) return std::move(kv).err();
-  return reference_engine(std::make_unique<state>(std::move(weights), options, std::move(*kv)));
+  auto backend = kernels::make_backend("cpu");
+  if (!backend) return std::move(backend).err();
+  return reference_engine(std::make_unique<state>(std::move(weights), options, std::move(*kv), std::move(*backend)));
 }
 
 expected<request_id> reference_engine::submit(request r) {
@@ -168,7 +170,11 @@ expected<std::vector<result>> reference_engine::generate(std::vector<request> re
     if (!id) return std::move(id).err();
     ids.push_back(*id);
   }
-  while (!idle()) step();
+  try {
+    while (!idle()) step();
+  } catch (const kernels::op_failure& e) {
+    return fail(errc::internal, "reference_engine: ", e.what());
+  }
   std::vector<result> out;
   for (request_id id : ids) {
     auto r = take_result(id);

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/cpu_kernels.hpp"
+#include "kernels/backend.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/numerics.hpp"
 #include "runtime/engine/kv_cache.hpp"
@@ -57,7 +57,7 @@ class reference_engine {
   expected<request_id> submit(request r);
 
   /// Runs one step: admits waiting requests, computes decode tokens and prefill chunks together,
-  /// samples. Returns the tokens produced.
+  /// samples. Returns the tokens produced. Throws kernels::op_failure when a kernel fails (generate() returns it as errc::internal).
   std::vector<token_event> step();
 
   /// True when nothing is waiting or running.

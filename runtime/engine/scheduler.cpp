@@ -5,7 +5,6 @@
 
 namespace afd::engine {
 
-namespace cpu = kernels::cpu;
 
 const char* to_string(finish_reason r) noexcept {
   switch (r) {
@@ -158,7 +157,7 @@ std::vector<scheduled_chunk>& batch_scheduler::plan() {
   return chunks_;
 }
 
-void batch_scheduler::complete(const logits_fn& logits_of, std::vector<token_event>& events,
+void batch_scheduler::complete(kernels::backend& be, const logits_fn& logits_of, std::vector<token_event>& events,
                                std::vector<std::pair<request_id, result>>& finished) {
   const std::int64_t vocab = config_.vocab_size;
   for (scheduled_chunk& ch : chunks_) {
@@ -167,7 +166,8 @@ void batch_scheduler::complete(const logits_fn& logits_of, std::vector<token_eve
     if (ch.logits_row < 0) continue;
     const float* row = logits_of(ch);
     const std::int64_t index = s.generated();
-    const std::int32_t token = cpu::sample(row, vocab, s.req.sampling, static_cast<std::uint64_t>(index));
+    std::int32_t token = 0;
+    kernels::require(be.sample({row, vocab, s.req.sampling, static_cast<std::uint64_t>(index), &token}), be);
     if (index < s.req.logits_rows) s.res.logits.emplace_back(row, row + vocab);
     s.res.tokens.push_back(token);
     s.tokens.push_back(token);

@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/cpu/cpu_kernels.hpp"
+#include "kernels/backend.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/model_config.hpp"
 #include "runtime/engine/kv_cache.hpp"
@@ -26,7 +26,7 @@ namespace afd::engine {
 struct request {
   std::vector<std::int32_t> prompt;        ///< token ids, at least one
   std::int64_t max_new_tokens = 16;        ///< at least one
-  kernels::cpu::sampling_params sampling;  ///< greedy when temperature is 0
+  kernels::sampling_params sampling;  ///< greedy when temperature is 0
   std::vector<std::int32_t> stop_ids;      ///< generation ends after producing one of these
   std::int64_t logits_rows = 0;            ///< keep the logits of the first K generated positions
 };
@@ -150,7 +150,8 @@ class batch_scheduler {
   /// logits row (token index = tokens generated so far, so a resumed request draws as an
   /// uninterrupted one); requests that end leave the batch and give their blocks back.
   /// Appends the tokens to `events` and the ended requests' results to `finished`.
-  void complete(const logits_fn& logits_of, std::vector<token_event>& events,
+  /// Sampling runs on `be` (kernels/backend.hpp).
+  void complete(kernels::backend& be, const logits_fn& logits_of, std::vector<token_event>& events,
                 std::vector<std::pair<request_id, result>>& finished);
 
   bool idle() const { return waiting_.empty() && running_.empty(); }

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "deploy/client/embedded.hpp"
+#include "kernels/backend.hpp"
 #include "kernels/cpu/cpu_kernels.hpp"
 #include "tests/cluster/test_cluster.hpp"
 
@@ -422,6 +423,30 @@ TEST(cluster, embed_reports_bad_files_as_values) {
   auto bad = client::cluster::embed(std::string(AFD_SOURCE_DIR) + "/deploy/examples/1a1f.yaml", o);
   ASSERT_FALSE(bad.has_value());
   EXPECT_EQ(bad.err().code(), errc::invalid_argument);
+}
+
+// A worker on a device this process cannot use is refused at start, naming the worker, the device
+// and the reason (no CUDA in the build, no driver, no such GPU): never a silent CPU run.
+TEST(cluster, a_worker_on_an_unusable_device_is_refused_at_start) {
+  for (const std::string role : {"attention", "ffn"}) {
+    const std::string device = "cuda:0";
+    if (kernels::probe_device(device)) GTEST_SKIP() << device << " is usable in this process";
+    auto spec = example_spec("1a1f", 1, [&](dataplane::cluster_spec& s) {
+      if (role == "attention")
+        s.attention_workers[0].device = device;
+      else
+        s.ffn_workers[0].device = device;
+    });
+    const std::string worker = role == "attention" ? spec.attention_workers[0].name : spec.ffn_workers[0].name;
+    const auto t0 = clock_type::now();
+    auto c = client::embed_spec(spec);
+    ASSERT_FALSE(c.has_value()) << role;
+    const std::string& message = c.err().message();
+    EXPECT_NE(message.find("worker '" + worker + "'"), std::string::npos) << message;
+    EXPECT_NE(message.find("device " + device), std::string::npos) << message;
+    EXPECT_NE(message.find(kernels::probe_device(device).err().message()), std::string::npos) << message;
+    EXPECT_LT(clock_type::now() - t0, 20s) << "refused at once, not after the start timeout";
+  }
 }
 
 TEST(cluster, embed_from_a_topology_file) {

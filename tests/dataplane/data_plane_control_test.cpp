@@ -4,6 +4,7 @@
 #include <cmath>
 #include <thread>
 
+#include "kernels/backend.hpp"
 #include "tests/dataplane/data_plane_harness.hpp"
 
 namespace afd::dataplane::testing {
@@ -117,6 +118,31 @@ TEST(data_plane_options_check, payloads_the_wire_cannot_carry_are_refused) {
   attention_engine_options ao;
   ao.max_running = 1000;  // more decode tokens than 3 micro-batches of 256 hold
   EXPECT_FALSE(attention_engine::create(load(engine::weight_selection::attention_side()), ao, **t, {0}, {}, {}));
+}
+
+TEST(data_plane_options_check, an_engine_on_an_unusable_device_is_refused_with_the_reason) {
+  const std::string device = "cuda:0";
+  auto usable = kernels::probe_device(device);
+  if (usable) GTEST_SKIP() << device << " is usable in this process";
+  auto fabric = transport::loopback_fabric::create();
+  auto t = transport::make_loopback_transport(fabric, 5);
+  ASSERT_TRUE(t.has_value());
+  attention_engine_options ao;
+  ao.plane.device = device;
+  auto attn = attention_engine::create(load(engine::weight_selection::attention_side()), ao, **t, {0}, {}, {});
+  ASSERT_FALSE(attn.has_value());
+  EXPECT_EQ(attn.err().message(), "attention_engine: " + usable.err().message());
+  EXPECT_NE(attn.err().message().find("device cuda:0"), std::string::npos) << attn.err().message();
+  data_plane_options fo;
+  fo.device = device;
+  ffn_assignment a;
+  auto ffn = ffn_engine::create(load(engine::weight_selection::ffn_side({}, false)), fo, a, **t, {0}, {}, {});
+  ASSERT_FALSE(ffn.has_value());
+  EXPECT_EQ(ffn.err().message(), "ffn_engine: " + usable.err().message());
+  ao.plane.device = "tpu:0";
+  auto odd = attention_engine::create(load(engine::weight_selection::attention_side()), ao, **t, {0}, {}, {});
+  ASSERT_FALSE(odd.has_value());
+  EXPECT_NE(odd.err().message().find("'tpu:0'"), std::string::npos) << odd.err().message();
 }
 
 TEST(data_plane_cancel, cancellation_frees_kv_and_others_continue) {

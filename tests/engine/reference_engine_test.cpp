@@ -343,8 +343,9 @@ TEST(reference_engine, weights_load_in_parts) {
   const float w[3] = {0.5f, 0.25f, 0.125f};
   std::vector<float> a(x.size()), b(x.size());
   ffn_workspace ws;
-  ffn_unit(*full, 1, 5, x.data(), 3, w, dtype::bf16, a.data(), ws);
-  ffn_unit(**ffn, 1, 5, x.data(), 3, w, dtype::bf16, b.data(), ws);
+  const auto cpu = afd::kernels::make_cpu_backend();
+  ffn_unit(*cpu, *full, 1, 5, x.data(), 3, w, dtype::bf16, a.data(), ws);
+  ffn_unit(*cpu, **ffn, 1, 5, x.data(), 3, w, dtype::bf16, b.data(), ws);
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
 
   // Shared/dense units per layer: the tiny model's layer 0 is dense (its MLP is the unit), the
@@ -360,8 +361,8 @@ TEST(reference_engine, weights_load_in_parts) {
   auto short_list = model_weights::load(dir, weight_selection::ffn_side({}, std::vector<bool>{false, true}));
   ASSERT_TRUE(short_list.has_value()) << short_list.err().to_string();
   for (std::int64_t l = 0; l < 4; ++l) EXPECT_EQ((*short_list)->ffn(l).shared.loaded(), l == 1) << l;
-  ffn_unit(*full, 3, shared_unit, x.data(), 3, nullptr, dtype::bf16, a.data(), ws);
-  ffn_unit(**per_layer, 3, shared_unit, x.data(), 3, nullptr, dtype::bf16, b.data(), ws);
+  ffn_unit(*cpu, *full, 3, shared_unit, x.data(), 3, nullptr, dtype::bf16, a.data(), ws);
+  ffn_unit(*cpu, **per_layer, 3, shared_unit, x.data(), 3, nullptr, dtype::bf16, b.data(), ws);
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
   EXPECT_TRUE(weight_selection::all().loads_shared(2));
   EXPECT_FALSE(weight_selection::attention_side().loads_shared(0));
