@@ -460,7 +460,7 @@ expected<cluster_outcome> run_cluster(const layout& lay, const std::shared_ptr<c
     auto e = dataplane::ffn_engine::create(
         ffn_weights[f], plane, lay.assignment(f, sliced), *ft[f], fp[f],
         [&col, i = A + f](dataplane::step_report&& r) { col.on_ffn(i, std::move(r)); },
-        [&col, who](const error& err) { col.on_failure("FFN worker " + who, err); });
+        [&col, who](const dataplane::engine_fault& f) { col.on_failure("FFN worker " + who, f.what); });
     if (!e) return fail(e.err().code(), "FFN worker ", who, ": ", e.err().message());
     ffn.push_back(std::move(*e));
   }
@@ -473,7 +473,7 @@ expected<cluster_outcome> run_cluster(const layout& lay, const std::shared_ptr<c
     ao.max_running = lay.attention[a].max_running;
     auto e = dataplane::attention_engine::create(
         attn_weights, ao, *at[a], ap[a], [&col, a](dataplane::step_report&& r) { col.on_attention(a, std::move(r)); },
-        [&col, who](const error& err) { col.on_failure("attention worker " + who, err); });
+        [&col, who](const dataplane::engine_fault& f) { col.on_failure("attention worker " + who, f.what); });
     if (!e) return fail(e.err().code(), "attention worker ", who, ": ", e.err().message());
     attn.push_back(std::move(*e));
   }

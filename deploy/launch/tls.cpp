@@ -322,6 +322,11 @@ std::string_view to_string(role r) noexcept {
   return "?";
 }
 
+credentials credentials_of(const std::string& directory, role r) {
+  const std::string name(to_string(r));
+  return credentials{directory + "/ca.pem", directory + "/" + name + ".pem", directory + "/" + name + ".key", ""};
+}
+
 const credentials& cluster_credentials::of(role r) const {
   return r == role::coordinator ? coordinator : r == role::worker ? worker : client;
 }
