@@ -100,7 +100,16 @@ std::string join(const std::vector<std::string>& names) {
 /// "worker process 'f1' (workers f1, pid 123)" / "agent of node 'b' (pid 123)".
 std::string describe(const worker_process& w) {
   const std::string pid = w.child ? ", pid " + std::to_string(w.child->pid()) : std::string();
-  if (w.agent) return w.plan.name + " (" + shell_join({w.argv.empty() ? std::string("?") : w.argv[0]}) + pid + ")";
+  if (w.agent) {
+    // "the agent of node 'b' (ssh root@10.0.0.2, pid 123)" / "srun (pid 123)".
+    std::string how = w.argv.empty() ? std::string("?") : w.argv[0];
+    if (how == "ssh")
+      for (std::size_t i = 1; i + 1 < w.argv.size(); ++i)
+        if (w.argv[i + 1] == "--") how += " " + w.argv[i];
+    if (w.plan.name.rfind("node ", 0) == 0)
+      return "the agent of node '" + w.plan.name.substr(5) + "' (" + how + pid + ")";
+    return w.plan.name + " (" + how + pid + ")";
+  }
   return "worker process '" + w.plan.name + "' (workers " + join(w.plan.workers) + pid + ")";
 }
 
