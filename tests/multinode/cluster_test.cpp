@@ -149,8 +149,17 @@ class multinode_cluster : public ::testing::Test {
   /// node, each worker in its node's namespace, and refusals without credentials.
   void check_running_cluster(const std::string& file, int port, const std::string& a_processes,
                              const std::string& b_processes) {
+    const std::string a_dir = a_processes.substr(0, a_processes.rfind('/'));
+    const std::string b_dir = b_processes.substr(0, b_processes.rfind('/'));
+    auto logs = [&] {
+      std::string out;
+      for (const auto& d : {a_dir, b_dir})
+        for (const auto& e : std::filesystem::directory_iterator(d))
+          if (e.path().extension() == ".log") out += "--- " + e.path().string() + "\n" + slurp(e.path().string());
+      return out;
+    };
     auto got = afd("b", "generate --connect " + file + " --prompt-ids " + prompt + " --max-new-tokens 12 --json");
-    ASSERT_TRUE(got.ok()) << got.output;
+    ASSERT_TRUE(got.ok()) << got.output << logs();
     EXPECT_NE(got.output.find(reference_), std::string::npos) << "cluster: " << got.output << "reference: " << reference_;
 
     const std::string ns_a = netns_of_node("a"), ns_b = netns_of_node("b");
@@ -173,9 +182,8 @@ class multinode_cluster : public ::testing::Test {
       EXPECT_NE(r.output.find("has no cluster credentials"), std::string::npos) << cmd << ": " << r.output;
     }
     auto status = afd("a", "status " + file);
-    EXPECT_TRUE(status.ok()) << status.output;
+    EXPECT_TRUE(status.ok()) << status.output << logs();
     EXPECT_NE(status.output.find("ready, epoch 1"), std::string::npos) << status.output;  // nobody got in
-    if (!status.ok()) std::cout << slurp(a_processes.substr(0, a_processes.rfind('/')) + "/launcher.log");
   }
 
   static namespace_nodes* nodes_;
