@@ -85,10 +85,18 @@ std::optional<int> daemonize(int& ready_fd) {
   return WIFEXITED(status) && WEXITSTATUS(status) != 0 ? WEXITSTATUS(status) : 1;
 }
 
-/// The directory of the control plane's TLS files for this launch: "" (plain TCP) when every node
-/// is on a loopback address, else a CA and role certificates made for this cluster in RUN/tls.
+/// The directory of the control plane's TLS files for this launch: the file's
+/// coordinator.credentials (checked), else "" (plain TCP) when every node is on a loopback address,
+/// else a CA and role certificates made for this cluster in RUN/tls.
 expected<std::string> cluster_credentials_for(const topology::topology& t, const std::string& run_dir,
                                               const launch::launch_plan& plan) {
+  if (!t.coordinator.credentials.empty()) {
+    for (auto r : {launch::tls::role::coordinator, launch::tls::role::worker, launch::tls::role::client})
+      if (auto ok = launch::tls::check_credentials(launch::tls::credentials_of(t.coordinator.credentials, r)); !ok)
+        return fail(errc::invalid_config, t.location_of("coordinator.credentials").to_string(), ": ",
+                    ok.err().message());
+    return t.coordinator.credentials;
+  }
   if (launch::loopback_only(t)) return std::string();
   launch::tls::generate_options g;
   g.cluster_name = t.cluster_name;

@@ -206,7 +206,10 @@ expected<cluster_address> resolve_cluster_address(const std::string& topology_fi
   out.cluster_name = t->cluster_name;
   out.run_directory = run_directory_path(out.cluster_name, out.port);
   for (const auto& n : t->nodes) out.node_names.push_back(n.name);
-  if (!loopback_only(*t)) out.credentials = credentials_directory(out.run_directory);
+  if (!t->coordinator.credentials.empty())
+    out.credentials = t->coordinator.credentials;
+  else if (!loopback_only(*t))
+    out.credentials = credentials_directory(out.run_directory);
   return out;
 }
 

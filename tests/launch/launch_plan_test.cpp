@@ -219,3 +219,23 @@ TEST(restart_budget, the_window_slides) {
 
 }  // namespace
 }  // namespace afd::launch
+
+namespace afd::launch {
+namespace {
+
+TEST(launch_plan, the_files_credentials_are_resolved_against_its_directory) {
+  std::string yaml = kBase;
+  const std::string port = "port: 7650}";
+  yaml.replace(yaml.find(port), port.size(), "port: 7650, credentials: secrets/tls}");
+  yaml.replace(yaml.find("NODE_A1"), 7, "here");
+  auto t = topology::parse_text(yaml, "t.yaml", "/etc/afd");
+  ASSERT_TRUE(t.ok()) << t.to_error().message();
+  EXPECT_EQ(t.value->coordinator.credentials, "/etc/afd/secrets/tls");
+  yaml.replace(yaml.find("secrets/tls"), 11, "''");
+  auto empty = topology::parse_text(yaml, "t.yaml", "/etc/afd");
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.to_error().message().find("t.yaml:6:"), std::string::npos) << empty.to_error().message();
+}
+
+}  // namespace
+}  // namespace afd::launch
