@@ -7,6 +7,7 @@
 // be made (not root, packages missing).
 #include <gtest/gtest.h>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -204,6 +205,22 @@ TEST_F(multinode_cluster, over_ssh_gives_the_reference_tokens_and_stop_leaves_no
                         "/tmp/afd-viassh-node-b-" + std::to_string(port) + "/processes");
   auto stop = afd("a", "stop " + file);
   EXPECT_TRUE(stop.ok()) << stop.output;
+  std::string left;
+  EXPECT_TRUE(nothing_left(file, gone_within, left)) << left;
+}
+
+// No process outlives its cluster: SIGKILL of the launcher (no orderly stop) takes its local
+// workers down (PR_SET_PDEATHSIG), its ssh client ends, and node b's agent, reading the end of its
+// stdin, stops node b's workers.
+TEST_F(multinode_cluster, a_killed_launcher_leaves_nothing_on_either_node) {
+  const int port = 17813;
+  const std::string file = topology("killed", port);
+  auto launched = afd("a", "launch " + file);
+  ASSERT_TRUE(launched.ok()) << launched.output;
+  long launcher = 0;
+  std::ifstream(dir_ + "/afd-killed-" + std::to_string(port) + "/launcher.pid") >> launcher;
+  ASSERT_GT(launcher, 0);
+  ASSERT_EQ(::kill(static_cast<pid_t>(launcher), SIGKILL), 0);
   std::string left;
   EXPECT_TRUE(nothing_left(file, gone_within, left)) << left;
 }
