@@ -10,7 +10,14 @@ namespace afd::client::detail {
 extern void* const package_entry_points[];
 void* const package_entry_points[] = {
     reinterpret_cast<void*>(&cluster::embed),
-    reinterpret_cast<void*>(&cluster::connect),
+    reinterpret_cast<void*>(static_cast<expected<std::unique_ptr<cluster>> (*)(
+                                const std::string&, std::uint16_t, std::chrono::milliseconds)>(&cluster::connect)),
+    reinterpret_cast<void*>(static_cast<expected<std::unique_ptr<cluster>> (*)(
+                                const std::string&, std::uint16_t, std::chrono::milliseconds, const std::string&)>(
+        &cluster::connect)),
+    reinterpret_cast<void*>(
+        static_cast<expected<std::unique_ptr<cluster>> (*)(const std::string&, std::chrono::milliseconds)>(
+            &cluster::connect)),
     reinterpret_cast<void*>(static_cast<const char* (*)(errc) noexcept>(&afd::to_string)),
 };
 extern std::string (afd::error::*const package_error_to_string)() const;

@@ -12,6 +12,7 @@
 #include <climits>
 #include <memory>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "deploy/cli/command_registry.hpp"
@@ -165,12 +166,15 @@ int generate_on_cluster(const generate_args& args, const generate_plan& plan, co
                    "out --model, --kv-dtype, --dispatch-dtype, --combine-dtype and --combine-mode\n");
       return 2;
     }
-    auto address = launch::parse_host_port(connect);
+    // HOST:PORT, or the topology file of a launched cluster (its coordinator and credentials).
+    const bool is_file = connect.find(':') == std::string::npos || std::filesystem::exists(connect);
+    auto address = launch::resolve_cluster_address(is_file ? connect : "", is_file ? "" : connect);
     if (!address) {
       std::fprintf(stderr, "afd generate: --connect: %s\n", address.err().message().c_str());
       return 2;
     }
-    auto connected = client::cluster::connect(address->first, static_cast<std::uint16_t>(address->second));
+    auto connected = client::cluster::connect(address->host, static_cast<std::uint16_t>(address->port),
+                                              std::chrono::seconds(10), address->credentials);
     if (!connected) {
       std::fprintf(stderr, "afd generate: %s\n", connected.err().message().c_str());
       return 1;
@@ -259,7 +263,7 @@ int run_generate(int argc, char** argv) {
   auto* topo = app.add_option("--topology", topology_file,
                               "run on the cluster this topology file describes (in this process, for this call); "
                               "--model overrides its model path");
-  app.add_option("--connect", connect, "run on the launched cluster whose coordinator is at HOST:PORT")
+  app.add_option("--connect", connect, "run on the launched cluster whose coordinator is at HOST:PORT, or that a topology FILE describes")
       ->excludes(topo);
   try {
     app.parse(argc, argv);

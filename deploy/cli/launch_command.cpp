@@ -12,8 +12,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -23,6 +27,7 @@
 #include "deploy/launch/launch_plan.hpp"
 #include "deploy/launch/launcher.hpp"
 #include "deploy/launch/signals.hpp"
+#include "deploy/launch/tls.hpp"
 #include "deploy/topology/cluster_spec_from_topology.hpp"
 #include "deploy/topology/topology.hpp"
 
@@ -80,14 +85,82 @@ std::optional<int> daemonize(int& ready_fd) {
   return WIFEXITED(status) && WEXITSTATUS(status) != 0 ? WEXITSTATUS(status) : 1;
 }
 
+/// The directory of the control plane's TLS files for this launch: the file's
+/// coordinator.credentials (checked), else "" (plain TCP) when every node is on a loopback address,
+/// else a CA and role certificates made for this cluster in RUN/tls.
+expected<std::string> cluster_credentials_for(const topology::topology& t, const std::string& run_dir,
+                                              const launch::launch_plan& plan) {
+  if (!t.coordinator.credentials.empty()) {
+    for (auto r : {launch::tls::role::coordinator, launch::tls::role::worker, launch::tls::role::client})
+      if (auto ok = launch::tls::check_credentials(launch::tls::credentials_of(t.coordinator.credentials, r)); !ok)
+        return fail(errc::invalid_config, t.location_of("coordinator.credentials").to_string(), ": ",
+                    ok.err().message());
+    return t.coordinator.credentials;
+  }
+  if (launch::loopback_only(t)) return std::string();
+  launch::tls::generate_options g;
+  g.cluster_name = t.cluster_name;
+  g.coordinator_hosts = {plan.coordinator_host};
+  auto made = launch::tls::generate_cluster_credentials(run_dir + "/tls", g);
+  if (!made) return made.err();
+  return made->directory;
+}
+
+/// The nodes of a Slurm allocation, in Slurm's order (`scontrol show hostnames`), or an error.
+expected<std::vector<std::string>> slurm_hosts() {
+  const char* job = std::getenv("SLURM_JOB_ID");
+  const char* list = std::getenv("SLURM_JOB_NODELIST");
+  if (!job || !list)
+    return fail(errc::invalid_argument,
+                "--via slurm runs inside a Slurm allocation (salloc, sbatch): SLURM_JOB_ID and SLURM_JOB_NODELIST are "
+                "not set");
+  const std::string cmd = "scontrol show hostnames " + launch::shell_join({list}) + " 2>&1";
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  if (!pipe) return fail(errc::io_error, "cannot run scontrol: ", std::strerror(errno));
+  std::vector<std::string> hosts;
+  std::string all;
+  char line[512];
+  while (std::fgets(line, sizeof(line), pipe)) {
+    std::string h(line);
+    all += h;
+    while (!h.empty() && (h.back() == '\n' || h.back() == '\r' || h.back() == ' ')) h.pop_back();
+    if (!h.empty()) hosts.push_back(h);
+  }
+  if (::pclose(pipe) != 0 || hosts.empty())
+    return fail(errc::io_error, "`", cmd, "` failed: ", all);
+  return hosts;
+}
+
+/// Slurm's hosts -> topology nodes: by name when every topology node is an allocation host, else in
+/// order (host i runs the node of rank i). Checked against SLURM_NNODES. "HOST=NODE,...".
+expected<std::string> slurm_map(const topology::topology& t, const std::vector<std::string>& hosts) {
+  const auto ranked = topology::nodes_by_rank(t);
+  const char* nn = std::getenv("SLURM_NNODES");
+  const std::size_t nnodes = nn ? static_cast<std::size_t>(std::atoi(nn)) : hosts.size();
+  if (nnodes != ranked.size() || hosts.size() != ranked.size())
+    return fail(errc::invalid_config, "the allocation has ", nnodes, " node(s) (SLURM_NNODES; ", hosts.size(),
+                " in SLURM_JOB_NODELIST) but the topology has ", ranked.size(),
+                ": allocate exactly one Slurm node per topology node (`afd render slurm FILE` prints a script)");
+  bool by_name = true;
+  for (const auto* n : ranked)
+    if (std::find(hosts.begin(), hosts.end(), n->name) == hosts.end()) by_name = false;
+  std::string map;
+  for (std::size_t i = 0; i < hosts.size(); ++i) {
+    const std::string node = by_name ? hosts[i] : ranked[i]->name;
+    map += (map.empty() ? "" : ",") + hosts[i] + "=" + node;
+  }
+  return map;
+}
+
 int run_launch(int argc, char** argv) {
-  CLI::App app{"Starts the cluster a topology file describes: the coordinator in this process and one\n"
-               "`afd worker` process per worker placed on this machine; waits until all are ready, prints\n"
-               "a summary and serves until `afd stop FILE`, SIGINT or SIGTERM.\n"
+  CLI::App app{"Starts the cluster a topology file describes: the coordinator in this process, one `afd worker`\n"
+               "process per process placed on this machine, and the agent (`afd node`) of every other node\n"
+               "over ssh, or (--via slurm) the agents of every node with srun; waits until all are ready,\n"
+               "prints a summary and serves until `afd stop FILE`, SIGINT or SIGTERM.\n"
                "Exit codes: 0 stopped cleanly (or started, in the background), 1 failed to start,\n"
                "2 invalid topology or usage.",
                "afd launch"};
-  std::string file, model_dir;
+  std::string file, model_dir, via = "ssh";
   bool foreground = false;
   int start_timeout_s = 120;
   app.add_option("FILE", file, "topology file (YAML)")->required();
@@ -95,6 +168,8 @@ int run_launch(int argc, char** argv) {
   app.add_flag("--foreground", foreground, "stay attached: serve until Ctrl-C or `afd stop`");
   app.add_option("--start-timeout", start_timeout_s,
                  "seconds to wait for every worker to register and load its weights (default 120)");
+  app.add_option("--via", via, "how other nodes are reached: ssh (default) or slurm (inside an allocation)")
+      ->check(CLI::IsMember({"ssh", "slurm"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -104,6 +179,7 @@ int run_launch(int argc, char** argv) {
     std::fprintf(stderr, "afd launch: --start-timeout must be >= 1\n");
     return 2;
   }
+  const auto how = via == "slurm" ? launch::launch_via::slurm : launch::launch_via::ssh;
 
   // Everything is checked before anything starts.
   auto parsed = topology::parse_file(file);
@@ -127,8 +203,9 @@ int run_launch(int argc, char** argv) {
   options.model_override = model_abs;
   options.coordinator = launch::host_port(launch::connect_host(plan.coordinator_host), plan.coordinator_port);
 
-  topology::diagnostics errors = launch::check_launchable(t, plan, options);
+  topology::diagnostics errors = launch::check_launchable(t, plan, options, how);
   auto env_errors = topology::check_environment(t);
+  if (how == launch::launch_via::slurm) env_errors.clear();  // the agents check their own nodes
   errors.insert(errors.end(), env_errors.begin(), env_errors.end());
   std::optional<dataplane::cluster_spec> spec;
   std::string spec_error;
@@ -139,6 +216,17 @@ int run_launch(int argc, char** argv) {
   } else {
     spec = std::move(*s);
     spec->start_timeout = std::chrono::seconds(start_timeout_s);
+  }
+  std::string map;
+  if (how == launch::launch_via::slurm && errors.empty() && spec_error.empty()) {
+    auto hosts = slurm_hosts();
+    auto m = hosts ? slurm_map(t, *hosts) : expected<std::string>(hosts.err());
+    if (!m) {
+      std::fprintf(stderr, "afd launch: %s\n%s: cannot launch; nothing started\n", m.err().message().c_str(),
+                   file.c_str());
+      return 2;
+    }
+    map = *m;
   }
   if (!errors.empty() || !spec_error.empty()) {
     print_diagnostics(errors);
@@ -153,12 +241,50 @@ int run_launch(int argc, char** argv) {
     return 1;
   }
 
+  // The control plane's credentials: the file's, or made for this cluster into the run directory
+  // whenever the cluster listens on a real network (a cluster on 127.0.0.1 alone stays plain).
+  auto creds = cluster_credentials_for(t, *run_dir, plan);
+  if (!creds) {
+    std::fprintf(stderr, "afd launch: %s\n", creds.err().message().c_str());
+    return 1;
+  }
+  options.credentials = *creds;
+
+  launch::launcher_options lo{std::move(t), std::move(*spec), plan, options, file, std::chrono::seconds(start_timeout_s)};
+  if (!options.credentials.empty())
+    lo.credentials = launch::tls::credentials_of(
+        options.credentials, how == launch::launch_via::slurm ? launch::tls::role::client : launch::tls::role::coordinator);
+  if (how == launch::launch_via::ssh) {
+    for (const auto* n : launch::remote_nodes(lo.topology, plan)) {
+      launch::worker_command_options remote = options;
+      remote.afd_executable = topology::afd_path_of(*n, options.afd_executable);
+      lo.agents.push_back({"node " + n->name,
+                           launch::ssh_command(topology::ssh_target_of(*n), launch::agent_command(n->name, remote, true)),
+                           true});
+    }
+  } else {
+    const auto count = std::to_string(topology::nodes_by_rank(lo.topology).size());
+    std::vector<std::string> srun{"srun", "--nodes=" + count, "--ntasks=" + count, "--ntasks-per-node=1",
+                                  "--kill-on-bad-exit=0", "--job-name=afd-" + lo.topology.cluster_name};
+    auto agent = launch::agent_command("", options, false);
+    // `--node ''` becomes `--slurm-map HOST=NODE,...`: each task finds its node by SLURMD_NODENAME.
+    for (std::size_t i = 0; i < agent.size(); ++i)
+      if (agent[i] == "--node") {
+        agent[i] = "--slurm-map";
+        agent[i + 1] = map;
+      }
+    srun.insert(srun.end(), agent.begin(), agent.end());
+    lo.agents.push_back({"srun", srun, false});
+    lo.host_coordinator = false;
+    lo.wait_for_cluster = true;
+  }
+
   int ready_fd = -1;
   if (!foreground)
     if (auto code = daemonize(ready_fd)) return *code;
   launch::install_stop_signals();
 
-  launch::launcher l({std::move(t), std::move(*spec), plan, options, file, std::chrono::seconds(start_timeout_s)});
+  launch::launcher l(std::move(lo));
   if (!l.start(*run_dir)) return 1;
   l.print(foreground);
   if (!foreground) {
@@ -179,7 +305,8 @@ int run_launch(int argc, char** argv) {
 }
 
 const bool registered = register_command(
-    {"launch", "start the cluster a topology file describes on this machine and serve until stopped", run_launch});
+    {"launch", "start the cluster a topology file describes (this machine, ssh or Slurm) and serve until stopped",
+     run_launch});
 
 }  // namespace
 }  // namespace afd::cli

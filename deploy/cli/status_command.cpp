@@ -6,14 +6,53 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "deploy/cli/command_registry.hpp"
 #include <afd/client.hpp>
+#include "deploy/launch/child_process.hpp"
 #include "deploy/launch/launch_plan.hpp"
 
 namespace afd::cli {
 namespace {
+
+/// One line of a launcher's or agent's RUN/supervision file.
+struct supervised {
+  std::string process, state, where;
+  int restarts = 0, max_restarts = 0, window_s = 0;
+};
+
+/// The supervision files of the launcher and of the node agents whose run directories are on this
+/// machine (nodes sharing its file system, or agents on it).
+std::vector<supervised> read_supervision(const launch::cluster_address& a) {
+  std::vector<supervised> out;
+  if (a.run_directory.empty()) return out;
+  std::vector<std::string> dirs{a.run_directory};
+  for (const auto& n : a.node_names) dirs.push_back(launch::run_directory_path(a.cluster_name + "-node-" + n, a.port));
+  for (const auto& d : dirs) {
+    std::ifstream in(d + "/supervision");
+    std::string line;
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      supervised s;
+      std::string word;
+      fields >> s.process >> s.state >> s.restarts;
+      // "this machine" or "node NAME", then the budget.
+      std::vector<std::string> rest;
+      while (fields >> word) rest.push_back(word);
+      if (rest.size() < 3) continue;
+      s.window_s = std::atoi(rest.back().c_str());
+      s.max_restarts = std::atoi(rest[rest.size() - 2].c_str());
+      for (std::size_t i = 0; i + 2 < rest.size(); ++i) s.where += (s.where.empty() ? "" : " ") + rest[i];
+      out.push_back(std::move(s));
+    }
+  }
+  return out;
+}
 
 int run_status(int argc, char** argv) {
   CLI::App app{"Shows a launched cluster's workers: role, device, state, running requests, KV use.\n"
@@ -38,7 +77,8 @@ int run_status(int argc, char** argv) {
   }
   const std::string where = launch::host_port(address->host, address->port);
   const auto timeout = std::chrono::seconds(timeout_s);
-  auto c = client::cluster::connect(address->host, static_cast<std::uint16_t>(address->port), timeout);
+  auto c = client::cluster::connect(address->host, static_cast<std::uint16_t>(address->port), timeout,
+                                    address->credentials);
   if (!c) {
     std::fprintf(stderr, "afd status: %s\n", c.err().message().c_str());
     return 1;
@@ -61,6 +101,14 @@ int run_status(int argc, char** argv) {
                                 {"running", w.running},
                                 {"kv_blocks_used", w.kv_blocks_used},
                                 {"kv_blocks_total", w.kv_blocks_total}});
+    out["supervision"] = nlohmann::json::array();
+    for (const auto& p : read_supervision(*address))
+      out["supervision"].push_back({{"process", p.process},
+                                    {"state", p.state},
+                                    {"restarts", p.restarts},
+                                    {"where", p.where},
+                                    {"max_restarts", p.max_restarts},
+                                    {"window_s", p.window_s}});
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   }
@@ -77,6 +125,15 @@ int run_status(int argc, char** argv) {
         attention ? std::to_string(w.kv_blocks_used) + "/" + std::to_string(w.kv_blocks_total) : "-";
     std::printf("%-12s %-10s %-8s %-9s %8s %16s\n", w.name.c_str(), w.role.c_str(), w.device.c_str(),
                 std::string(to_string(w.state)).c_str(), running.c_str(), kv.c_str());
+  }
+  for (const auto& p : read_supervision(*address)) {
+    if (p.state == "running" && p.restarts == 0) continue;
+    if (p.state == "given_up")
+      std::printf("process '%s' (%s): given up after %d restart(s): its restart budget is %d in %d s\n",
+                  p.process.c_str(), p.where.c_str(), p.restarts, p.max_restarts, p.window_s);
+    else
+      std::printf("process '%s' (%s): %s, restarted %d time(s) (budget %d in %d s)\n", p.process.c_str(),
+                  p.where.c_str(), p.state.c_str(), p.restarts, p.max_restarts, p.window_s);
   }
   return 0;
 }

@@ -29,6 +29,8 @@
 #include "deploy/topology/cluster_spec_from_topology.hpp"
 #include "deploy/launch/launch_plan.hpp"
 #include "deploy/launch/signals.hpp"
+#include "deploy/launch/tls.hpp"
+#include "deploy/topology/topology.hpp"
 
 namespace afd::cli {
 namespace {
@@ -66,12 +68,14 @@ int run_worker(int argc, char** argv) {
   CLI::App app{"Runs workers of a launched cluster in this process (`afd launch` starts it).\n"
                "Exit codes: 0 stopped, 1 failed or lost the coordinator, 2 bad usage or topology.",
                "afd worker"};
-  std::string file, coordinator, model_dir;
+  std::string file, coordinator, model_dir, credentials;
   std::vector<std::string> names;
   app.add_option("--topology", file, "topology file (YAML), the same the launcher read")->required();
   app.add_option("--name", names, "worker to run (repeat for several in one process)")->required();
   app.add_option("--coordinator", coordinator, "HOST:PORT of the coordinator")->required();
   app.add_option("--model", model_dir, "checkpoint directory to use instead of the file's model.path");
+  app.add_option("--credentials", credentials,
+                 "directory of the cluster's TLS files (ca.pem, worker.pem, worker.key): the control plane over TLS");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -93,18 +97,41 @@ int run_worker(int argc, char** argv) {
                    file.c_str());
       return 2;
     }
+  // The data plane's interfaces of this node (a node's net_devices overrides the transport's).
+  if (auto t = topology::load_file(file)) {
+    std::string node;
+    if (int a = t->attention_worker_index(names.front()); a >= 0) node = t->attention_workers[static_cast<std::size_t>(a)].node;
+    if (int f = t->ffn_worker_index(names.front()); f >= 0) node = t->ffn_workers[static_cast<std::size_t>(f)].node;
+    spec->transport.net_devices = topology::net_devices_of(*t, node);
+  }
   launch::install_stop_signals();
 
   caf::actor_system_config cfg;
   actors::register_message_types(cfg);
   actors::configure_scheduler(cfg, 2);
   cfg.load<caf::io::middleman>();
+  if (!credentials.empty())
+    if (auto applied = launch::tls::apply(launch::tls::credentials_of(credentials, launch::tls::role::worker), cfg);
+        !applied) {
+      std::fprintf(stderr, "afd worker: %s\n", applied.err().message().c_str());
+      return 2;
+    }
   auto system = std::make_unique<caf::actor_system>(cfg);
 
   std::vector<std::pair<std::string, caf::actor>> workers;
   int code = 0;  // read by the exit watchdog below
+  // One connection to the coordinator for every worker of the process (TLS with the cluster's
+  // credentials when given), with a deadline.
+  auto coordinator_handle = launch::tls::connect(*system, address->first, static_cast<std::uint16_t>(address->second),
+                                                 !credentials.empty(), actors::timeouts::client_request);
+  if (!coordinator_handle) {
+    std::fprintf(stderr, "afd worker: cannot reach the coordinator at %s: %s\n", coordinator.c_str(),
+                 coordinator_handle.err().message().c_str());
+    code = 1;
+  }
   for (const auto& n : names) {
-    auto w = actors::start_worker(*system, *spec, n, address->first, static_cast<std::uint16_t>(address->second));
+    if (code != 0) break;
+    auto w = actors::spawn_worker(*system, *spec, n, *coordinator_handle);
     if (!w) {
       std::fprintf(stderr, "afd worker: %s\n", w.err().message().c_str());
       code = 1;

@@ -24,6 +24,8 @@
 #include <afd/client.hpp>
 #include "deploy/topology/cluster_spec_from_topology.hpp"
 #include "deploy/client/embedded.hpp"
+#include "deploy/launch/launch_plan.hpp"
+#include "deploy/launch/tls.hpp"
 #include "deploy/topology/topology.hpp"
 
 namespace afd::client {
@@ -446,21 +448,38 @@ expected<std::unique_ptr<cluster>> cluster::embed(const std::string& topology_fi
 
 expected<std::unique_ptr<cluster>> cluster::connect(const std::string& host, std::uint16_t port,
                                                     std::chrono::milliseconds timeout) {
+  return connect(host, port, timeout, std::string());
+}
+
+expected<std::unique_ptr<cluster>> cluster::connect(const std::string& host, std::uint16_t port,
+                                                    std::chrono::milliseconds timeout, const std::string& credentials) {
   if (auto e = probe(host, port, timeout)) return e;
   try {
     auto cfg = std::make_unique<caf::actor_system_config>();
     actors::register_message_types(*cfg);
     actors::configure_scheduler(*cfg, 2);
     cfg->load<caf::io::middleman>();
+    const bool secure = !credentials.empty();
+    if (secure)
+      if (auto applied = launch::tls::apply(launch::tls::credentials_of(credentials, launch::tls::role::client), *cfg);
+          !applied)
+        return applied.err();
     auto sys = std::make_unique<caf::actor_system>(*cfg);
-    auto coordinator = sys->middleman().remote_actor(host, port);
+    auto coordinator = launch::tls::connect(*sys, host, port, secure, timeout);
     if (!coordinator)
-      return fail(errc::unavailable, "cannot reach the coordinator at ", host, ":", port, ": ",
-                  sys->render(coordinator.error()));
+      return fail(errc::unavailable, "cannot reach the coordinator at ", host, ":", port, secure ? " (TLS)" : "", ": ",
+                  coordinator.err().message());
     return std::unique_ptr<cluster>(new cluster_impl(std::move(cfg), std::move(sys), std::move(*coordinator)));
   } catch (const std::exception& e) {
     return fail(errc::internal, "connect: ", e.what());
   }
+}
+
+expected<std::unique_ptr<cluster>> cluster::connect(const std::string& topology_file,
+                                                    std::chrono::milliseconds timeout) {
+  auto address = launch::resolve_cluster_address(topology_file, "");
+  if (!address) return address.err();
+  return connect(address->host, static_cast<std::uint16_t>(address->port), timeout, address->credentials);
 }
 
 }  // namespace afd::client

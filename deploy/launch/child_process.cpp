@@ -19,7 +19,8 @@
 
 namespace afd::launch {
 
-expected<child_process> child_process::spawn(const std::vector<std::string>& argv, const std::string& log_path) {
+expected<child_process> child_process::spawn(const std::vector<std::string>& argv, const std::string& log_path,
+                                             bool stdin_pipe) {
   if (argv.empty()) return fail(errc::invalid_argument, "empty command line");
   // Everything the child needs is prepared before fork: after it, only async-signal-safe calls.
   std::vector<char*> args;
@@ -27,12 +28,26 @@ expected<child_process> child_process::spawn(const std::vector<std::string>& arg
   args.push_back(nullptr);
   const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) return fail(errc::io_error, "cannot open log file '", log_path, "': ", std::strerror(errno));
-  const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  int input[2] = {-1, -1};  // the child's stdin: the read end, or /dev/null
+  if (stdin_pipe) {
+    if (::pipe2(input, O_CLOEXEC) != 0) {
+      const int e = errno;
+      ::close(log_fd);
+      return fail(errc::io_error, "pipe: ", std::strerror(e));
+    }
+  } else {
+    input[0] = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+  const int null_fd = input[0];
+  auto close_input = [&] {
+    if (input[1] >= 0) ::close(input[1]);
+  };
   int exec_pipe[2];  // reports a failed exec (errno) to the parent; closed by a successful exec
   if (::pipe2(exec_pipe, O_CLOEXEC) != 0) {
     const int e = errno;
     ::close(log_fd);
     if (null_fd >= 0) ::close(null_fd);
+    close_input();
     return fail(errc::io_error, "pipe: ", std::strerror(e));
   }
   const pid_t parent = ::getpid();
@@ -43,6 +58,7 @@ expected<child_process> child_process::spawn(const std::vector<std::string>& arg
     if (null_fd >= 0) ::close(null_fd);
     ::close(exec_pipe[0]);
     ::close(exec_pipe[1]);
+    close_input();
     return fail(errc::io_error, "fork: ", std::strerror(e));
   }
   if (pid == 0) {
@@ -73,22 +89,36 @@ expected<child_process> child_process::spawn(const std::vector<std::string>& arg
   if (got == static_cast<ssize_t>(sizeof(exec_errno))) {
     int status = 0;
     ::waitpid(pid, &status, 0);
+    close_input();
     return fail(errc::io_error, "cannot run '", argv[0], "': ", std::strerror(exec_errno));
   }
-  return child_process(pid);
+  return child_process(pid, input[1]);
 }
 
-child_process::child_process(child_process&& other) noexcept : pid_(other.pid_), status_(other.status_) {
+child_process::child_process(child_process&& other) noexcept
+    : pid_(other.pid_), stdin_fd_(other.stdin_fd_), status_(other.status_) {
   other.pid_ = -1;
+  other.stdin_fd_ = -1;
   other.status_ = 0;
 }
 
 child_process& child_process::operator=(child_process&& other) noexcept {
+  if (this == &other) return *this;
+  close_stdin();
   pid_ = other.pid_;
+  stdin_fd_ = other.stdin_fd_;
   status_ = other.status_;
   other.pid_ = -1;
+  other.stdin_fd_ = -1;
   other.status_ = 0;
   return *this;
+}
+
+child_process::~child_process() { close_stdin(); }
+
+void child_process::close_stdin() noexcept {
+  if (stdin_fd_ >= 0) ::close(stdin_fd_);
+  stdin_fd_ = -1;
 }
 
 std::optional<int> child_process::poll() {

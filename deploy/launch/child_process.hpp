@@ -19,14 +19,18 @@ class child_process {
   /// Starts `argv` (argv[0] looked up in PATH when it has no '/') with stdin from /dev/null and
   /// stdout + stderr appended to `log_path`. The child runs in its own process group (a Ctrl-C in
   /// the launcher's terminal reaches only the launcher, which stops the workers in order) and gets
-  /// SIGTERM when the launcher dies. errc::io_error when the log cannot be opened or exec fails.
-  static expected<child_process> spawn(const std::vector<std::string>& argv, const std::string& log_path);
+  /// SIGTERM when the launcher dies. With `stdin_pipe` its stdin is a pipe this object holds open
+  /// until close_stdin() or destruction: the child reads end-of-file when its owner lets go or
+  /// dies (an `ssh` child passes that on to the remote command). errc::io_error when the log cannot
+  /// be opened or exec fails.
+  static expected<child_process> spawn(const std::vector<std::string>& argv, const std::string& log_path,
+                                       bool stdin_pipe = false);
 
   child_process(child_process&& other) noexcept;
   child_process& operator=(child_process&& other) noexcept;
   child_process(const child_process&) = delete;
   child_process& operator=(const child_process&) = delete;
-  ~child_process() = default;
+  ~child_process();
 
   /// Its process id.
   pid_t pid() const noexcept { return pid_; }
@@ -40,10 +44,13 @@ class child_process {
   void signal(int sig) const;
   /// Its wait status once reaped.
   std::optional<int> status() const noexcept { return status_; }
+  /// Closes the write end of its stdin pipe (spawn with `stdin_pipe`): it reads end-of-file.
+  void close_stdin() noexcept;
 
  private:
-  child_process(pid_t pid) : pid_(pid) {}
+  child_process(pid_t pid, int stdin_fd) : pid_(pid), stdin_fd_(stdin_fd) {}
   pid_t pid_ = -1;
+  int stdin_fd_ = -1;
   std::optional<int> status_;
 };
 

@@ -1,21 +1,27 @@
 // Grouping workers into processes, their command lines, and the checks made before launching.
 #include "deploy/launch/launch_plan.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 
 #include "deploy/launch/child_process.hpp"
+#include "deploy/launch/timeouts.hpp"
 
 namespace afd::launch {
 
 namespace {
 
-std::string join_names(const std::vector<std::string>& names) {
-  std::string out;
-  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
-  return out;
+/// RUN/tls when the launcher made credentials there, else $AFD_CREDENTIALS, else "".
+std::string credentials_directory(const std::string& run_directory) {
+  if (::access((run_directory + "/tls/client.pem").c_str(), R_OK) == 0) return run_directory + "/tls";
+  if (const char* dir = std::getenv("AFD_CREDENTIALS"); dir && *dir) return dir;
+  return {};
 }
 
 }  // namespace
+
 
 launch_plan plan_launch(const topology::topology& t) {
   launch_plan plan;
@@ -84,7 +90,55 @@ std::vector<std::string> worker_command(const process_plan& p, const worker_comm
     argv.push_back("--model");
     argv.push_back(o.model_override);
   }
+  if (!o.credentials.empty()) {
+    argv.push_back("--credentials");
+    argv.push_back(o.credentials);
+  }
   return argv;
+}
+
+std::vector<std::string> agent_command(const std::string& node, const worker_command_options& o,
+                                       bool exit_with_stdin) {
+  std::vector<std::string> argv{o.afd_executable, "node", o.topology_file, "--node", node, "--coordinator",
+                                o.coordinator};
+  if (!o.model_override.empty()) {
+    argv.push_back("--model");
+    argv.push_back(o.model_override);
+  }
+  if (!o.credentials.empty()) {
+    argv.push_back("--credentials");
+    argv.push_back(o.credentials);
+  }
+  if (exit_with_stdin) argv.push_back("--exit-with-stdin");
+  return argv;
+}
+
+std::vector<std::string> ssh_command(const topology::ssh_target& target, const std::vector<std::string>& remote) {
+  std::vector<std::string> argv{"ssh", "-o", "BatchMode=yes", "-o",
+                                "ConnectTimeout=" + std::to_string(timeouts::ssh_connect_timeout.count())};
+  if (target.port != 22) {
+    argv.push_back("-p");
+    argv.push_back(std::to_string(target.port));
+  }
+  if (!target.identity.empty()) {
+    argv.push_back("-i");
+    argv.push_back(target.identity);
+  }
+  argv.push_back(target.destination());
+  argv.push_back("--");
+  argv.push_back(shell_join(remote));  // ssh hands the remote shell one string
+  return argv;
+}
+
+std::vector<const topology::node_spec*> remote_nodes(const topology::topology& t, const launch_plan& plan) {
+  std::vector<const topology::node_spec*> out;
+  for (const auto* n : topology::nodes_by_rank(t)) {
+    bool has_remote = false;
+    for (const auto& p : plan.processes)
+      if (p.node == n->name && !p.local && !p.in_launcher) has_remote = true;
+    if (has_remote) out.push_back(n);
+  }
+  return out;
 }
 
 std::vector<std::string> remote_worker_command(const process_plan& p, const worker_command_options& o) {
@@ -96,22 +150,28 @@ std::vector<std::string> remote_worker_command(const process_plan& p, const work
 }
 
 topology::diagnostics check_launchable(const topology::topology& t, const launch_plan& plan,
-                                       const worker_command_options& o) {
+                                       const worker_command_options& o, launch_via via) {
+  (void)o;
   topology::diagnostics out;
-  if (!plan.coordinator_local)
+  if (via == launch_via::ssh && !plan.coordinator_local)
     out.push_back({t.location_of("coordinator.node"),
                    "the coordinator is on node '" + t.coordinator.node + "' (host " + plan.coordinator_host +
                        "), not this machine: `afd launch` hosts the coordinator itself, so run it on " +
-                       plan.coordinator_host});
-  for (const auto& p : plan.processes) {
-    if (p.local) continue;
-    out.push_back({p.where, "process '" + p.name + "' (workers " + join_names(p.workers) + ") is on node '" +
-                                p.node + "' (host " + p.host +
-                                "): workers on other hosts are not supported by `afd launch` yet; it will start "
-                                "them over ssh as `" +
-                                shell_join(remote_worker_command(p, o)) +
-                                "` (same file and model paths there). Until then, run that `afd worker` command on " +
-                                p.host + " yourself, or place the node on this machine"});
+                       plan.coordinator_host + " (or inside a Slurm allocation with --via slurm)"});
+  std::vector<std::string> others;
+  for (const auto& p : plan.processes)
+    if (p.node != t.coordinator.node && (!p.local || via == launch_via::slurm) &&
+        std::find(others.begin(), others.end(), p.node) == others.end())
+      others.push_back(p.node);
+  const std::string& ch = plan.coordinator_host;
+  const bool unreachable_address =
+      ch == "localhost" || ch == "0.0.0.0" || ch == "::" || ch == "::1" || ch.rfind("127.", 0) == 0;
+  if (!others.empty() && unreachable_address) {
+    const auto* n = t.find_node(t.coordinator.node);
+    out.push_back({n ? n->where : t.location_of("coordinator.node"),
+                   "the coordinator's node '" + t.coordinator.node + "' has host " + ch +
+                       ", which node '" + others.front() +
+                       "' cannot reach; give it an address of that machine the other nodes reach it at"});
   }
   std::size_t worker_processes = 0;
   for (const auto& p : plan.processes)
@@ -135,6 +195,7 @@ expected<cluster_address> resolve_cluster_address(const std::string& topology_fi
     if (!hp) return hp.err();
     out.host = hp->first;
     out.port = hp->second;
+    if (const char* dir = std::getenv("AFD_CREDENTIALS"); dir && *dir) out.credentials = dir;
     return out;
   }
   auto t = topology::load_file(topology_file);
@@ -144,7 +205,18 @@ expected<cluster_address> resolve_cluster_address(const std::string& topology_fi
   out.port = t->coordinator.port;
   out.cluster_name = t->cluster_name;
   out.run_directory = run_directory_path(out.cluster_name, out.port);
+  for (const auto& n : t->nodes) out.node_names.push_back(n.name);
+  if (!t->coordinator.credentials.empty())
+    out.credentials = t->coordinator.credentials;
+  else if (!loopback_only(*t))
+    out.credentials = credentials_directory(out.run_directory);
   return out;
+}
+
+bool loopback_only(const topology::topology& t) {
+  for (const auto& n : t.nodes)
+    if (!(n.host == "localhost" || n.host == "::1" || n.host.rfind("127.", 0) == 0)) return false;
+  return true;
 }
 
 std::string connect_host(const std::string& host) {

@@ -4,6 +4,7 @@
 /// command line that starts it (`afd worker ...` here, `ssh HOST afd worker ...` on another host),
 /// and the checks made before anything starts. No CAF, no process is started here.
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,7 @@ struct worker_command_options {
   std::string topology_file;           ///< absolute path of the topology file
   std::string model_override;          ///< --model, when given
   std::string coordinator;             ///< HOST:PORT
+  std::string credentials;             ///< directory of the cluster's TLS files (tls.hpp); empty: plain
 };
 
 /// Groups the workers of `t` into processes and places them on hosts.
@@ -50,11 +52,32 @@ std::vector<std::string> worker_command(const process_plan& p, const worker_comm
 /// afd worker ...` (the file and the model must be at the same paths there).
 std::vector<std::string> remote_worker_command(const process_plan& p, const worker_command_options& o);
 
-/// Checks made before anything starts, one diagnostic each: processes on other hosts (not
-/// supported yet: the message names the node and the ssh command it will run), the coordinator on
-/// another host, and a loopback transport across several processes.
+/// The node agent of `node`: `AFD node FILE --node NAME --coordinator HOST:PORT [--model DIR]
+/// [--credentials DIR] [--exit-with-stdin]`, AFD being o.afd_executable.
+std::vector<std::string> agent_command(const std::string& node, const worker_command_options& o,
+                                       bool exit_with_stdin);
+
+/// `ssh -o BatchMode=yes -o ConnectTimeout=S [-p PORT] [-i KEY] USER@HOST -- 'REMOTE...'`: no
+/// prompt ever (a missing key or an unknown host key is an error), a bounded connect, the remote
+/// command quoted once for the remote shell.
+std::vector<std::string> ssh_command(const topology::ssh_target& target, const std::vector<std::string>& remote);
+
+/// How `afd launch` reaches the nodes that are not this machine.
+enum class launch_via : std::uint8_t { ssh, slurm };
+
+/// The nodes `afd launch` starts an agent on over ssh: those with workers whose host is not this
+/// machine, in rank order.
+std::vector<const topology::node_spec*> remote_nodes(const topology::topology& t, const launch_plan& plan);
+
+/// Checks made before anything starts, one diagnostic each: over ssh, the coordinator on another
+/// host; with other nodes (ssh or Slurm), a coordinator address they cannot reach (loopback or
+/// wildcard); a loopback transport across several processes.
 topology::diagnostics check_launchable(const topology::topology& t, const launch_plan& plan,
-                                       const worker_command_options& o);
+                                       const worker_command_options& o, launch_via via = launch_via::ssh);
+
+/// True when every node of `t` is on a loopback address (127.0.0.0/8, ::1, localhost): a
+/// single-host cluster nobody else can reach, whose control plane may stay plain TCP.
+bool loopback_only(const topology::topology& t);
 
 /// Where a cluster's coordinator is reached, from a topology file or "HOST:PORT".
 struct cluster_address {
@@ -62,6 +85,10 @@ struct cluster_address {
   int port = 0;
   std::string cluster_name;  ///< from the file; empty for HOST:PORT
   std::string run_directory; ///< the launcher's run directory when known (a file on this machine)
+  /// The directory of the cluster's TLS files a client presents (tls::credentials_of(DIR, client)):
+  /// the launcher's RUN/tls when it exists on this machine, else $AFD_CREDENTIALS; empty: plain.
+  std::string credentials;
+  std::vector<std::string> node_names;  ///< the file's nodes (their agents' run directories)
 };
 
 /// `afd stop` / `afd status`: exactly one of `topology_file` and `connect` must be given. A file's

@@ -1,13 +1,21 @@
-// The launcher (launcher.hpp): coordinator in this process, one forked `afd worker` process per
-// process of the plan, readiness, serving, orderly stop.
+// The launcher and the node agent (launcher.hpp): the coordinator in this process when it hosts
+// it, one forked `afd worker` process per process of the plan on its node(s), the agents of other
+// nodes, readiness, supervision while serving (restart budget), orderly stop.
 
 #include "deploy/launch/launcher.hpp"
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <chrono>
 #include <cstdio>
@@ -26,6 +34,7 @@
 #include "actors/worker.hpp"
 #include "deploy/launch/child_process.hpp"
 #include "deploy/launch/signals.hpp"
+#include "deploy/launch/timeouts.hpp"
 #include "runtime/engine/layer.hpp"
 #include "transport/loopback.hpp"
 
@@ -68,12 +77,18 @@ caf::behavior watch_coordinator(caf::event_based_actor* self, caf::actor coordin
   return {[](actors::status_atom) {}};  // nothing to answer; the behavior keeps it alive
 }
 
-/// One worker process started by the launcher.
+/// One process started by the launcher: a worker process it supervises, or the agent of another
+/// node (started once; its own workers are supervised there).
 struct worker_process {
   process_plan plan;
+  std::vector<std::string> argv;  ///< how it is (re)started; empty for the launcher's own workers
+  bool agent = false;
+  bool stdin_pipe = false;
   std::optional<child_process> child;
   std::string log;
-  bool reported = false;  ///< its exit was reported while serving
+  supervised_state state = supervised_state::running;
+  restart_budget budget;
+  bool reported = false;  ///< an agent's exit was reported while serving
 };
 
 std::string join(const std::vector<std::string>& names) {
@@ -82,29 +97,90 @@ std::string join(const std::vector<std::string>& names) {
   return out;
 }
 
-void report_exit(const worker_process& w, int status, const char* when) {
-  std::fprintf(stderr, "afd launch: worker process '%s' (workers %s, pid %d) %s %s\n", w.plan.name.c_str(),
-               join(w.plan.workers).c_str(), static_cast<int>(w.child->pid()),
-               describe_wait_status(status).c_str(), when);
-  const std::string tail = tail_lines(w.log, 15);
-  if (tail.empty()) {
-    std::fprintf(stderr, "  (its log %s is empty)\n", w.log.c_str());
-  } else {
-    std::fprintf(stderr, "  last lines of %s:\n", w.log.c_str());
-    std::size_t pos = 0;
-    while (pos < tail.size()) {
-      const auto end = tail.find('\n', pos);
-      std::fprintf(stderr, "    %s\n", tail.substr(pos, end - pos).c_str());
-      pos = end == std::string::npos ? tail.size() : end + 1;
-    }
+/// "worker process 'f1' (workers f1, pid 123)" / "agent of node 'b' (pid 123)".
+std::string describe(const worker_process& w) {
+  const std::string pid = w.child ? ", pid " + std::to_string(w.child->pid()) : std::string();
+  if (w.agent) {
+    // "the agent of node 'b' (ssh root@10.0.0.2, pid 123)" / "srun (pid 123)".
+    std::string how = w.argv.empty() ? std::string("?") : w.argv[0];
+    if (how == "ssh")
+      for (std::size_t i = 1; i + 1 < w.argv.size(); ++i)
+        if (w.argv[i + 1] == "--") how += " " + w.argv[i];
+    if (w.plan.name.rfind("node ", 0) == 0)
+      return "the agent of node '" + w.plan.name.substr(5) + "' (" + how + pid + ")";
+    return w.plan.name + " (" + how + pid + ")";
   }
+  return "worker process '" + w.plan.name + "' (workers " + join(w.plan.workers) + pid + ")";
+}
+
+void print_log_tail(const std::string& log) {
+  const std::string tail = tail_lines(log, 15);
+  if (tail.empty()) {
+    std::fprintf(stderr, "  (its log %s is empty)\n", log.c_str());
+    return;
+  }
+  std::fprintf(stderr, "  last lines of %s:\n", log.c_str());
+  std::size_t pos = 0;
+  while (pos < tail.size()) {
+    const auto end = tail.find('\n', pos);
+    std::fprintf(stderr, "    %s\n", tail.substr(pos, end - pos).c_str());
+    pos = end == std::string::npos ? tail.size() : end + 1;
+  }
+}
+
+void report_exit(const std::string& who, const worker_process& w, int status, const char* when) {
+  std::fprintf(stderr, "%s: %s %s %s\n", who.c_str(), describe(w).c_str(), describe_wait_status(status).c_str(), when);
+  if (w.agent && WIFEXITED(status) && WEXITSTATUS(status) == 255)
+    std::fprintf(stderr, "  (exit status 255 is ssh's own: it could not log in or lost the connection)\n");
+  print_log_tail(w.log);
+}
+
+/// True when a TCP connection to host:port is accepted within `timeout` (closed at once): the
+/// agent's check that its coordinator still exists, cheap for plain and TLS endpoints alike.
+bool tcp_reachable(const std::string& host, int port, std::chrono::milliseconds timeout) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 || !found) return false;
+  bool ok = false;
+  for (addrinfo* a = found; a && !ok; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+      ok = true;
+    } else if (errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      if (::poll(&p, 1, static_cast<int>(timeout.count())) == 1) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        ok = ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+      }
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  return ok;
+}
+
+/// True once this process's stdin has reached its end (the ssh connection of the launcher closed).
+bool stdin_closed() {
+  pollfd p{0, POLLIN, 0};
+  if (::poll(&p, 1, 0) != 1) return false;
+  if (p.revents & (POLLHUP | POLLERR | POLLNVAL)) return true;
+  char buf[256];
+  const ssize_t n = ::read(0, buf, sizeof(buf));
+  return n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN);
 }
 
 /// The address the coordinator is published on: the loopback address for a loopback node (not
 /// reachable from elsewhere, as the file says), every interface otherwise.
 std::string publish_host(const std::string& host) {
-  if (host == "localhost" || host.rfind("127.", 0) == 0) return host == "localhost" ? "127.0.0.1" : host;
-  if (host == "::1") return host;
+  if (host == "localhost") return "127.0.0.1";
+  if (host == "0.0.0.0" || host == "::") return "";
+  // Only the configured address when it is one (the issue's "bind only to the configured
+  // addresses"); a host name may resolve differently here than elsewhere, so every interface.
+  in6_addr buf{};
+  if (::inet_pton(AF_INET, host.c_str(), &buf) == 1 || ::inet_pton(AF_INET6, host.c_str(), &buf) == 1) return host;
   return "";
 }
 
@@ -126,19 +202,27 @@ std::string units_summary(const engine::ffn_assignment& a) {
          std::to_string(shared) + " shared/dense units";
 }
 
-void print_summary(const topology::topology& t, const dataplane::cluster_spec& spec, const std::string& file,
-                   const std::string& coordinator, const std::vector<worker_process>& procs,
-                   const std::string& run_dir, double seconds, bool foreground) {
-  auto process_of = [&](const std::string& worker) -> std::pair<std::string, long> {
+void print_summary(const std::string& who, const topology::topology& t, const dataplane::cluster_spec& spec,
+                   const std::string& file, const std::string& coordinator, bool host_coordinator,
+                   const std::vector<worker_process>& procs, const launch_plan& plan, const std::string& run_dir,
+                   double seconds, bool foreground) {
+  auto process_of = [&](const std::string& worker) -> std::pair<std::string, std::string> {
     for (const auto& p : procs)
-      for (const auto& w : p.plan.workers)
-        if (w == worker)
-          return {p.plan.name, p.child ? static_cast<long>(p.child->pid()) : static_cast<long>(::getpid())};
-    return {"launcher", static_cast<long>(::getpid())};
+      if (!p.agent)
+        for (const auto& w : p.plan.workers)
+          if (w == worker)
+            return {p.plan.name, std::to_string(p.child ? static_cast<long>(p.child->pid()) : static_cast<long>(::getpid()))};
+    for (const auto& p : plan.processes)
+      for (const auto& w : p.workers)
+        if (w == worker) return {"node " + p.node, "-"};
+    return {"launcher", std::to_string(::getpid())};
   };
   std::printf("cluster '%s': %zu attention + %zu FFN workers ready in %.1f s\n", spec.name.c_str(),
               spec.attention_workers.size(), spec.ffn_workers.size(), seconds);
-  std::printf("  coordinator  %s (launcher, pid %ld)\n", coordinator.c_str(), static_cast<long>(::getpid()));
+  if (host_coordinator)
+    std::printf("  coordinator  %s (%s, pid %ld)\n", coordinator.c_str(), who.c_str(), static_cast<long>(::getpid()));
+  else
+    std::printf("  coordinator  %s (node %s)\n", coordinator.c_str(), t.coordinator.node.c_str());
   std::string transport(topology::to_string(t.transport.kind));
   if (t.transport.kind == topology::transport_kind::ucx)
     transport += " (tls " + (t.transport.tls.empty() ? std::string("UCX default") : t.transport.tls) +
@@ -154,16 +238,21 @@ void print_summary(const topology::topology& t, const dataplane::cluster_spec& s
   std::printf("  %-10s %-10s %-8s %-10s %-8s %s\n", "worker", "role", "device", "process", "pid", "owns");
   for (const auto& a : spec.attention_workers) {
     auto [proc, pid] = process_of(a.name);
-    std::printf("  %-10s %-10s %-8s %-10s %-8ld %lld KV blocks of %lld tokens, batch %lld\n", a.name.c_str(),
-                "attention", a.device.c_str(), proc.c_str(), pid, static_cast<long long>(a.kv_blocks),
+    std::printf("  %-10s %-10s %-8s %-10s %-8s %lld KV blocks of %lld tokens, batch %lld\n", a.name.c_str(),
+                "attention", a.device.c_str(), proc.c_str(), pid.c_str(), static_cast<long long>(a.kv_blocks),
                 static_cast<long long>(a.block_size), static_cast<long long>(a.max_batch));
   }
   for (std::size_t i = 0; i < spec.ffn_workers.size(); ++i) {
     const auto& f = spec.ffn_workers[i];
     auto [proc, pid] = process_of(f.name);
-    std::printf("  %-10s %-10s %-8s %-10s %-8ld %s\n", f.name.c_str(), "ffn", f.device.c_str(), proc.c_str(), pid,
-                units_summary(spec.placement.assignment_of(static_cast<int>(i))).c_str());
+    std::printf("  %-10s %-10s %-8s %-10s %-8s %s\n", f.name.c_str(), "ffn", f.device.c_str(), proc.c_str(),
+                pid.c_str(), units_summary(spec.placement.assignment_of(static_cast<int>(i))).c_str());
   }
+  for (const auto& p : procs)
+    if (p.agent)
+      std::printf("  agent        %s, pid %ld: %s\n", p.plan.name.c_str(),
+                  p.child ? static_cast<long>(p.child->pid()) : 0L, shell_join(p.argv).c_str());
+  std::printf("  supervision  worker processes restarted within %s\n", restart_policy{}.to_string().c_str());
   std::printf("  run dir      %s (one log per process)\n", run_dir.c_str());
   if (foreground) {
     std::printf("serving at %s; stop with `afd stop %s` or Ctrl-C\n", coordinator.c_str(), file.c_str());
@@ -176,13 +265,11 @@ void print_summary(const topology::topology& t, const dataplane::cluster_spec& s
 
 }  // namespace
 
-/// The launcher after validation: owns the actor system, the coordinator and the worker processes.
+/// The launcher or agent after validation: owns the actor system, the coordinator (when it hosts
+/// it) and the processes it starts.
 class launcher_impl {
  public:
-  launcher_impl(topology::topology t, dataplane::cluster_spec spec, launch_plan plan,
-           worker_command_options options, std::string file, std::chrono::seconds start_timeout)
-      : t_(std::move(t)), spec_(std::move(spec)), plan_(std::move(plan)), options_(std::move(options)),
-        file_(std::move(file)), start_timeout_(start_timeout) {}
+  explicit launcher_impl(launcher_options o) : o_(std::move(o)) {}
 
   /// Starts everything and waits until ready; false (after stopping what started) on failure.
   bool start(const std::string& run_dir) {
@@ -191,60 +278,108 @@ class launcher_impl {
     actors::register_message_types(config_);
     actors::configure_scheduler(config_, 2);
     config_.load<caf::io::middleman>();
+    if (o_.credentials)
+      if (auto applied = tls::apply(*o_.credentials, config_); !applied) {
+        std::fprintf(stderr, "%s: %s\n", o_.who.c_str(), applied.err().message().c_str());
+        return false;
+      }
     system_ = std::make_unique<caf::actor_system>(config_);
-
-    auto coordinator = actors::start_coordinator(*system_, spec_, static_cast<std::uint16_t>(plan_.coordinator_port),
-                                                 publish_host(plan_.coordinator_host));
-    if (!coordinator) {
-      std::fprintf(stderr, "afd launch: %s\n", coordinator.err().message().c_str());
-      return false;
-    }
-    coordinator_ = coordinator->handle;
     events_ = std::make_shared<coordinator_events>();
-    watcher_ = system_->spawn(watch_coordinator, coordinator_, events_);
+
+    if (o_.host_coordinator) {
+      coordinator_ = actors::spawn_coordinator(*system_, o_.spec);
+      auto port = tls::publish(*system_, coordinator_, static_cast<std::uint16_t>(o_.plan.coordinator_port),
+                               publish_host(o_.plan.coordinator_host), secure());
+      if (!port) {
+        std::fprintf(stderr, "%s: the coordinator: %s\n", o_.who.c_str(), port.err().message().c_str());
+        caf::anon_send_exit(coordinator_, caf::exit_reason::user_shutdown);
+        coordinator_ = nullptr;
+        abort_start();
+        return false;
+      }
+      watcher_ = system_->spawn(watch_coordinator, coordinator_, events_);
+    }
 
     actors::worker_environment env;
-    if (spec_.transport.type == dataplane::transport_settings::kind::loopback)
+    if (o_.spec.transport.type == dataplane::transport_settings::kind::loopback)
       env.fabric = transport::loopback_fabric::create();
-    for (const auto& p : plan_.processes) {
+    for (const auto& p : o_.plan.processes) {
       if (p.in_launcher) {
+        if (!o_.host_coordinator) continue;  // the coordinator's node hosts them
         for (const auto& name : p.workers) {
-          auto w = actors::spawn_worker(*system_, spec_, name, coordinator_, env);
+          auto w = actors::spawn_worker(*system_, o_.spec, name, coordinator_, env);
           if (!w) {
-            std::fprintf(stderr, "afd launch: %s\n", w.err().message().c_str());
+            std::fprintf(stderr, "%s: %s\n", o_.who.c_str(), w.err().message().c_str());
             abort_start();
             return false;
           }
         }
-        procs_.push_back(worker_process{p, std::nullopt, {}});
+        procs_.push_back(worker_process{p, {}, false, false, std::nullopt, {}, supervised_state::running,
+                                        restart_budget(o_.restarts), false});
         continue;
       }
-      worker_process w{p, std::nullopt, run_dir + "/" + p.name + ".log"};
+      if (!mine(p)) continue;
+      worker_process w{p, worker_command(p, o_.worker), false, false, std::nullopt, run_dir + "/" + p.name + ".log",
+                       supervised_state::running, restart_budget(o_.restarts), false};
       std::ofstream(w.log, std::ios::trunc).close();
-      auto child = child_process::spawn(worker_command(p, options_), w.log);
-      if (!child) {
-        std::fprintf(stderr, "afd launch: cannot start worker process '%s': %s\n", p.name.c_str(),
-                     child.err().message().c_str());
+      if (!spawn(w)) {
         abort_start();
         return false;
       }
-      w.child.emplace(std::move(*child));
       procs_.push_back(std::move(w));
     }
-    write_process_file();
-
-    const auto deadline = t0 + start_timeout_;
-    for (;;) {
-      if (int sig = stop_signal()) {
-        std::fprintf(stderr, "afd launch: signal %d during start; stopping\n", sig);
+    for (const auto& a : o_.agents) {
+      process_plan p;
+      p.name = a.name;
+      worker_process w{p, a.argv, true, a.stdin_pipe, std::nullopt, run_dir + "/" + log_name(a.name) + ".log",
+                       supervised_state::running, restart_budget(o_.restarts), false};
+      std::ofstream(w.log, std::ios::trunc).close();
+      if (!spawn(w)) {
         abort_start();
         return false;
+      }
+      procs_.push_back(std::move(w));
+    }
+    write_process_files();
+
+    if (!o_.host_coordinator && !o_.wait_for_cluster) {
+      // An agent of a node without the coordinator: started once its processes run; the launcher
+      // (or whoever started the agents) waits for the cluster.
+      ready_seconds_ = std::chrono::duration<double>(clock::now() - t0).count();
+      serving_ = true;
+      last_reachable_ = clock::now();
+      return true;
+    }
+
+    const auto deadline = t0 + o_.start_timeout;
+    auto next_connect = clock::now();
+    std::string last_connect_error;
+    for (;;) {
+      if (int sig = stop_signal()) {
+        std::fprintf(stderr, "%s: signal %d during start; stopping\n", o_.who.c_str(), sig);
+        abort_start();
+        return false;
+      }
+      if (!coordinator_ && clock::now() >= next_connect) {
+        // The coordinator runs in an agent (over Slurm): connect once it is published.
+        auto parsed = parse_host_port(o_.worker.coordinator);
+        if (parsed) {
+          auto c = tls::connect(*system_, parsed->first, static_cast<std::uint16_t>(parsed->second), secure(),
+                                timeouts::coordinator_probe_timeout);
+          if (c) {
+            coordinator_ = *c;
+            watcher_ = system_->spawn(watch_coordinator, coordinator_, events_);
+          } else {
+            last_connect_error = c.err().message();
+          }
+        }
+        next_connect = clock::now() + timeouts::readiness_poll;
       }
       {
         std::lock_guard lock(events_->mutex);
         if (events_->ready) break;
         if (!events_->failure.empty() || events_->down) {
-          std::fprintf(stderr, "afd launch: cluster '%s' failed to start: %s\n", spec_.name.c_str(),
+          std::fprintf(stderr, "%s: cluster '%s' failed to start: %s\n", o_.who.c_str(), o_.spec.name.c_str(),
                        events_->failure.empty() ? ("the coordinator stopped: " + events_->down_reason).c_str()
                                                 : events_->failure.c_str());
           break;  // reported below with the processes that ended
@@ -254,7 +389,7 @@ class launcher_impl {
       for (auto& w : procs_)
         if (w.child)
           if (auto status = w.child->poll()) {
-            report_exit(w, *status, "while the cluster was starting");
+            report_exit(o_.who, w, *status, "while the cluster was starting");
             exited = true;
           }
       if (exited) {
@@ -262,7 +397,12 @@ class launcher_impl {
         return false;
       }
       if (clock::now() >= deadline) {
-        report_not_ready();
+        if (!coordinator_)
+          std::fprintf(stderr, "%s: no coordinator at %s after %lld s: %s\n", o_.who.c_str(),
+                       o_.worker.coordinator.c_str(), static_cast<long long>(o_.start_timeout.count()),
+                       last_connect_error.c_str());
+        else
+          report_not_ready();
         abort_start();
         return false;
       }
@@ -273,17 +413,15 @@ class launcher_impl {
       std::lock_guard lock(events_->mutex);
       ready = events_->ready;
     }
-    {
-      // Not under the lock: stopping waits for the watcher, whose down handler takes it.
-      if (!ready) {
-        std::this_thread::sleep_for(actors::timeouts::reap_crashed);
-        for (auto& w : procs_)
-          if (w.child)
-            if (auto status = w.child->poll(); status && !exited_cleanly(*status))
-              report_exit(w, *status, "while the cluster was starting");
-        abort_start();
-        return false;
-      }
+    // Not under the lock: stopping waits for the watcher, whose down handler takes it.
+    if (!ready) {
+      std::this_thread::sleep_for(actors::timeouts::reap_crashed);
+      for (auto& w : procs_)
+        if (w.child)
+          if (auto status = w.child->poll(); status && !exited_cleanly(*status))
+            report_exit(o_.who, w, *status, "while the cluster was starting");
+      abort_start();
+      return false;
     }
     ready_seconds_ = std::chrono::duration<double>(clock::now() - t0).count();
     serving_ = true;
@@ -292,45 +430,75 @@ class launcher_impl {
 
   /// Stops what started after a failed start, naming where the logs are.
   void abort_start() {
-    std::fprintf(stderr, "afd launch: cluster not started; logs in %s\n", run_dir_.c_str());
+    std::fprintf(stderr, "%s: cluster not started; logs in %s\n", o_.who.c_str(), run_dir_.c_str());
     std::fflush(stderr);
     stop();
   }
 
   void print(bool foreground) const {
-    print_summary(t_, spec_, file_, options_.coordinator, procs_, run_dir_, ready_seconds_, foreground);
+    print_summary(o_.who, o_.topology, o_.spec, o_.file, o_.worker.coordinator, o_.host_coordinator, procs_, o_.plan,
+                  run_dir_, ready_seconds_, foreground);
   }
 
-  /// Serves until a stop signal or the coordinator's end (`afd stop`); then stops everything.
+  /// Serves until a stop signal or the coordinator's end; supervises the worker processes meanwhile.
   int serve() {
+    int code = 0;
+    const bool agent_only = !o_.host_coordinator && !o_.wait_for_cluster;
     for (;;) {
       if (int sig = stop_signal()) {
-        std::fprintf(stderr, "afd launch: signal %d: stopping cluster '%s'\n", sig, spec_.name.c_str());
+        std::fprintf(stderr, "%s: signal %d: stopping cluster '%s'\n", o_.who.c_str(), sig, o_.spec.name.c_str());
         break;
       }
-      {
+      if (!agent_only) {
         std::lock_guard lock(events_->mutex);
         if (events_->down) {
-          std::fprintf(stderr, "afd launch: the coordinator stopped (%s): stopping cluster '%s'\n",
-                       events_->down_reason.c_str(), spec_.name.c_str());
+          std::fprintf(stderr, "%s: the coordinator stopped (%s): stopping cluster '%s'\n", o_.who.c_str(),
+                       events_->down_reason.c_str(), o_.spec.name.c_str());
           break;
         }
       }
-      for (auto& w : procs_)
-        if (w.child && !w.reported)
-          if (auto status = w.child->poll()) {
-            w.reported = true;
-            report_exit(w, *status, "while serving");
-            std::fprintf(stderr,
-                         "afd launch: cluster '%s' lost worker process '%s': the coordinator moves its work to the "
-                         "surviving workers where it can, or fails the requests; `afd status %s` shows the state\n",
-                         spec_.name.c_str(), w.plan.name.c_str(), file_.c_str());
-          }
+      if (agent_only) {
+        const auto now = clock::now();
+        if (now >= next_probe_) {
+          auto hp = parse_host_port(o_.worker.coordinator);
+          reachable_ = hp && tcp_reachable(hp->first, hp->second, timeouts::coordinator_probe_timeout);
+          if (reachable_) last_reachable_ = clock::now();
+          next_probe_ = clock::now() + timeouts::coordinator_probe_interval;
+        }
+        if (clock::now() - last_reachable_ >= timeouts::coordinator_grace) {
+          std::fprintf(stderr,
+                       "%s: no coordinator at %s for %lld s (the grace period): stopping the processes of node '%s'\n",
+                       o_.who.c_str(), o_.worker.coordinator.c_str(),
+                       static_cast<long long>(timeouts::coordinator_grace.count()), o_.node.c_str());
+          code = 1;
+          break;
+        }
+        if (o_.exit_with_stdin && stdin_closed()) {
+          std::fprintf(stderr, "%s: the launcher's connection closed: stopping the processes of node '%s'\n",
+                       o_.who.c_str(), o_.node.c_str());
+          break;
+        }
+      }
+      supervise();
+      if (agent_only) {
+        bool any = false, given_up = false;
+        for (const auto& w : procs_) {
+          if (w.state == supervised_state::running || w.state == supervised_state::held) any = true;
+          if (w.state == supervised_state::given_up) given_up = true;
+        }
+        if (!any) {
+          std::fprintf(stderr, "%s: every process of node '%s' has ended%s\n", o_.who.c_str(), o_.node.c_str(),
+                       given_up ? " (some were given up)" : "");
+          code = given_up ? 1 : 0;
+          break;
+        }
+      }
       std::this_thread::sleep_for(actors::timeouts::supervision_tick);
     }
     stop();
-    std::fprintf(stderr, "afd launch: cluster '%s' stopped\n", spec_.name.c_str());
-    return 0;
+    std::fprintf(stderr, "%s: cluster '%s' stopped%s\n", o_.who.c_str(), o_.spec.name.c_str(),
+                 agent_only ? (" on node '" + o_.node + "'").c_str() : "");
+    return code;
   }
 
   /// Stops the coordinator (which stops every worker), then reaps every process: those that do not
@@ -338,7 +506,15 @@ class launcher_impl {
   void stop() {
     if (stopped_) return;
     stopped_ = true;
-    if (coordinator_) caf::anon_send(coordinator_, actors::shutdown_atom::value);
+    if (coordinator_ && (o_.host_coordinator || serving_)) caf::anon_send(coordinator_, actors::shutdown_atom::value);
+    const bool agent_only = !o_.host_coordinator && !o_.wait_for_cluster;
+    for (auto& w : procs_) {
+      if (!w.child || !w.child->running()) continue;
+      // Agents of other nodes stop their workers when their stdin ends; an agent's own workers
+      // have no coordinator to stop them in order when it is gone.
+      if (w.agent) w.child->close_stdin();
+      if (agent_only && !reachable_) w.child->signal(SIGTERM);
+    }
     auto wait_all = [&](int ms) {
       const auto until = clock::now() + std::chrono::milliseconds(ms);
       for (auto& w : procs_)
@@ -352,21 +528,24 @@ class launcher_impl {
       bool any = false;
       for (auto& w : procs_)
         if (w.child && w.child->running()) {
-          std::fprintf(stderr, "afd launch: worker process '%s' (pid %d) did not stop; sending %s\n",
-                       w.plan.name.c_str(), static_cast<int>(w.child->pid()), sig == SIGTERM ? "SIGTERM" : "SIGKILL");
+          std::fprintf(stderr, "%s: %s did not stop; sending %s\n", o_.who.c_str(), describe(w).c_str(),
+                       sig == SIGTERM ? "SIGTERM" : "SIGKILL");
           w.child->signal(sig);
           any = true;
         }
       if (any) wait_all(static_cast<int>(actors::timeouts::process_term.count()));
     }
+    for (auto& w : procs_)
+      if (w.state == supervised_state::running || w.state == supervised_state::held) w.state = supervised_state::stopped;
+    if (!run_dir_.empty()) write_process_files();
     if (watcher_) caf::anon_send_exit(watcher_, caf::exit_reason::user_shutdown);
     if (system_) {
-      // Every worker process is reaped by now; in-process actors end with the coordinator. A stuck
-      // one (or the middleman's teardown) must not hold the launcher.
+      // Every process is reaped by now; in-process actors end with the coordinator. A stuck one
+      // (or the middleman's teardown) must not hold the launcher.
       const int code = serving_ ? 0 : 1;
       std::thread([code] {
         std::this_thread::sleep_for(actors::timeouts::shutdown);
-        std::fprintf(stderr, "afd launch: actors did not stop within %lld ms; exiting\n",
+        std::fprintf(stderr, "afd: actors did not stop within %lld ms; exiting\n",
                      static_cast<long long>(actors::timeouts::shutdown.count()));
         std::_Exit(code);
       }).detach();
@@ -374,20 +553,136 @@ class launcher_impl {
       watcher_ = nullptr;
       system_.reset();
     }
-    std::remove((run_dir_ + "/launcher.pid").c_str());
+    if (!run_dir_.empty()) std::remove((run_dir_ + "/launcher.pid").c_str());
   }
 
  private:
-  void write_process_file() const {
-    std::ofstream pids(run_dir_ + "/processes");
-    pids << "launcher " << ::getpid() << " coordinator";
-    for (const auto& w : procs_)
-      if (!w.child)
-        for (const auto& n : w.plan.workers) pids << ' ' << n;
-    pids << '\n';
-    for (const auto& w : procs_)
-      if (w.child) pids << w.plan.name << ' ' << w.child->pid() << ' ' << join(w.plan.workers) << '\n';
-    std::ofstream(run_dir_ + "/launcher.pid") << ::getpid() << '\n';
+  bool secure() const { return o_.credentials.has_value(); }
+
+  /// Whether this launcher starts process `p` itself.
+  bool mine(const process_plan& p) const {
+    if (!o_.node.empty()) return p.node == o_.node;
+    if (!o_.agents.empty())  // the agents start every process of their nodes
+      for (const auto& a : o_.agents)
+        if (a.name == "node " + p.node || a.name == "srun") return false;
+    return p.local;
+  }
+
+  static std::string log_name(const std::string& name) {
+    std::string out;
+    for (char c : name) out += c == ' ' ? '-' : c;
+    return out;
+  }
+
+  bool spawn(worker_process& w) {
+    auto child = child_process::spawn(w.argv, w.log, w.stdin_pipe);
+    if (!child) {
+      std::fprintf(stderr, "%s: cannot start %s: %s\n", o_.who.c_str(),
+                   w.agent ? w.plan.name.c_str() : ("worker process '" + w.plan.name + "'").c_str(),
+                   child.err().message().c_str());
+      return false;
+    }
+    w.child.emplace(std::move(*child));
+    w.state = supervised_state::running;
+    return true;
+  }
+
+  /// One look at every process: restarts within the budget, gives up beyond it, reports agents.
+  void supervise() {
+    bool changed = false;
+    const auto now = clock::now();
+    for (auto& w : procs_) {
+      if (!w.child) continue;
+      if (w.state == supervised_state::held) {
+        if (reachable_) {
+          restart(w, now);
+          changed = true;
+        }
+        continue;
+      }
+      if (w.state != supervised_state::running) continue;
+      auto status = w.child->poll();
+      if (!status) continue;
+      changed = true;
+      if (w.agent) {
+        if (!w.reported) report_exit(o_.who, w, *status, "while serving");
+        w.reported = true;
+        w.state = exited_cleanly(*status) ? supervised_state::stopped : supervised_state::given_up;
+        continue;
+      }
+      if (exited_cleanly(*status)) {
+        // The cluster (or a signal) stopped it in order: not a failure, not restarted.
+        std::fprintf(stderr, "%s: %s exited cleanly; not restarted\n", o_.who.c_str(), describe(w).c_str());
+        w.state = supervised_state::stopped;
+        continue;
+      }
+      std::fprintf(stderr, "%s: %s %s while serving\n", o_.who.c_str(), describe(w).c_str(),
+                   describe_wait_status(*status).c_str());
+      if (!o_.host_coordinator && !reachable_) {
+        // Restarting it now would only fail to connect and spend the budget: wait (within the
+        // grace period) for the coordinator to answer again.
+        std::fprintf(stderr, "%s: no coordinator at %s right now; the restart of '%s' waits for it\n", o_.who.c_str(),
+                     o_.worker.coordinator.c_str(), w.plan.name.c_str());
+        w.state = supervised_state::held;
+        continue;
+      }
+      restart(w, now);
+    }
+    if (changed) write_process_files();
+  }
+
+  void restart(worker_process& w, clock::time_point now) {
+    const int used = w.budget.used(now);
+    if (!w.budget.try_restart(now)) {
+      std::fprintf(stderr,
+                   "%s: giving up on worker process '%s' (workers %s): it exited %d times within %lld s, over its "
+                   "restart budget of %s; its workers stay failed (`afd status %s`)\n",
+                   o_.who.c_str(), w.plan.name.c_str(), join(w.plan.workers).c_str(), used + 1,
+                   static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(o_.restarts.window).count()),
+                   o_.restarts.to_string().c_str(), o_.file.c_str());
+      print_log_tail(w.log);
+      w.state = supervised_state::given_up;
+      return;
+    }
+    const long old_pid = static_cast<long>(w.child->pid());
+    std::ofstream(w.log, std::ios::app) << "--- " << o_.who << ": restart " << used + 1 << " of "
+                                        << o_.restarts.to_string() << " ---\n";
+    if (!spawn(w)) {
+      w.state = supervised_state::given_up;
+      return;
+    }
+    std::fprintf(stderr,
+                 "%s: restarted worker process '%s' (workers %s): restart %d of %s, pid %ld -> %ld; it registers "
+                 "again under the same names\n",
+                 o_.who.c_str(), w.plan.name.c_str(), join(w.plan.workers).c_str(), used + 1,
+                 o_.restarts.to_string().c_str(), old_pid, static_cast<long>(w.child->pid()));
+  }
+
+  /// RUN/processes (name, pid, workers; read by tests and people), RUN/supervision (name, state,
+  /// restarts: read by `afd status`) and RUN/launcher.pid (read by `afd stop`).
+  void write_process_files() const {
+    {
+      std::ofstream pids(run_dir_ + "/processes.tmp");
+      pids << (o_.node.empty() ? "launcher " : "agent ") << ::getpid() << (o_.host_coordinator ? " coordinator" : "");
+      for (const auto& w : procs_)
+        if (!w.child)
+          for (const auto& n : w.plan.workers) pids << ' ' << n;
+      pids << '\n';
+      for (const auto& w : procs_)
+        if (w.child) pids << log_name(w.plan.name) << ' ' << w.child->pid() << ' ' << join(w.plan.workers) << '\n';
+    }
+    std::rename((run_dir_ + "/processes.tmp").c_str(), (run_dir_ + "/processes").c_str());
+    {
+      std::ofstream sup(run_dir_ + "/supervision.tmp");
+      const std::string where = o_.node.empty() ? std::string("this machine") : "node " + o_.node;
+      for (const auto& w : procs_)
+        if (w.child && !w.agent)
+          sup << w.plan.name << ' ' << to_string(w.state) << ' ' << w.budget.total() << ' ' << where << ' '
+              << o_.restarts.max_restarts << ' '
+              << std::chrono::duration_cast<std::chrono::seconds>(o_.restarts.window).count() << '\n';
+    }
+    std::rename((run_dir_ + "/supervision.tmp").c_str(), (run_dir_ + "/supervision").c_str());
+    if (!stopped_) std::ofstream(run_dir_ + "/launcher.pid") << ::getpid() << '\n';
   }
 
   void report_not_ready() {
@@ -402,20 +697,15 @@ class launcher_impl {
             },
             [&](caf::error&) {});
     std::fprintf(stderr,
-                 "afd launch: cluster '%s' was not ready after %lld s; workers not ready (never registered, or "
+                 "%s: cluster '%s' was not ready after %lld s; workers not ready (never registered, or "
                  "still loading/connecting): %s\n",
-                 spec_.name.c_str(), static_cast<long long>(start_timeout_.count()),
+                 o_.who.c_str(), o_.spec.name.c_str(), static_cast<long long>(o_.start_timeout.count()),
                  waiting.empty() ? "unknown (the coordinator did not answer)" : join(waiting).c_str());
     for (const auto& w : procs_)
-      if (w.child) std::fprintf(stderr, "  log of process '%s': %s\n", w.plan.name.c_str(), w.log.c_str());
+      if (w.child) std::fprintf(stderr, "  log of %s: %s\n", w.plan.name.c_str(), w.log.c_str());
   }
 
-  topology::topology t_;
-  dataplane::cluster_spec spec_;
-  launch_plan plan_;
-  worker_command_options options_;
-  std::string file_;
-  std::chrono::seconds start_timeout_;
+  launcher_options o_;
   std::string run_dir_;
   caf::actor_system_config config_;
   std::unique_ptr<caf::actor_system> system_;
@@ -426,12 +716,12 @@ class launcher_impl {
   double ready_seconds_ = 0;
   bool stopped_ = false;
   bool serving_ = false;
+  bool reachable_ = true;  ///< an agent's last probe of the coordinator answered
+  clock::time_point last_reachable_ = clock::now();
+  clock::time_point next_probe_{};
 };
 
-
-launcher::launcher(launcher_options o)
-    : impl_(std::make_unique<launcher_impl>(std::move(o.topology), std::move(o.spec), std::move(o.plan),
-                                            std::move(o.worker), std::move(o.file), o.start_timeout)) {}
+launcher::launcher(launcher_options o) : impl_(std::make_unique<launcher_impl>(std::move(o))) {}
 launcher::~launcher() = default;
 bool launcher::start(const std::string& run_dir) { return impl_->start(run_dir); }
 void launcher::print(bool foreground) const { impl_->print(foreground); }

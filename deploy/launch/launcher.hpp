@@ -1,20 +1,36 @@
 #pragma once
-/// The launcher of a multi-process cluster on this machine (`afd launch`): hosts the coordinator,
-/// forks one `afd worker` process per process of the launch plan (logs in the run directory),
-/// waits until every worker is ready, serves until stopped, then stops the workers and reaps every
-/// process. CAF stays in launcher.cpp.
+/// The launcher of a cluster (`afd launch`) and the node agent (`afd node`): one class, because an
+/// agent is the launcher restricted to one node. It may host the coordinator (the launcher; the
+/// agent of the coordinator's node), forks one `afd worker` process per process of the launch plan
+/// placed on its node(s) (logs in the run directory), starts the agents of other nodes (over ssh,
+/// or one `srun` for all of them), waits until every worker is ready, serves until stopped, and
+/// supervises its worker processes meanwhile: one that exits unexpectedly is restarted within a
+/// restart budget (supervision.hpp), then given up. Finally it stops everything it started and
+/// reaps every process. CAF stays in launcher.cpp.
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "deploy/launch/launch_plan.hpp"
+#include "deploy/launch/supervision.hpp"
+#include "deploy/launch/tls.hpp"
 #include "deploy/topology/topology.hpp"
 #include "runtime/dataplane/cluster_spec.hpp"
 
 namespace afd::launch {
 
-/// Everything a launcher starts from, validated by the caller (`afd launch`).
+/// An agent of another node, started by the launcher (`ssh ... afd node ...`, or one `srun` for
+/// every node). Not restarted: its worker processes are supervised by the agent itself.
+struct agent_process {
+  std::string name;               ///< "node b", or "srun"
+  std::vector<std::string> argv;  ///< the command that starts it here
+  bool stdin_pipe = false;        ///< its stdin stays open while the launcher lives (ssh passes the end on)
+};
+
+/// Everything a launcher starts from, validated by the caller (`afd launch`, `afd node`).
 struct launcher_options {
   topology::topology topology;
   dataplane::cluster_spec spec;
@@ -22,9 +38,24 @@ struct launcher_options {
   worker_command_options worker;
   std::string file;                     ///< the topology file as the user named it
   std::chrono::seconds start_timeout{120};
+  std::string who = "afd launch";       ///< how its messages start
+  /// Agent mode: the worker processes of this node only (empty: every process on this machine).
+  std::string node;
+  /// Hosts the coordinator (and the plan's in-launcher process); otherwise the coordinator is
+  /// reached at worker.coordinator.
+  bool host_coordinator = true;
+  /// Without the coordinator: wait for the whole cluster to be ready (the launcher over Slurm) or
+  /// only for the own processes to be started (an agent).
+  bool wait_for_cluster = false;
+  std::vector<agent_process> agents;    ///< agents of other nodes to start
+  bool exit_with_stdin = false;         ///< an agent started over ssh: stdin's end means the launcher is gone
+  restart_policy restarts;
+  /// The control plane's TLS credentials of this process's role (coordinator, or client for a
+  /// launcher that only connects); nullopt: plain TCP.
+  std::optional<tls::credentials> credentials;
 };
 
-/// Owns the actor system, the coordinator and every worker process it starts.
+/// Owns the actor system, the coordinator (when it hosts it) and every process it starts.
 class launcher {
  public:
   explicit launcher(launcher_options options);
@@ -37,8 +68,9 @@ class launcher {
   bool start(const std::string& run_dir);
   /// Prints the summary of the running cluster on stdout.
   void print(bool foreground) const;
-  /// Serves until a stop signal or the coordinator's end (`afd stop`); then stops everything and
-  /// returns the exit code.
+  /// Serves until a stop signal or the coordinator's end (`afd stop`); an agent also ends when all
+  /// its processes ended, or no coordinator answered for timeouts::coordinator_grace. Then stops
+  /// everything and returns the exit code.
   int serve();
   /// Stops the coordinator (which stops every worker) and reaps every process. Idempotent.
   void stop();

@@ -46,6 +46,10 @@ struct cluster_credentials {
   const credentials& of(role r) const;
 };
 
+/// The files of role `r` in a directory laid out as generate_cluster_credentials writes it:
+/// DIR/ca.pem, DIR/<role>.pem, DIR/<role>.key (not checked here; see check_credentials).
+credentials credentials_of(const std::string& directory, role r);
+
 /// Settings of a new cluster CA.
 struct generate_options {
   std::string cluster_name = "afd";  ///< in the subject of every certificate

@@ -731,12 +731,25 @@ struct parser {
   }
 
   void coordinator(const entry& e) {
-    auto es = r.mapping(e.value, e.value_at, "'coordinator'", e.path, {"node", "port"});
+    auto es = r.mapping(e.value, e.value_at, "'coordinator'", e.path, {"node", "port", "credentials"});
     if (!es) return;
     t.coordinator.where = e.value_at;
     if (const entry* n = r.required(*es, "node", e.value_at, "'coordinator'"))
       if (auto s = r.name(*n)) t.coordinator.node = *s;
     r.optional_integer(*es, "port", t.coordinator.port, 1, 65535);
+    if (const entry* k = find(*es, "credentials")) {
+      if (auto s = r.string(*k)) {
+        if (s->empty()) {
+          r.error(k->value_at, "expected the directory of the cluster's TLS files for 'credentials', got an empty string");
+        } else {
+          std::filesystem::path path(*s);
+          if (path.is_relative()) path = std::filesystem::path(t.directory) / path;
+          std::error_code ec;
+          if (auto absolute = std::filesystem::absolute(path, ec); !ec) path = absolute;
+          t.coordinator.credentials = path.lexically_normal().string();
+        }
+      }
+    }
   }
 
   void transport(const entry& e) {

@@ -114,6 +114,10 @@ struct ssh_target {
 struct coordinator_spec {
   std::string node;
   int port = 7600;  ///< TCP port of the CAF middleman, 1..65535
+  /// Directory of the control plane's TLS files (ca.pem and coordinator/worker/client .pem + .key,
+  /// as `afd launch` generates them), absolute; empty: `afd launch` makes them per cluster when a
+  /// node is not on a loopback address.
+  std::string credentials;
   source_location where;
 };
 

@@ -4,6 +4,9 @@
 
 #include "deploy/launch/child_process.hpp"
 #include "deploy/launch/launch_plan.hpp"
+#include "deploy/launch/supervision.hpp"
+
+#include <chrono>
 
 namespace afd::launch {
 namespace {
@@ -67,24 +70,44 @@ TEST(launch_plan, groups_and_the_coordinators_group_runs_in_the_launcher) {
             "/opt/afd/bin/afd worker --topology /etc/afd/t.yaml --name a0 --name a1 --coordinator 127.0.0.1:7650");
 }
 
-TEST(launch_plan, remote_host_is_refused_with_node_and_ssh_command) {
+TEST(launch_plan, remote_node_gets_an_agent_over_ssh_and_needs_a_reachable_coordinator) {
   const auto t = parse(kBase, "far");
   const auto plan = plan_launch(t);
   ASSERT_EQ(plan.processes.size(), 3u);
   EXPECT_FALSE(plan.processes[1].local);
   EXPECT_EQ(plan.processes[1].host, "10.255.0.7");
+  const auto remote = remote_nodes(t, plan);
+  ASSERT_EQ(remote.size(), 1u);
+  EXPECT_EQ(remote[0]->name, "far");
+  // The coordinator's node is 127.0.0.1, which node 'far' cannot reach: refused at the node's line.
   auto o = opts();
   o.model_override = "/data/my model";
   const auto errors = check_launchable(t, plan, o);
   ASSERT_EQ(errors.size(), 1u);
   const std::string m = errors[0].to_string();
-  EXPECT_NE(m.find("t.yaml:10:"), std::string::npos) << m;  // the line of worker a1
-  EXPECT_NE(m.find("node 'far'"), std::string::npos) << m;
-  EXPECT_NE(m.find("not supported"), std::string::npos) << m;
-  EXPECT_NE(m.find("ssh -o BatchMode=yes 10.255.0.7 -- afd worker --topology /etc/afd/t.yaml --name a1 "
-                   "--coordinator 127.0.0.1:7650 --model '/data/my model'"),
-            std::string::npos)
-      << m;
+  EXPECT_NE(m.find("t.yaml:4:"), std::string::npos) << m;
+  EXPECT_NE(m.find("node 'far' cannot reach"), std::string::npos) << m;
+  // The agent's command line, and ssh around it: no prompt, a bounded connect, quoted once.
+  o.credentials = "/run/afd/tls";
+  const auto agent = agent_command("far", o, true);
+  EXPECT_EQ(shell_join(agent), "/opt/afd/bin/afd node /etc/afd/t.yaml --node far --coordinator 127.0.0.1:7650 "
+                               "--model '/data/my model' --credentials /run/afd/tls --exit-with-stdin");
+  topology::ssh_target target{"afd", "10.255.0.7", 2222, "/home/afd/.ssh/id_ed25519"};
+  const auto ssh = ssh_command(target, agent);
+  EXPECT_EQ(shell_join(ssh), "ssh -o BatchMode=yes -o ConnectTimeout=10 -p 2222 -i /home/afd/.ssh/id_ed25519 "
+                             "afd@10.255.0.7 -- '/opt/afd/bin/afd node /etc/afd/t.yaml --node far --coordinator "
+                             "127.0.0.1:7650 --model '\\''/data/my model'\\'' --credentials /run/afd/tls "
+                             "--exit-with-stdin'");
+  EXPECT_EQ(shell_join(ssh_command({"root", "b", 22, ""}, {"afd", "status"})),
+            "ssh -o BatchMode=yes -o ConnectTimeout=10 root@b -- 'afd status'");
+}
+
+TEST(launch_plan, loopback_only_clusters_may_stay_plain) {
+  EXPECT_FALSE(loopback_only(parse(kBase)));
+  std::string yaml = kBase;
+  const std::string far = "  - {name: far, host: 10.255.0.7}\n";
+  yaml.replace(yaml.find(far), far.size(), "  - {name: far, host: 127.0.0.2}\n");
+  EXPECT_TRUE(loopback_only(parse(yaml)));
 }
 
 TEST(launch_plan, remote_coordinator_is_refused) {
@@ -157,6 +180,61 @@ TEST(child_process, exit_status_signal_and_log) {
   auto missing = child_process::spawn({"/nonexistent/afd"}, log);
   ASSERT_FALSE(missing);
   EXPECT_NE(missing.err().message().find("/nonexistent/afd"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace afd::launch
+
+namespace afd::launch {
+namespace {
+
+using clock = std::chrono::steady_clock;
+using std::chrono::seconds;
+
+TEST(restart_budget, three_restarts_in_sixty_seconds_then_gives_up) {
+  restart_budget b;  // the default policy
+  EXPECT_EQ(b.policy().to_string(), "3 restarts in 60 s");
+  const auto t0 = clock::time_point{} + seconds(1000);
+  EXPECT_TRUE(b.try_restart(t0));
+  EXPECT_TRUE(b.try_restart(t0 + seconds(1)));
+  EXPECT_TRUE(b.try_restart(t0 + seconds(2)));
+  EXPECT_EQ(b.used(t0 + seconds(2)), 3);
+  EXPECT_FALSE(b.try_restart(t0 + seconds(3)));  // the 4th exit inside the window: given up
+  EXPECT_EQ(b.total(), 3);
+}
+
+TEST(restart_budget, the_window_slides) {
+  restart_budget b({2, seconds(10)});
+  const auto t0 = clock::time_point{} + seconds(1000);
+  EXPECT_TRUE(b.try_restart(t0));
+  EXPECT_TRUE(b.try_restart(t0 + seconds(5)));
+  EXPECT_FALSE(b.try_restart(t0 + seconds(9)));
+  // The first restart leaves the window at t0 + 10 s: one more is allowed, then none until t0 + 15 s.
+  EXPECT_TRUE(b.try_restart(t0 + seconds(10)));
+  EXPECT_FALSE(b.try_restart(t0 + seconds(14)));
+  EXPECT_TRUE(b.try_restart(t0 + seconds(15)));
+  EXPECT_EQ(b.total(), 4);
+  EXPECT_EQ(b.used(t0 + seconds(100)), 0);
+}
+
+}  // namespace
+}  // namespace afd::launch
+
+namespace afd::launch {
+namespace {
+
+TEST(launch_plan, the_files_credentials_are_resolved_against_its_directory) {
+  std::string yaml = kBase;
+  const std::string port = "port: 7650}";
+  yaml.replace(yaml.find(port), port.size(), "port: 7650, credentials: secrets/tls}");
+  yaml.replace(yaml.find("NODE_A1"), 7, "here");
+  auto t = topology::parse_text(yaml, "t.yaml", "/etc/afd");
+  ASSERT_TRUE(t.ok()) << t.to_error().message();
+  EXPECT_EQ(t.value->coordinator.credentials, "/etc/afd/secrets/tls");
+  yaml.replace(yaml.find("secrets/tls"), 11, "''");
+  auto empty = topology::parse_text(yaml, "t.yaml", "/etc/afd");
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.to_error().message().find("t.yaml:6:"), std::string::npos) << empty.to_error().message();
 }
 
 }  // namespace

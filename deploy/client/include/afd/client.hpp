@@ -138,6 +138,15 @@ class cluster {
   /// Connects to the coordinator of a launched cluster (`afd launch`).
   static expected<std::unique_ptr<cluster>> connect(const std::string& host, std::uint16_t port,
                                                     std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  /// The same over TLS with the cluster's credentials: `credentials` is a directory holding
+  /// ca.pem, client.pem and client.key (`afd launch` makes them in its run directory, RUN/tls);
+  /// empty: plain TCP. A coordinator that requires TLS refuses a plain client, and the reverse.
+  static expected<std::unique_ptr<cluster>> connect(const std::string& host, std::uint16_t port,
+                                                    std::chrono::milliseconds timeout, const std::string& credentials);
+  /// Connects to the cluster a topology file describes: its coordinator's node and port, and the
+  /// credentials `afd launch` made on this machine (else the directory $AFD_CREDENTIALS names).
+  static expected<std::unique_ptr<cluster>> connect(const std::string& topology_file,
+                                                    std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
   virtual ~cluster() = default;
 
