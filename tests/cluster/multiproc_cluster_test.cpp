@@ -94,7 +94,7 @@ TEST(multiproc_cluster, a_killed_ffn_process_is_recovered_from_with_the_referenc
   }
   auto st = (*c)->status();
   ASSERT_TRUE(st.has_value());
-  EXPECT_EQ(st->epoch, 2u);
+  EXPECT_GE(st->epoch, 2u);  // a witness's transport error may retry an epoch before the loss is known
   ASSERT_TRUE((*c)->stop_cluster().has_value());
   (*c).reset();
 }
