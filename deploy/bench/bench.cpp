@@ -2,6 +2,7 @@
 // worker actors do, minus the control plane), drives the load, times it, and compares its results
 // with the reference engine's under the same numerics.
 
+#include "runtime/core/stats.hpp"
 #include "deploy/bench/bench.hpp"
 
 #include <sched.h>
@@ -48,15 +49,6 @@ using clock_type = std::chrono::steady_clock;
 
 double seconds_between(clock_type::time_point a, clock_type::time_point b) {
   return std::chrono::duration<double>(b - a).count();
-}
-
-/// Nearest-rank percentile (p in [0, 1]); 0 for no samples.
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  const double rank = std::ceil(p * static_cast<double>(v.size()));
-  const auto i = static_cast<std::size_t>(std::clamp(rank, 1.0, static_cast<double>(v.size()))) - 1;
-  return v[i];
 }
 
 double process_cpu_seconds() {

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/core/stats.hpp"
 #include "deploy/cli/command_registry.hpp"
 #include <afd/client.hpp>
 #include "kernels/cpu/cpu_kernels.hpp"
@@ -32,14 +33,6 @@ using clock_type = std::chrono::steady_clock;
 
 double seconds_between(clock_type::time_point a, clock_type::time_point b) {
   return std::chrono::duration<double>(b - a).count();
-}
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  const auto i = static_cast<std::size_t>(std::min<double>(static_cast<double>(v.size()) - 1,
-                                                           std::ceil(p * static_cast<double>(v.size())) - 1));
-  return v[i];
 }
 
 /// Writes the small preset into `dir` unless a checkpoint is already there.
