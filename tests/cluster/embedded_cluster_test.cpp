@@ -581,17 +581,9 @@ void expect_recovery_keeps_the_reference_tokens(const char* victim) {
     }
   }
   // The crashed worker is restarted, rejoins, and the cluster returns to its full capacity.
-  const auto give_up = clock_type::now() + 30s;
-  client::cluster_status st;
-  for (;;) {
-    auto s = c->status();
-    ASSERT_TRUE(s.has_value()) << s.err().to_string();
-    st = *s;
-    const bool all_ready = std::all_of(st.workers.begin(), st.workers.end(),
-                                       [](const client::worker_status& w) { return w.state == worker_state::ready; });
-    if ((st.ready && all_ready) || clock_type::now() > give_up) break;
-    std::this_thread::sleep_for(50ms);
-  }
+  auto full = wait_full_capacity(*c);
+  ASSERT_TRUE(full.has_value()) << full.err().to_string();
+  const client::cluster_status st = *full;
   EXPECT_TRUE(st.ready);
   EXPECT_GE(st.epoch, 3u);
   for (const auto& w : st.workers) {

@@ -82,17 +82,9 @@ TEST_P(single_fault, every_request_keeps_the_reference_tokens_and_capacity_retur
   }
   std::this_thread::sleep_until(armed + fc.lasts);
   // Full capacity again.
-  client::cluster_status st;
-  const auto give_up = clock_type::now() + 30s;
-  for (;;) {
-    auto s = c->status();
-    ASSERT_TRUE(s.has_value()) << s.err().to_string();
-    st = *s;
-    const bool all_ready = std::all_of(st.workers.begin(), st.workers.end(),
-                                       [](const client::worker_status& w) { return w.state == worker_state::ready; });
-    if ((st.ready && all_ready) || clock_type::now() > give_up) break;
-    std::this_thread::sleep_for(50ms);
-  }
+  auto full = wait_full_capacity(*c);
+  ASSERT_TRUE(full.has_value()) << full.err().to_string();
+  const client::cluster_status st = *full;
   std::string events;
   for (const auto& e : st.events) events += e.kind + " " + e.worker + ": " + e.detail + "\n";
   SCOPED_TRACE(events);

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -158,6 +160,22 @@ inline std::string thread_names() {
     out += name + " ";
   }
   return out;
+}
+
+/// The cluster's status once it is ready with every worker ready (its full capacity), or the last
+/// status seen when `limit` passes first (the caller's assertions then say what is missing).
+inline expected<client::cluster_status> wait_full_capacity(client::cluster& c,
+                                                           std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    auto s = c.status();
+    if (!s) return s.err();
+    const bool all_ready = std::all_of(s->workers.begin(), s->workers.end(), [](const client::worker_status& w) {
+      return w.state == worker_state::ready;
+    });
+    if ((s->ready && all_ready) || std::chrono::steady_clock::now() > give_up) return s;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
 }
 
 }  // namespace afd::cluster_testing
