@@ -140,6 +140,8 @@ class coordinator_state {
     if (member(*w) && w->handle && steady::now() - w->last_heartbeat < timeouts::heartbeat_timeout)
       return to_caf_error(fail(errc::invalid_argument, "worker '", m.name, "' is already registered and alive"));
     if (member(*w)) declare_failed(*w, "replaced by a new incarnation that registered");
+    // Workers that ran under a lost coordinator: the epochs continue above theirs.
+    if (!started_ && m.last_epoch >= epoch_) epoch_ = m.last_epoch + 1;
     const bool rejoining = w->registered;
     const bool new_actor = w->handle != sender;
     if (w->handle && new_actor) self_->demonitor(w->handle);
@@ -182,6 +184,8 @@ class coordinator_state {
     // starting, or a role waiting for a member within recovery_wait) it queues them, bounded by
     // limits.queue, and admits them once the epoch is ready: a recovery costs clients time, not
     // refusals.
+    // Gave up waiting for a lost role (until a member comes back): refused with the cause.
+    if (!ready_ && gave_up_) return to_caf_error(gave_up_);
     if (!ready_ && !started_) {
       const auto n = count_if([](const worker_entry& x) { return x.ready; });
       return to_caf_error(fail(errc::unavailable, "cluster '", spec_.name, "' is not ready (", n, " of ",
@@ -195,6 +199,8 @@ class coordinator_state {
     request_entry r;
     r.id = next_id_++;
     r.client = caf::actor_cast<caf::actor>(self_->current_sender());
+    r.generated = std::move(m.resume);  // a resumed request goes on from its tokens so far
+    m.resume.clear();
     r.req = std::move(m);
     const auto id = r.id;
     requests_.emplace(id, std::move(r));
@@ -515,8 +521,8 @@ class coordinator_state {
     if (waiting_since_ && now - *waiting_since_ > spec_.recovery_wait) {
       event("gave_up", "", waiting_for_);
       waiting_since_.reset();
-      fail_requests(fail(errc::unavailable, waiting_for_, "; none came back within ",
-                         spec_.recovery_wait.count(), " ms"));
+      gave_up_ = fail(errc::unavailable, waiting_for_, "; none came back within ", spec_.recovery_wait.count(), " ms");
+      fail_requests(gave_up_);
     }
   }
 
@@ -649,6 +655,15 @@ class coordinator_state {
     limits.max_new_tokens_field = "limits.max_new_tokens";
     limits.max_context_field = "limits.max_context";
     if (auto ok = engine::validate_request(limits, to_engine_request(m)); !ok) return ok.err();
+    if (!m.resume.empty()) {
+      if (static_cast<std::int64_t>(m.resume.size()) >= m.max_new_tokens)
+        return fail(errc::invalid_argument, "resume: ", m.resume.size(), " tokens already produced, max_new_tokens is ",
+                    m.max_new_tokens, " (a finished request cannot resume)");
+      for (std::size_t i = 0; i < m.resume.size(); ++i)
+        if (m.resume[i] < 0 || m.resume[i] >= spec_.model.vocab_size)
+          return fail(errc::invalid_argument, "resume[", i, "] = ", m.resume[i], " is outside the vocabulary [0, ",
+                      spec_.model.vocab_size, ")");
+    }
     std::int64_t largest = 0, needed = 0;
     for (const auto& w : attention_)
       if (w.kv_total > largest) {
@@ -833,6 +848,7 @@ class coordinator_state {
 
   void become_ready() {
     ready_ = true;
+    gave_up_ = afd::error{};
     event("epoch_ready", "", std::to_string(count_if([](const worker_entry& w) { return member(w); })) + " members");
     for (auto& rp : ready_waiters_) rp.deliver(true);
     ready_waiters_.clear();
@@ -900,6 +916,7 @@ class coordinator_state {
   std::int64_t finished_count_ = 0;
   std::uint64_t recoveries_ = 0;
   std::vector<caf::response_promise> ready_waiters_;
+  afd::error gave_up_;  ///< set when a lost role did not come back within recovery_wait; cleared when ready
   engine::placement placement_;  ///< this epoch's: the topology's for the live FFN workers
   bool started_ = false;         ///< the first epoch was started (recovery needs one)
   steady::time_point started_at_ = steady::now();

@@ -29,6 +29,7 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;               ///< an a
 using fenced_atom = caf::atom_constant<caf::atom("fenced")>;           ///< coordinator -> worker: you were declared failed
 using arm_faults_atom = caf::atom_constant<caf::atom("armfaults")>;    ///< arm a fault plan (rules + seed)
 using fault_fired_atom = caf::atom_constant<caf::atom("faultfire")>;  ///< launcher -> coordinator: it applied process rule i
+using reconnect_atom = caf::atom_constant<caf::atom("reconnect")>;    ///< a worker tries to find its lost coordinator again
 using poll_stop_atom = caf::atom_constant<caf::atom("pollstop")>;      ///< a worker looks whether its engine stopped
 
 /// Worker -> coordinator: join the cluster. Answered with the coordinator's epoch, or an error
@@ -42,6 +43,9 @@ struct register_worker_msg {
   /// Distinguishes the lives of one worker name: a restarted process or a fenced worker that
   /// rejoins registers with a new incarnation and is a new member.
   std::uint64_t incarnation = 0;
+  /// The last epoch this worker ran under any coordinator (0: none): a coordinator that replaced
+  /// a lost one continues the epochs above it, so fencing by epoch still holds.
+  std::uint32_t last_epoch = 0;
 };
 
 /// Worker -> coordinator, every timeouts::heartbeat_interval from the worker's actor thread:
@@ -90,6 +94,9 @@ struct request_msg {
   std::uint64_t seed = 0;
   std::vector<std::int32_t> stop_ids;
   std::int64_t logits_rows = 0;
+  /// Tokens this request already produced (a client resuming it at a coordinator that replaced a
+  /// lost one): generation continues at index resume.size(), as after a worker's loss.
+  std::vector<std::int32_t> resume;
 };
 
 /// Coordinator -> attention worker: run this request. `generated` is non-empty when it resumes
@@ -208,7 +215,7 @@ struct cluster_status_msg {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, register_worker_msg& x) {
   return f(caf::meta::type_name("register_worker_msg"), x.role, x.name, x.address, x.kv_blocks, x.device,
-           x.incarnation);
+           x.incarnation, x.last_epoch);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, heartbeat_msg& x) {
@@ -235,7 +242,7 @@ typename Inspector::result_type inspect(Inspector& f, start_epoch_msg& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, request_msg& x) {
   return f(caf::meta::type_name("request_msg"), x.prompt, x.max_new_tokens, x.temperature, x.top_k, x.top_p,
-           x.seed, x.stop_ids, x.logits_rows);
+           x.seed, x.stop_ids, x.logits_rows, x.resume);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, admit_msg& x) {

@@ -60,6 +60,16 @@ inline constexpr milliseconds shutdown{5000};
 inline constexpr milliseconds client_request{10000};
 /// The launcher's wait for the coordinator's status when it reports a failed start.
 inline constexpr milliseconds launcher_status{3000};
+/// A worker or client that lost its coordinator tries to reach the next one this often (the
+/// replaced process listens again within a second or two), each try bounded by coordinator_probe.
+inline constexpr milliseconds coordinator_retry{200};
+inline constexpr milliseconds coordinator_probe{1000};
+/// How long a worker or a client keeps looking for a lost coordinator before it gives up (a
+/// worker then exits: no orphan processes when no coordinator returns).
+inline constexpr milliseconds coordinator_failover_grace{30000};
+/// A client waits this long for a coordinator it found again to be ready (every worker registered
+/// again), then looks again: a restarted coordinator is ready within a second or two.
+inline constexpr milliseconds coordinator_ready{10000};
 /// A worker's transport flush when its actor ends: messages in flight drain in microseconds; a
 /// dead peer must not hold the exit.
 inline constexpr milliseconds transport_shutdown{1000};

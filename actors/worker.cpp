@@ -111,6 +111,8 @@ expected<caf::actor> spawn_worker(caf::actor_system& sys, const dataplane::clust
                                          : static_cast<std::uint64_t>(
                                                std::chrono::system_clock::now().time_since_epoch().count());
   ctx.on_exit = env.on_exit;
+  ctx.reconnect = env.reconnect;
+  ctx.reconnect_grace = env.reconnect_grace;
   if (env.faults) ctx.site->arm(env.faults);
   return detail::spawn_worker_actor(sys, std::move(ctx));
 }

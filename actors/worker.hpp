@@ -6,6 +6,7 @@
 
 #include <caf/all.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -29,6 +30,12 @@ struct worker_environment {
   std::shared_ptr<faults::fault_plan> faults;
   /// Called on the worker actor's thread when it ends (supervision); may be empty.
   std::function<void(const caf::error&)> on_exit;
+  /// Finds the coordinator again when it is lost (its process was replaced): called on the
+  /// worker's thread, blocking and bounded. Empty: a worker whose coordinator is gone ends.
+  std::function<expected<caf::actor>()> reconnect;
+  /// How long a worker without its coordinator keeps trying to find it before it ends (so that a
+  /// cluster whose coordinator never returns leaves no orphan process).
+  std::chrono::milliseconds reconnect_grace{30000};
 };
 
 /// Creates the worker `name` of `spec` (its transport first, so that a bad transport setting

@@ -6,6 +6,7 @@
 // batched once per step.
 
 #include <algorithm>
+#include <cstdio>
 #include <chrono>
 #include <memory>
 #include <set>
@@ -58,15 +59,68 @@ struct worker_actor_state {
     link = std::make_shared<control_link>(ctx.coordinator, ctx.site);
     self->monitor(ctx.coordinator);
     self->set_down_handler([this](caf::down_msg& m) {
-      // Without its coordinator a worker has nothing to serve: it ends (its process exits).
-      if (m.source == ctx.coordinator.address()) self->quit(m.reason);
+      if (!ctx.coordinator || m.source != ctx.coordinator.address()) return;
+      // Without a coordinator a worker has nothing to serve. When its coordinator can be
+      // replaced, it keeps its weights and connections and looks for the new one (within
+      // reconnect_grace); otherwise it ends (its process exits).
+      if (!ctx.reconnect) {
+        self->quit(m.reason);
+        return;
+      }
+      on_coordinator_lost();
     });
     register_now();
     self->delayed_send(self, timeouts::heartbeat_interval, tick_atom::value);
   }
 
+  /// The coordinator is gone: stop the engine (its requests live on with the clients, which
+  /// resume them at the next coordinator) and look for the next coordinator.
+  void on_coordinator_lost() {
+    std::fprintf(stderr, "worker '%s': lost the coordinator; looking for it again (for up to %lld ms)\n",
+                 ctx.name.c_str(), static_cast<long long>(ctx.reconnect_grace.count()));
+    if (has_engine()) {
+      if (attention) attention->request_stop();
+      if (ffn) ffn->request_stop();
+      reset_engines();
+    }
+    lost_coordinator_node = ctx.coordinator.node();
+    ctx.coordinator = nullptr;
+    state = worker_state::starting;
+    lost_coordinator_at = std::chrono::steady_clock::now();
+    self->send(self, reconnect_atom::value);
+  }
+
+  void on_reconnect() {
+    if (ctx.coordinator) return;
+    if (std::chrono::steady_clock::now() - lost_coordinator_at > ctx.reconnect_grace) {
+      self->quit(caf::make_error(caf::sec::remote_linking_failed,
+                                 "worker '" + ctx.name + "': no coordinator came back within " +
+                                     std::to_string(ctx.reconnect_grace.count()) + " ms"));
+      return;
+    }
+    auto found = ctx.reconnect();
+    // CAF may hand back the lost coordinator's proxy while its connection is being torn down.
+    if (found && found->node() == lost_coordinator_node) found = error{errc::unavailable, "the lost coordinator"};
+    if (!found) {
+      self->delayed_send(self, timeouts::coordinator_retry, reconnect_atom::value);
+      return;
+    }
+    std::fprintf(stderr, "worker '%s': found the coordinator again; registering\n", ctx.name.c_str());
+    ctx.coordinator = *found;
+    link = std::make_shared<control_link>(ctx.coordinator, ctx.site);
+    self->monitor(ctx.coordinator);
+    ++ctx.incarnation;
+    epoch = 0;
+    admitted.clear();
+    acks.clear();
+    figures->failed.store(false);
+    figures->running.store(0);
+    register_now();
+  }
+
   void register_now() {
     register_worker_msg m;
+    m.last_epoch = last_epoch;
     m.role = static_cast<std::uint8_t>(ctx.role);
     m.name = ctx.name;
     m.address = address_bytes(*ctx.transport);
@@ -96,6 +150,7 @@ struct worker_actor_state {
   }
 
   void send_heartbeat() {
+    if (!ctx.coordinator) return;  // looking for a lost coordinator
     heartbeat_msg h;
     h.name = ctx.name;
     h.incarnation = ctx.incarnation;
@@ -124,6 +179,7 @@ struct worker_actor_state {
     figures->running.store(0);
     admitted.clear();
     epoch = m.epoch;
+    last_epoch = std::max(last_epoch, epoch);
     auto made = is_attention() ? start_attention(m) : start_ffn(m);
     if (!made) {
       state = worker_state::failed;
@@ -410,7 +466,10 @@ struct worker_actor_state {
   bool registering = false;  ///< this life's registration awaits its answer
   worker_state state = worker_state::starting;
   std::uint32_t epoch = 0;
+  std::uint32_t last_epoch = 0;  ///< the highest epoch it ran, under any coordinator
   std::uint32_t rejoins = 0;
+  std::chrono::steady_clock::time_point lost_coordinator_at{};
+  caf::node_id lost_coordinator_node;
 };
 
 caf::behavior worker_behavior(worker_actor* self, worker_context ctx) {
@@ -428,6 +487,7 @@ caf::behavior worker_behavior(worker_actor* self, worker_context ctx) {
       [&s](tick_atom) { s.on_tick(); },
       [&s](fenced_atom, std::uint64_t incarnation) { s.on_fenced(incarnation); },
       [&s](arm_faults_atom, fault_plan_msg& m) { return s.on_arm(m); },
+      [&s](reconnect_atom) { s.on_reconnect(); },
   };
 }
 

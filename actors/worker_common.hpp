@@ -38,6 +38,11 @@ struct worker_context {
   std::uint64_t incarnation = 0;
   /// Called (on the actor's thread) when the actor ends; local_cluster's supervisor uses it.
   std::function<void(const caf::error&)> on_exit;
+  /// Finds the coordinator again after it was lost (a replaced coordinator process); blocking,
+  /// bounded. Empty: a worker whose coordinator is gone ends.
+  std::function<expected<caf::actor>()> reconnect;
+  /// How long a worker without its coordinator keeps trying before it ends.
+  std::chrono::milliseconds reconnect_grace{0};
 };
 
 /// Spawns the actor of a worker of either role (detached: its own thread).

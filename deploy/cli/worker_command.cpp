@@ -131,7 +131,18 @@ int run_worker(int argc, char** argv) {
   }
   for (const auto& n : names) {
     if (code != 0) break;
-    auto w = actors::spawn_worker(*system, *spec, n, *coordinator_handle);
+    // When the coordinator's process is replaced, the worker keeps its weights and finds the new
+    // one at the same address (within the failover grace, then it exits: no orphans).
+    actors::worker_environment env;
+    caf::actor_system* sys = system.get();
+    const std::string host = address->first;
+    const auto port = static_cast<std::uint16_t>(address->second);
+    const bool secure = !credentials.empty();
+    env.reconnect = [sys, host, port, secure]() {
+      return launch::tls::connect(*sys, host, port, secure, actors::timeouts::coordinator_probe);
+    };
+    env.reconnect_grace = actors::timeouts::coordinator_failover_grace;
+    auto w = actors::spawn_worker(*system, *spec, n, *coordinator_handle, env);
     if (!w) {
       std::fprintf(stderr, "afd worker: %s\n", w.err().message().c_str());
       code = 1;

@@ -17,6 +17,9 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <thread>
+#include <functional>
+#include <algorithm>
 
 #include "actors/local_cluster.hpp"
 #include "actors/messages.hpp"
@@ -38,6 +41,7 @@ using client_submit_atom = caf::atom_constant<caf::atom("csubmit")>;
 class request_table {
  public:
   struct entry {
+    actors::request_msg msg;  ///< as submitted: resubmitted (with its tokens so far) after a failover
     token_callback on_token;
     std::vector<token> tokens;
     std::size_t taken = 0;  ///< tokens handed out by next_token
@@ -54,14 +58,70 @@ class request_table {
     std::lock_guard lock(mutex_);
     callbacks_.erase(key);
   }
-  /// The coordinator accepted the request: its tokens may arrive from now on.
-  void add(request_id id, std::uint64_t key) {
+  /// The coordinator accepted the request as `remote`: its tokens may arrive from now on. Returns
+  /// the id the caller sees, this client's own (a coordinator that replaces a lost one numbers
+  /// the resumed requests anew).
+  request_id add(request_id remote, std::uint64_t key, const actors::request_msg& msg) {
     std::lock_guard lock(mutex_);
+    const request_id id = next_id_++;
     entry& e = entries_[id];
+    e.msg = msg;
+    to_local_[remote] = id;
+    to_remote_[id] = remote;
     if (auto it = callbacks_.find(key); it != callbacks_.end()) {
       e.on_token = std::move(it->second);
       callbacks_.erase(it);
     }
+    return id;
+  }
+
+  /// The requests still pending, to resume at a new coordinator: (id, message with the tokens
+  /// received so far as `resume`). Forgets the old coordinator's ids.
+  std::vector<std::pair<request_id, actors::request_msg>> pending_for_resume() {
+    std::lock_guard lock(mutex_);
+    to_local_.clear();
+    to_remote_.clear();
+    std::vector<std::pair<request_id, actors::request_msg>> out;
+    for (auto& [id, e] : entries_) {
+      if (e.done) continue;
+      actors::request_msg m = e.msg;
+      m.resume.clear();
+      for (const auto& t : e.tokens) m.resume.push_back(t.value);
+      out.emplace_back(id, std::move(m));
+    }
+    return out;
+  }
+
+  /// Request `id` resumed at the new coordinator as `remote`.
+  void remap(request_id id, request_id remote) {
+    std::lock_guard lock(mutex_);
+    to_local_[remote] = id;
+    to_remote_[id] = remote;
+  }
+
+  /// The coordinator's id of request `id` (0 when it has none now: a failover is under way).
+  request_id remote_id(request_id id) const {
+    std::lock_guard lock(mutex_);
+    auto it = to_remote_.find(id);
+    return it == to_remote_.end() ? 0 : it->second;
+  }
+
+  /// A request all of whose tokens came before the coordinator was lost (its end record did
+  /// not): it ends here with them.
+  void finish_locally(request_id id, const char* reason) {
+    {
+      std::lock_guard lock(mutex_);
+      auto it = entries_.find(id);
+      if (it == entries_.end() || it->second.done) return;
+      entry& e = it->second;
+      e.done = true;
+      e.result.id = id;
+      for (const auto& t : e.tokens) e.result.tokens.push_back(t.value);
+      e.result.finish_reason = reason;
+      e.result.prompt_tokens = static_cast<std::int64_t>(e.msg.prompt.size());
+      e.result.recoveries = 1;
+    }
+    cv_.notify_all();
   }
 
   void on_tokens(const actors::token_batch_msg& m) {
@@ -70,8 +130,14 @@ class request_table {
       token_callback cb;
       {
         std::lock_guard lock(mutex_);
-        auto it = entries_.find(t.id);
+        auto local = to_local_.find(t.id);
+        if (local == to_local_.end()) continue;
+        tok.id = local->second;
+        auto it = entries_.find(tok.id);
         if (it == entries_.end() || it->second.done) continue;
+        // Once each, in order: a token the client already has (resent around a failover) is not
+        // handed out again.
+        if (tok.index != static_cast<std::int64_t>(it->second.tokens.size())) continue;
         it->second.tokens.push_back(tok);
         cb = it->second.on_token;
       }
@@ -83,6 +149,9 @@ class request_table {
   void on_done(actors::finished_rec& f) {
     {
       std::lock_guard lock(mutex_);
+      auto local = to_local_.find(f.id);
+      if (local == to_local_.end()) return;
+      f.id = local->second;
       auto it = entries_.find(f.id);
       if (it == entries_.end() || it->second.done) return;
       entry& e = it->second;
@@ -170,30 +239,98 @@ class request_table {
   std::condition_variable cv_;
   std::map<request_id, entry> entries_;
   std::map<std::uint64_t, token_callback> callbacks_;
+  std::map<request_id, request_id> to_local_;   ///< the coordinator's id -> the caller's
+  std::map<request_id, request_id> to_remote_;  ///< the caller's id -> the coordinator's
+  request_id next_id_ = 1;
   afd::error closed_;
 };
 
-/// Submits for the API, receives this client's tokens and request ends.
-caf::behavior receiver_behavior(caf::event_based_actor* self, caf::actor coordinator,
-                                std::shared_ptr<request_table> table) {
-  self->monitor(coordinator);
-  self->set_down_handler([table](caf::down_msg& m) {
+/// The coordinator a client talks to now; replaced after a failover. Shared by the API threads,
+/// the receiver actor and the failover thread.
+struct coordinator_ref {
+  mutable std::mutex mutex;
+  caf::actor handle;
+  caf::actor get() const {
+    std::lock_guard lock(mutex);
+    return handle;
+  }
+  void set(caf::actor a) {
+    std::lock_guard lock(mutex);
+    handle = std::move(a);
+  }
+};
+
+using new_coordinator_atom = caf::atom_constant<caf::atom("newcoord")>;
+
+/// Submits for the API, receives this client's tokens and request ends. When the coordinator is
+/// lost and `on_lost` is set (a remote cluster whose coordinator can be replaced), the requests
+/// stay pending: `on_lost` looks for the new coordinator, and new_coordinator_atom resumes every
+/// pending request there with the tokens received so far.
+/// Reports to the failover thread: the coordinator on `node` was lost (or a new one did not
+/// become ready), or the requests were resumed at the new one.
+struct failover_events {
+  std::function<void(caf::node_id)> lost;
+  std::function<void()> resumed;
+  explicit operator bool() const { return static_cast<bool>(lost); }
+};
+
+caf::behavior receiver_behavior(caf::event_based_actor* self, std::shared_ptr<coordinator_ref> coordinator,
+                                std::shared_ptr<request_table> table, failover_events failover) {
+  self->monitor(coordinator->get());
+  self->set_down_handler([coordinator, table, failover](caf::down_msg& m) {
+    if (!coordinator->get() || m.source != coordinator->get().address()) return;
+    if (failover) {
+      coordinator->set(nullptr);
+      failover.lost(m.source.node());
+      return;
+    }
     table->close(fail(errc::unavailable, "lost the cluster's coordinator (", caf::to_string(m.reason), ")"));
   });
   return {
       [self, coordinator, table](client_submit_atom, actors::request_msg& m, std::uint64_t key) {
         auto rp = self->make_response_promise();
-        self->request(coordinator, actors::timeouts::client_request, std::move(m))
+        auto to = coordinator->get();
+        if (!to) {
+          table->drop_callback(key);
+          rp.deliver(actors::to_caf_error(fail(errc::unavailable, "the cluster's coordinator is being replaced; retry")));
+          return rp;
+        }
+        self->request(to, actors::timeouts::client_request, m)
             .then(
-                [rp, table, key](std::int64_t id) mutable {
-                  table->add(id, key);
-                  rp.deliver(id);
-                },
+                [rp, table, key, m](std::int64_t remote) mutable { rp.deliver(table->add(remote, key, m)); },
                 [rp, table, key](caf::error& e) mutable {
                   table->drop_callback(key);
                   rp.deliver(e);
                 });
         return rp;
+      },
+      [self, failover](new_coordinator_atom, caf::actor next) {
+        // Resumed once the new coordinator has its first epoch (every worker registered again);
+        // one that does not answer is looked for again.
+        self->request(next, actors::timeouts::coordinator_ready, actors::await_ready_atom::value)
+            .then([self, next](bool) { self->send(self, new_coordinator_atom::value, next, true); },
+                  [failover](caf::error&) { failover.lost(caf::node_id{}); });
+      },
+      [self, coordinator, table, failover](new_coordinator_atom, caf::actor next, bool) {
+        coordinator->set(next);
+        self->monitor(next);
+        failover.resumed();
+        for (auto& [id, m] : table->pending_for_resume()) {
+          if (static_cast<std::int64_t>(m.resume.size()) >= m.max_new_tokens) {
+            table->finish_locally(id, "length");
+            continue;
+          }
+          if (!m.resume.empty() && std::find(m.stop_ids.begin(), m.stop_ids.end(), m.resume.back()) != m.stop_ids.end()) {
+            table->finish_locally(id, "stop");
+            continue;
+          }
+          self->request(next, actors::timeouts::client_request, m)
+              .then([table, id = id](std::int64_t remote) { table->remap(id, remote); },
+                    [table, id = id](caf::error& e) {
+                      table->end(id, fail(errc::unavailable, "request ", id, " could not resume at the new coordinator: ",
+                                          actors::from_caf_error(e).message()));
+                    });
+        }
       },
       [table](actors::token_batch_msg& m) { table->on_tokens(m); },
       [table](actors::finished_rec& f) { table->on_done(f); },
@@ -217,6 +354,7 @@ actors::request_msg to_message(const request& r) {
 /// the cluster did not answer: unavailable.
 template <class T>
 expected<T> ask(caf::actor_system& sys, const caf::actor& to, std::chrono::milliseconds timeout, auto... xs) {
+  if (!to) return fail(errc::unavailable, "the cluster's coordinator is being replaced; retry");
   caf::scoped_actor self{sys};
   std::optional<T> value;
   afd::error failure;
@@ -230,16 +368,36 @@ expected<T> ask(caf::actor_system& sys, const caf::actor& to, std::chrono::milli
 
 class cluster_impl final : public cluster {
  public:
+  /// Finds the coordinator again after it was lost (blocking, bounded); empty: none.
+  using reconnect_fn = std::function<expected<caf::actor>(caf::actor_system&)>;
+
   /// Embedded.
   explicit cluster_impl(std::unique_ptr<actors::local_cluster> local) : local_(std::move(local)) {
-    coordinator_ = local_->coordinator();
-    receiver_ = system().spawn(receiver_behavior, coordinator_, table_);
+    coordinator_->set(local_->coordinator());
+    receiver_ = system().spawn(receiver_behavior, coordinator_, table_, failover_events{});
   }
-  /// Remote.
+  /// Remote: when the coordinator is lost, `reconnect` is tried until a new one answers (within
+  /// timeouts::coordinator_failover_grace) and every pending request resumes there.
   cluster_impl(std::unique_ptr<caf::actor_system_config> cfg, std::unique_ptr<caf::actor_system> sys,
-               caf::actor coordinator)
-      : config_(std::move(cfg)), system_(std::move(sys)), coordinator_(std::move(coordinator)) {
-    receiver_ = system().spawn(receiver_behavior, coordinator_, table_);
+               caf::actor coordinator, reconnect_fn reconnect)
+      : config_(std::move(cfg)), system_(std::move(sys)), reconnect_(std::move(reconnect)) {
+    coordinator_->set(std::move(coordinator));
+    failover_events events;
+    if (reconnect_) {
+      failover_ = std::thread([this] { failover_loop(); });
+      events.lost = [this](caf::node_id node) {
+        std::lock_guard lock(failover_mutex_);
+        lost_ = true;
+        if (node) lost_nodes_.push_back(node);
+        failover_cv_.notify_all();
+      };
+      events.resumed = [this] {
+        std::lock_guard lock(failover_mutex_);
+        resumed_ = true;
+        failover_cv_.notify_all();
+      };
+    }
+    receiver_ = system().spawn(receiver_behavior, coordinator_, table_, events);
   }
   ~cluster_impl() override { shutdown(); }
 
@@ -266,7 +424,9 @@ class cluster_impl final : public cluster {
     if (st == 0) return fail(errc::invalid_argument, "unknown request id ", id);
     if (st == 2) return fail(errc::invalid_argument, "request ", id, " has already finished");
     if (auto e = table_->closed()) return e;
-    auto ok = ask<bool>(system(), coordinator_, actors::timeouts::client_request, actors::cancel_atom::value, id);
+    const request_id remote = table_->remote_id(id);
+    if (remote == 0) return fail(errc::unavailable, "request ", id, " is moving to a new coordinator; retry");
+    auto ok = ask<bool>(system(), current(), actors::timeouts::client_request, actors::cancel_atom::value, remote);
     if (!ok) return ok.err();
     table_->end(id, fail(errc::cancelled, "request ", id, " was cancelled"));
     return {};
@@ -274,7 +434,7 @@ class cluster_impl final : public cluster {
 
   expected<cluster_status> status(std::chrono::milliseconds timeout) override {
     if (auto e = table_->closed()) return e;
-    auto s = ask<actors::cluster_status_msg>(system(), coordinator_, timeout, actors::status_atom::value);
+    auto s = ask<actors::cluster_status_msg>(system(), current(), timeout, actors::status_atom::value);
     if (!s) return s.err();
     cluster_status out;
     out.epoch = s->epoch;
@@ -316,7 +476,7 @@ class cluster_impl final : public cluster {
   expected<void> arm_faults(const std::vector<std::string>& rules, std::uint64_t seed) override {
     if (auto e = table_->closed()) return e;
     actors::fault_plan_msg m{rules, seed};
-    auto ok = ask<bool>(system(), coordinator_, actors::timeouts::client_request, actors::arm_faults_atom::value, m);
+    auto ok = ask<bool>(system(), current(), actors::timeouts::client_request, actors::arm_faults_atom::value, m);
     if (!ok) return ok.err();
     return {};
   }
@@ -325,10 +485,18 @@ class cluster_impl final : public cluster {
     std::lock_guard lock(shutdown_mutex_);
     if (down_) return;
     down_ = true;
+    if (failover_.joinable()) {
+      {
+        std::lock_guard l(failover_mutex_);
+        stopping_ = true;
+        failover_cv_.notify_all();
+      }
+      failover_.join();
+    }
     table_->close(fail(errc::unavailable, local_ ? "the cluster was shut down" : "disconnected from the cluster"));
     caf::anon_send_exit(receiver_, caf::exit_reason::user_shutdown);
     receiver_ = nullptr;
-    coordinator_ = nullptr;
+    coordinator_->set(nullptr);
     if (local_) {
       local_->stop();
       local_.reset();  // joins every actor and thread of the cluster
@@ -341,7 +509,7 @@ class cluster_impl final : public cluster {
   expected<void> stop_cluster() override {
     if (!local_) {
       if (auto e = table_->closed()) return e;
-      auto ok = ask<bool>(system(), coordinator_, actors::timeouts::client_request, actors::shutdown_atom::value);
+      auto ok = ask<bool>(system(), current(), actors::timeouts::client_request, actors::shutdown_atom::value);
       if (!ok) return ok.err();
     }
     shutdown();
@@ -356,11 +524,67 @@ class cluster_impl final : public cluster {
  private:
   caf::actor_system& system() { return local_ ? local_->system() : *system_; }
 
+  /// The coordinator now: during a failover, a dead handle (asks fail with unavailable).
+  caf::actor current() const {
+    auto c = coordinator_->get();
+    return c ? c : caf::actor{};
+  }
+
+  /// Waits for the coordinator's loss; then tries to reach the new one every coordinator_retry
+  /// until the failover grace ends (then every pending request fails, naming why). A handle on a
+  /// lost coordinator's node (CAF may still hold its connection) is not taken for the new one.
+  void failover_loop() {
+    for (;;) {
+      {
+        std::unique_lock lock(failover_mutex_);
+        failover_cv_.wait(lock, [&] { return lost_ || stopping_; });
+        if (stopping_) return;
+        lost_ = false;
+        resumed_ = false;
+      }
+      const auto give_up = std::chrono::steady_clock::now() + actors::timeouts::coordinator_failover_grace;
+      afd::error last = fail(errc::unavailable, "no answer");
+      bool done = false;
+      while (!done && std::chrono::steady_clock::now() < give_up) {
+        auto next = reconnect_(*system_);
+        std::unique_lock lock(failover_mutex_);
+        if (stopping_) return;
+        const bool stale = next && std::find(lost_nodes_.begin(), lost_nodes_.end(), next->node()) != lost_nodes_.end();
+        if (next && !stale) {
+          caf::anon_send(receiver_, new_coordinator_atom::value, *next);
+          // Resumed, or lost again (it died, or did not become ready): then look again.
+          failover_cv_.wait_until(lock, give_up, [&] { return resumed_ || lost_ || stopping_; });
+          if (stopping_) return;
+          if (resumed_) {
+            resumed_ = false;
+            done = true;
+            break;
+          }
+          lost_ = false;
+          continue;
+        }
+        if (!next) last = next.err();
+        failover_cv_.wait_for(lock, actors::timeouts::coordinator_retry, [&] { return stopping_; });
+      }
+      if (!done)
+        table_->close(fail(errc::unavailable, "lost the cluster's coordinator and none answered within ",
+                           actors::timeouts::coordinator_failover_grace.count(), " ms: ", last.message()));
+    }
+  }
+
   std::unique_ptr<actors::local_cluster> local_;
   std::unique_ptr<caf::actor_system_config> config_;  // remote: the system keeps a reference to it
   std::unique_ptr<caf::actor_system> system_;
-  caf::actor coordinator_;
+  std::shared_ptr<coordinator_ref> coordinator_ = std::make_shared<coordinator_ref>();
   caf::actor receiver_;
+  reconnect_fn reconnect_;
+  std::thread failover_;
+  std::mutex failover_mutex_;
+  std::condition_variable failover_cv_;
+  bool lost_ = false;
+  bool resumed_ = false;
+  bool stopping_ = false;
+  std::vector<caf::node_id> lost_nodes_;  ///< nodes of coordinators that were lost
   std::shared_ptr<request_table> table_ = std::make_shared<request_table>();
   std::atomic<std::uint64_t> next_key_{1};
   std::mutex shutdown_mutex_;
@@ -469,7 +693,13 @@ expected<std::unique_ptr<cluster>> cluster::connect(const std::string& host, std
     if (!coordinator)
       return fail(errc::unavailable, "cannot reach the coordinator at ", host, ":", port, secure ? " (TLS)" : "", ": ",
                   coordinator.err().message());
-    return std::unique_ptr<cluster>(new cluster_impl(std::move(cfg), std::move(sys), std::move(*coordinator)));
+    // The coordinator's process may be replaced (afd launch restarts it): found again at the
+    // same address.
+    auto reconnect = [host, port, secure](caf::actor_system& s) {
+      return launch::tls::connect(s, host, port, secure, actors::timeouts::coordinator_probe);
+    };
+    return std::unique_ptr<cluster>(
+        new cluster_impl(std::move(cfg), std::move(sys), std::move(*coordinator), std::move(reconnect)));
   } catch (const std::exception& e) {
     return fail(errc::internal, "connect: ", e.what());
   }

@@ -142,6 +142,9 @@ std::pair<bool, client::cluster_status> wait_capacity(client::cluster& c, std::s
 std::string rule_for(const std::string& kind, const std::string& target, const std::string& peer,
                      std::chrono::milliseconds step_deadline) {
   const std::string w = " worker=" + target;
+  // The coordinator is seen gone when its links time out (CAF's connection timeout, 3 s): a pause
+  // past that deposes it.
+  if (target == "coordinator" && kind == "pause_process") return kind + w + " duration=5000ms";
   const auto straggle = std::to_string(step_deadline.count() * 13 / 10) + "ms";
   if (kind == "kill_process") return kind + w;
   // Past every deadline: the step deadline, and the hang limit (two step deadlines).
@@ -234,7 +237,9 @@ class runner {
     for (const auto& kind : filtered(o_.kinds, all_kinds()))
       for (const auto& role : filtered(o_.roles, all_roles()))
         for (const auto& phase : filtered(o_.phases, all_phases()))
-          if (!attention_.empty() && !ffn_.empty()) cells.push_back({kind, role, phase});
+          if (!attention_.empty() && !ffn_.empty() &&
+              (role != "coordinator" || kind == "kill_process" || kind == "pause_process"))
+            cells.push_back({kind, role, phase});
     if (o_.random_rows > 0 && !cells.empty()) {
       // A soak: rows drawn from the selection by the seed (the same seed, the same rows).
       std::vector<cell> drawn;
@@ -250,7 +255,8 @@ class runner {
     for (std::size_t i = 0; i < cells.size(); ++i) {
       const auto& members = cells[i].role == "attention" ? attention_ : ffn_;
       say("row " + std::to_string(i + 1) + " of " + std::to_string(cells.size()));
-      row r = run_row(cells[i].kind, cells[i].role, cells[i].phase, members.back());
+      row r = run_row(cells[i].kind, cells[i].role, cells[i].phase,
+                      cells[i].role == "coordinator" ? std::string("coordinator") : members.back());
       report(r);
       out.rows.push_back(std::move(r));
     }
@@ -306,7 +312,8 @@ class runner {
     auto procs = launch::read_processes(cluster_.run_dir());
     if (!procs) return procs.err();
     for (const auto& p : *procs)
-      if (std::find(p.workers.begin(), p.workers.end(), worker) != p.workers.end()) {
+      if (std::find(p.workers.begin(), p.workers.end(), worker) != p.workers.end() ||
+          (p.workers.empty() && p.name == worker)) {
         if (rule.kind == faults::fault_kind::kill_process) {
           if (auto k = launch::apply_process_fault(rule, p.pid); !k) return k.err();
           return std::thread{};
@@ -369,6 +376,8 @@ class runner {
 
     const std::string peer = role == "attention" ? (ffn_.empty() ? "" : ffn_.front())
                                                  : (attention_.empty() ? "" : attention_.front());
+    // The coordinator's recovery row kills an FFN worker first.
+    const std::string victim_worker = role == "coordinator" ? (ffn_.empty() ? "" : ffn_.front()) : peer;
     std::optional<faults::fault_rule> rule;
     if (!baseline) {
       r.rule = rule_for(kind, target, peer, step_deadline_);
@@ -381,7 +390,7 @@ class runner {
     }
     // In the recovery phase another worker (of the other role) is killed first; the row's fault
     // is applied as soon as the coordinator has declared it failed, while the cluster recovers.
-    const std::string victim = phase == "recovery" ? peer : "";
+    const std::string victim = phase == "recovery" ? victim_worker : "";
     const std::size_t events_before = before.events.size();
     const std::int64_t since_ms = before.now_ms;
     say(baseline ? "baseline: " + std::to_string(r.requests) + " requests, no fault"
@@ -639,7 +648,7 @@ const std::vector<std::string>& all_kinds() {
   return k;
 }
 const std::vector<std::string>& all_roles() {
-  static const std::vector<std::string> r{"attention", "ffn"};
+  static const std::vector<std::string> r{"attention", "ffn", "coordinator"};
   return r;
 }
 const std::vector<std::string>& all_phases() {

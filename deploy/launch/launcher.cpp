@@ -112,6 +112,7 @@ std::string describe(const worker_process& w) {
       return "the agent of node '" + w.plan.name.substr(5) + "' (" + how + pid + ")";
     return w.plan.name + " (" + how + pid + ")";
   }
+  if (w.plan.workers.empty()) return "the coordinator's process (" + (pid.empty() ? std::string("-") : pid.substr(2)) + ")";
   return "worker process '" + w.plan.name + "' (workers " + join(w.plan.workers) + pid + ")";
 }
 
@@ -221,8 +222,12 @@ void print_summary(const std::string& who, const topology::topology& t, const da
   };
   std::printf("cluster '%s': %zu attention + %zu FFN workers ready in %.1f s\n", spec.name.c_str(),
               spec.attention_workers.size(), spec.ffn_workers.size(), seconds);
+  long coordinator_pid = static_cast<long>(::getpid());
+  for (const auto& p : procs)
+    if (p.plan.name == "coordinator" && p.plan.workers.empty() && p.child) coordinator_pid = static_cast<long>(p.child->pid());
   if (host_coordinator)
-    std::printf("  coordinator  %s (%s, pid %ld)\n", coordinator.c_str(), who.c_str(), static_cast<long>(::getpid()));
+    std::printf("  coordinator  %s (its own process, supervised by %s, pid %ld)\n", coordinator.c_str(), who.c_str(),
+                coordinator_pid);
   else
     std::printf("  coordinator  %s (node %s)\n", coordinator.c_str(), t.coordinator.node.c_str());
   std::string transport(topology::to_string(t.transport.kind));
@@ -289,20 +294,27 @@ class launcher_impl {
     events_ = std::make_shared<coordinator_events>();
 
     if (o_.host_coordinator) {
-      coordinator_ = actors::spawn_coordinator(*system_, o_.spec);
-      auto port = tls::publish(*system_, coordinator_, static_cast<std::uint16_t>(o_.plan.coordinator_port),
-                               publish_host(o_.plan.coordinator_host), secure());
-      if (!port) {
-        std::fprintf(stderr, "%s: the coordinator: %s\n", o_.who.c_str(), port.err().message().c_str());
-        caf::anon_send_exit(coordinator_, caf::exit_reason::user_shutdown);
-        coordinator_ = nullptr;
+      // The coordinator runs in a process of its own, supervised like the workers: when it dies it
+      // is restarted, and workers and clients find it again (actors/README.md, "Failure model").
+      process_plan cp;
+      cp.name = "coordinator";
+      worker_process w{cp, coordinator_command(), false, false, std::nullopt, run_dir + "/coordinator.log",
+                       supervised_state::running, restart_budget(o_.restarts), false};
+      std::ofstream(w.log, std::ios::trunc).close();
+      if (!spawn(w)) {
         abort_start();
         return false;
       }
-      watcher_ = system_->spawn(watch_coordinator, coordinator_, events_);
+      procs_.push_back(std::move(w));
+      if (!connect_coordinator(t0 + o_.start_timeout)) {
+        abort_start();
+        return false;
+      }
     }
 
     actors::worker_environment env;
+    env.reconnect = reconnect_fn();
+    env.reconnect_grace = actors::timeouts::coordinator_failover_grace;
     if (o_.spec.transport.type == dataplane::transport_settings::kind::loopback)
       env.fabric = transport::loopback_fabric::create();
     for (const auto& p : o_.plan.processes) {
@@ -526,11 +538,67 @@ class launcher_impl {
         break;
       }
       if (!agent_only) {
-        std::lock_guard lock(events_->mutex);
-        if (events_->down) {
-          std::fprintf(stderr, "%s: the coordinator stopped (%s): stopping cluster '%s'\n", o_.who.c_str(),
-                       events_->down_reason.c_str(), o_.spec.name.c_str());
-          break;
+        bool down = false;
+        std::string reason;
+        {
+          std::lock_guard lock(events_->mutex);
+          down = events_->down;
+          reason = events_->down_reason;
+        }
+        if (down && coordinator_) {
+          worker_process* cp = coordinator_process();
+          // A coordinator stopped in order (`afd stop`) exits cleanly: the cluster ends. One that
+          // died is restarted (here, or already by supervise()), and the launcher connects to the
+          // new one.
+          const bool restarted = cp && cp->child && cp->child->pid() != coordinator_pid_;
+          std::optional<int> status;
+          if (cp && cp->child && !restarted)
+            status = cp->child->wait_for(static_cast<int>(timeouts::coordinator_probe_timeout.count()));
+          if (cp && cp->child && !restarted && !status) {
+            // Its process runs but its link is gone (paused, or cut off): it is deposed. It is
+            // killed before a new one starts, so that two coordinators never serve one cluster.
+            std::fprintf(stderr, "%s: the coordinator's process (pid %ld) runs but does not answer: killing it\n",
+                         o_.who.c_str(), static_cast<long>(cp->child->pid()));
+            cp->child->signal(SIGKILL);
+            status = cp->child->wait_for(static_cast<int>(actors::timeouts::process_term.count()));
+          }
+          if (!cp || cp->state == supervised_state::given_up || cp->state == supervised_state::stopped ||
+              (!restarted && (!status || exited_cleanly(*status)))) {
+            if (cp && status) cp->state = supervised_state::stopped;
+            std::fprintf(stderr, "%s: the coordinator stopped (%s): stopping cluster '%s'\n", o_.who.c_str(),
+                         reason.c_str(), o_.spec.name.c_str());
+            break;
+          }
+          lost_coordinator_node_ = coordinator_.node();
+          coordinator_ = nullptr;
+          {
+            std::lock_guard lock(events_->mutex);
+            events_->down = false;
+            events_->ready = false;
+          }
+          if (!restarted) {
+            std::fprintf(stderr, "%s: the coordinator's process %s while serving; restarting it (workers and clients "
+                                 "keep their state and find it again)\n",
+                         o_.who.c_str(), describe_wait_status(*status).c_str());
+            restart(*cp, clock::now());
+            write_process_files();
+            if (cp->state == supervised_state::given_up) break;
+          }
+          next_coordinator_try_ = clock::now();
+        }
+        if (!coordinator_ && o_.host_coordinator && clock::now() >= next_coordinator_try_) {
+          if (auto parsed = parse_host_port(o_.worker.coordinator)) {
+            auto c = tls::connect(*system_, parsed->first, static_cast<std::uint16_t>(parsed->second), secure(),
+                                  timeouts::coordinator_probe_timeout);
+            if (c && c->node() == lost_coordinator_node_) c = error{errc::unavailable, "the lost coordinator"};
+            if (c) {
+              coordinator_ = *c;
+              watcher_ = system_->spawn(watch_coordinator, coordinator_, events_);
+              if (auto* cp = coordinator_process()) coordinator_pid_ = cp->child->pid();
+              std::fprintf(stderr, "%s: connected to the restarted coordinator\n", o_.who.c_str());
+            }
+          }
+          next_coordinator_try_ = clock::now() + actors::timeouts::coordinator_retry;
         }
       }
       if (agent_only) {
@@ -638,6 +706,68 @@ class launcher_impl {
  private:
   bool secure() const { return o_.credentials.has_value(); }
 
+  /// `afd coordinator FILE [--model DIR] [--credentials DIR] [--start-timeout S]`.
+  std::vector<std::string> coordinator_command() const {
+    std::vector<std::string> argv{o_.worker.afd_executable, "coordinator", o_.worker.topology_file, "--start-timeout",
+                                  std::to_string(o_.start_timeout.count())};
+    if (!o_.worker.model_override.empty()) argv.insert(argv.end(), {"--model", o_.worker.model_override});
+    if (!o_.worker.credentials.empty()) argv.insert(argv.end(), {"--credentials", o_.worker.credentials});
+    return argv;
+  }
+
+  /// Connects to the coordinator (its process publishes it within a moment), until `deadline`;
+  /// false (with the reason on stderr) when it never answered or its process ended.
+  bool connect_coordinator(clock::time_point deadline) {
+    auto parsed = parse_host_port(o_.worker.coordinator);
+    if (!parsed) {
+      std::fprintf(stderr, "%s: %s\n", o_.who.c_str(), parsed.err().message().c_str());
+      return false;
+    }
+    std::string last_error;
+    while (clock::now() < deadline) {
+      if (stop_signal()) return false;
+      for (auto& w : procs_)
+        if (w.child && w.plan.workers.empty() && !w.agent)
+          if (auto status = w.child->poll()) {
+            report_exit(o_.who, w, *status, "while starting");
+            return false;
+          }
+      auto c = tls::connect(*system_, parsed->first, static_cast<std::uint16_t>(parsed->second), secure(),
+                            timeouts::coordinator_probe_timeout);
+      if (c) {
+        coordinator_ = *c;
+        watcher_ = system_->spawn(watch_coordinator, coordinator_, events_);
+        if (auto* cp = coordinator_process()) coordinator_pid_ = cp->child->pid();
+        return true;
+      }
+      last_error = c.err().message();
+      std::this_thread::sleep_for(actors::timeouts::coordinator_retry);
+    }
+    std::fprintf(stderr, "%s: no coordinator at %s: %s\n", o_.who.c_str(), o_.worker.coordinator.c_str(),
+                 last_error.c_str());
+    return false;
+  }
+
+  /// How the launcher's own workers find a replaced coordinator.
+  std::function<expected<caf::actor>()> reconnect_fn() {
+    auto parsed = parse_host_port(o_.worker.coordinator);
+    if (!parsed) return {};
+    caf::actor_system* sys = system_.get();
+    const std::string host = parsed->first;
+    const auto port = static_cast<std::uint16_t>(parsed->second);
+    const bool tls_on = secure();
+    return [sys, host, port, tls_on]() {
+      return tls::connect(*sys, host, port, tls_on, actors::timeouts::coordinator_probe);
+    };
+  }
+
+  /// The coordinator's process, when this launcher runs it.
+  worker_process* coordinator_process() {
+    for (auto& w : procs_)
+      if (w.child && !w.agent && w.plan.workers.empty() && w.plan.name == "coordinator") return &w;
+    return nullptr;
+  }
+
   /// Whether this launcher starts process `p` itself.
   bool mine(const process_plan& p) const {
     if (!o_.node.empty()) return p.node == o_.node;
@@ -730,6 +860,12 @@ class launcher_impl {
       w.state = supervised_state::given_up;
       return;
     }
+    if (w.plan.workers.empty()) {
+      std::fprintf(stderr, "%s: restarted the coordinator's process: restart %d of %s, pid %ld -> %ld\n",
+                   o_.who.c_str(), used + 1, o_.restarts.to_string().c_str(), old_pid,
+                   static_cast<long>(w.child->pid()));
+      return;
+    }
     std::fprintf(stderr,
                  "%s: restarted worker process '%s' (workers %s): restart %d of %s, pid %ld -> %ld; it registers "
                  "again under the same names\n",
@@ -742,7 +878,7 @@ class launcher_impl {
   void write_process_files() const {
     {
       std::ofstream pids(run_dir_ + "/processes.tmp");
-      pids << (o_.node.empty() ? "launcher " : "agent ") << ::getpid() << (o_.host_coordinator ? " coordinator" : "");
+      pids << (o_.node.empty() ? "launcher " : "agent ") << ::getpid();
       for (const auto& w : procs_)
         if (!w.child)
           for (const auto& n : w.plan.workers) pids << ' ' << n;
@@ -798,6 +934,9 @@ class launcher_impl {
   bool reachable_ = true;  ///< an agent's last probe of the coordinator answered
   clock::time_point last_reachable_ = clock::now();
   clock::time_point next_probe_{};
+  clock::time_point next_coordinator_try_{};
+  ::pid_t coordinator_pid_ = 0;  ///< the coordinator process coordinator_ was reached in
+  caf::node_id lost_coordinator_node_;  ///< CAF may hand its proxy back while the link is torn down
   struct pending_process_fault {
     faults::fault_rule rule;
     std::size_t index = 0;  ///< in o_.fault_rules (the coordinator's plan)
@@ -807,6 +946,62 @@ class launcher_impl {
   std::vector<pending_process_fault> process_faults_;
   std::vector<std::pair<::pid_t, clock::time_point>> paused_;  ///< paused processes, resumed then
 };
+
+int run_coordinator_process(const coordinator_process_options& o) {
+  caf::actor_system_config cfg;
+  actors::register_message_types(cfg);
+  actors::configure_scheduler(cfg, 2);
+  cfg.load<caf::io::middleman>();
+  if (o.credentials)
+    if (auto applied = tls::apply(*o.credentials, cfg); !applied) {
+      std::fprintf(stderr, "%s: %s\n", o.who.c_str(), applied.err().message().c_str());
+      return 2;
+    }
+  install_stop_signals();
+  auto sys = std::make_unique<caf::actor_system>(cfg);
+  auto coordinator = actors::spawn_coordinator(*sys, o.spec);
+  // The port of a predecessor that was just killed is free again at once (the listening socket
+  // closes with its process), but retry briefly in case the kernel has not released it yet.
+  expected<std::uint16_t> port = error{errc::unavailable, "not published"};
+  const auto give_up = clock::now() + timeouts::coordinator_probe_timeout * 5;
+  for (;;) {
+    port = tls::publish(*sys, coordinator, static_cast<std::uint16_t>(o.port), publish_host(o.host),
+                        o.credentials.has_value());
+    if (port || clock::now() >= give_up) break;
+    std::this_thread::sleep_for(actors::timeouts::coordinator_retry);
+  }
+  if (!port) {
+    std::fprintf(stderr, "%s: %s\n", o.who.c_str(), port.err().message().c_str());
+    caf::anon_send_exit(coordinator, caf::exit_reason::user_shutdown);
+    return 1;
+  }
+  std::fprintf(stderr, "%s: cluster '%s': coordinator at %s, pid %ld\n", o.who.c_str(), o.spec.name.c_str(),
+               host_port(o.host, *port).c_str(), static_cast<long>(::getpid()));
+  auto events = std::make_shared<coordinator_events>();
+  auto watcher = sys->spawn(watch_coordinator, coordinator, events);
+  int code = 0;
+  bool asked_to_stop = false;
+  for (;;) {
+    {
+      std::lock_guard lock(events->mutex);
+      if (events->down) {
+        std::fprintf(stderr, "%s: the coordinator stopped (%s)\n", o.who.c_str(), events->down_reason.c_str());
+        break;
+      }
+    }
+    if (int sig = stop_signal(); sig && !asked_to_stop) {
+      // Stopped by its supervisor or a user: stop the workers in order, as `afd stop` does.
+      std::fprintf(stderr, "%s: signal %d: stopping the cluster\n", o.who.c_str(), sig);
+      caf::anon_send(coordinator, actors::shutdown_atom::value);
+      asked_to_stop = true;
+    }
+    std::this_thread::sleep_for(actors::timeouts::supervision_tick);
+  }
+  caf::anon_send_exit(watcher, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(coordinator, caf::exit_reason::user_shutdown);
+  sys.reset();
+  return code;
+}
 
 launcher::launcher(launcher_options o) : impl_(std::make_unique<launcher_impl>(std::move(o))) {}
 launcher::~launcher() = default;

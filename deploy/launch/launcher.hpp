@@ -60,6 +60,20 @@ struct launcher_options {
   std::uint64_t fault_seed = 1;
 };
 
+/// What `afd coordinator` runs: the coordinator of a cluster in a process of its own (started and
+/// restarted by the launcher), published at host:port.
+struct coordinator_process_options {
+  dataplane::cluster_spec spec;
+  std::string host;  ///< as the topology's coordinator node says (0.0.0.0 / :: : every interface)
+  int port = 0;
+  std::optional<tls::credentials> credentials;
+  std::string who = "afd coordinator";
+};
+
+/// Runs the coordinator until it is stopped (`afd stop`: exit code 0) or a stop signal (it stops
+/// the workers first); 1 when it cannot be published, 2 on bad credentials.
+int run_coordinator_process(const coordinator_process_options& o);
+
 /// Owns the actor system, the coordinator (when it hosts it) and every process it starts.
 class launcher {
  public:

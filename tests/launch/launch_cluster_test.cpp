@@ -173,6 +173,7 @@ class launched {
   /// Worker process pids by process name, from the run directory.
   std::map<std::string, long> workers;
   long launcher_pid = 0;
+  long coordinator_pid = 0;  ///< the coordinator's own process
   std::string run_dir;
 
  private:
@@ -187,6 +188,8 @@ class launched {
       std::getline(in, rest);
       if (name == "launcher") {
         launcher_pid = pid;
+      } else if (name == "coordinator") {
+        coordinator_pid = pid;
       } else {
         workers[name] = pid;
       }
@@ -243,9 +246,11 @@ std::vector<std::vector<std::int32_t>> reference_tokens(const std::vector<afd::c
 
 void expect_all_gone(const launched& l, std::chrono::seconds within) {
   const auto until = std::chrono::steady_clock::now() + within;
-  for (const auto& [name, pid] : l.workers) {
+  auto all = l.workers;
+  all["coordinator"] = l.coordinator_pid;
+  for (const auto& [name, pid] : all) {
     while (alive(pid) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
-    EXPECT_FALSE(alive(pid)) << "worker process " << name << " (pid " << pid << ") still runs";
+    EXPECT_FALSE(alive(pid)) << "process " << name << " (pid " << pid << ") still runs";
   }
 }
 
@@ -330,7 +335,7 @@ TEST(launch, background_launch_status_json_and_stop) {
       pids.push_back(pid);
     }
   }
-  ASSERT_EQ(pids.size(), 5u);  // the launcher and four workers
+  ASSERT_EQ(pids.size(), 6u);  // the launcher, the coordinator and four workers
   for (long pid : pids) EXPECT_TRUE(alive(pid)) << pid;
 
   auto s = env.afd({"status", "--connect", "127.0.0.1:" + std::to_string(port), "--json"});
@@ -526,6 +531,118 @@ TEST(launch, a_bad_fault_rule_is_refused_before_anything_starts) {
             std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("nothing started"), std::string::npos) << r.output;
+}
+
+long current_pid(const std::string& run_dir, const std::string& name);
+
+// The coordinator is a supervised process of its own: SIGKILL of it while requests stream (six
+// `afd generate --connect FILE` processes and two streaming client API requests) loses no request.
+// The launcher restarts it, the workers (keeping their weights) and the clients find it again, the
+// clients resume their requests with the tokens they have, and every request ends with the
+// reference engine's tokens, each streamed once, in order; the cluster is fully ready again within
+// 60 s, at a higher epoch.
+TEST(launch, a_killed_coordinator_is_replaced_and_no_request_is_lost) {
+  auto& env = launch_env::get();
+  const int port = free_port();
+  const std::string file = env.topology("2a2f", port, 2);
+  launched l(file, port);
+  ASSERT_TRUE(l.wait_ready()) << l.log();
+  auto c = afd::client::cluster::connect(file);
+  ASSERT_TRUE(c) << c.err().message();
+  auto before = (*c)->status();
+  ASSERT_TRUE(before) << before.err().message();
+
+  // Six `afd generate` processes, each one long request.
+  std::vector<afd::client::request> requests;
+  std::vector<child_process> generators;
+  std::vector<std::string> outputs;
+  for (int i = 0; i < 6; ++i) {
+    afd::client::request r;
+    r.prompt = {5, 17, 300 + i, 9};
+    r.max_new_tokens = 900;
+    requests.push_back(r);
+    outputs.push_back(env.dir + "/generate-" + std::to_string(port) + "-" + std::to_string(i) + ".out");
+    std::vector<std::string> argv{"/bin/sh", "-c", "exec \"$@\" 2>'" + outputs.back() + ".err'", "sh", AFD_EXECUTABLE,
+                                  "generate", "--connect", file, "--prompt-ids", "5,17," + std::to_string(300 + i) + ",9",
+                                  "--max-new-tokens", "900", "--json"};
+    auto g = child_process::spawn(argv, outputs.back());
+    ASSERT_TRUE(g) << g.err().message();
+    generators.push_back(std::move(*g));
+  }
+  // Two streaming requests through the client API (greedy and seeded sampling).
+  std::mutex m;
+  std::map<afd::client::request_id, std::vector<afd::client::token>> streamed;
+  std::vector<afd::client::request> api_requests(2);
+  std::vector<afd::client::request_id> ids;
+  for (int i = 0; i < 2; ++i) {
+    api_requests[i].prompt = {11, 3, 8, static_cast<std::int32_t>(40 + i)};
+    api_requests[i].max_new_tokens = 900;
+    if (i == 1) {
+      api_requests[i].sampling.temperature = 0.8f;
+      api_requests[i].sampling.top_k = 20;
+      api_requests[i].sampling.seed = 77;
+    }
+    auto id = (*c)->submit(api_requests[i], [&](const afd::client::token& t) {
+      std::lock_guard lock(m);
+      streamed[t.id].push_back(t);
+    });
+    ASSERT_TRUE(id) << id.err().message();
+    ids.push_back(*id);
+  }
+  ASSERT_TRUE((*c)->next_token(ids[0], 60s)) << l.log();
+  std::this_thread::sleep_for(300ms);  // the generators' requests are under way too
+  const long coordinator_pid = current_pid(l.run_dir, "coordinator");
+  ASSERT_GT(coordinator_pid, 0) << read_file(l.run_dir + "/processes");
+  ASSERT_EQ(::kill(static_cast<pid_t>(coordinator_pid), SIGKILL), 0);
+  std::size_t streamed_at_kill = 0;
+  {
+    std::lock_guard lock(m);
+    streamed_at_kill = streamed[ids[0]].size();
+  }
+  EXPECT_LT(streamed_at_kill, 900u) << "the request had ended before the coordinator was killed";
+
+  const auto expected = reference_tokens(requests);
+  for (std::size_t i = 0; i < generators.size(); ++i) {
+    auto st = generators[i].wait_for(180000);
+    ASSERT_TRUE(st) << "afd generate " << i << " did not end";
+    EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << read_file(outputs[i] + ".err");
+    nlohmann::json j;
+    ASSERT_NO_THROW(j = nlohmann::json::parse(read_file(outputs[i]))) << read_file(outputs[i]);
+    EXPECT_EQ(j["tokens"].get<std::vector<std::int32_t>>(), expected[i]) << "afd generate " << i;
+  }
+  const auto api_expected = reference_tokens(api_requests);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto res = (*c)->wait(ids[i], 120s);
+    ASSERT_TRUE(res) << "request " << i << ": " << res.err().message();
+    EXPECT_EQ(res->tokens, api_expected[i]) << "request " << i;
+    std::lock_guard lock(m);
+    const auto& seen = streamed[ids[i]];
+    ASSERT_EQ(seen.size(), api_expected[i].size()) << "request " << i;
+    for (std::size_t k = 0; k < seen.size(); ++k) {
+      EXPECT_EQ(seen[k].index, static_cast<std::int64_t>(k)) << "request " << i;
+      EXPECT_EQ(seen[k].value, api_expected[i][k]) << "request " << i;
+    }
+  }
+  bool all_ready = false;
+  std::uint32_t epoch = 0;
+  for (int tries = 0; tries < 600 && !all_ready; ++tries) {
+    auto st = (*c)->status();
+    all_ready = st && st->ready &&
+                std::all_of(st->workers.begin(), st->workers.end(), [](const afd::client::worker_status& w) {
+                  return w.state == afd::worker_state::ready;
+                });
+    if (st) epoch = st->epoch;
+    if (!all_ready) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(all_ready) << env.afd({"status", file}).output;
+  EXPECT_GT(epoch, before->epoch);  // the epochs went on above the lost coordinator's
+  EXPECT_NE(current_pid(l.run_dir, "coordinator"), coordinator_pid);
+  (*c)->shutdown();
+  auto stop = env.afd({"stop", file});
+  EXPECT_EQ(stop.code, 0) << stop.output;
+  ASSERT_TRUE(l.process().wait_for(30000)) << l.log();
+  EXPECT_NE(l.log().find("restarted the coordinator's process"), std::string::npos) << l.log();
+  expect_all_gone(l, 5s);
 }
 
 /// The pid of process `name` in the launcher's RUN/processes now (restarts change it).
