@@ -65,7 +65,7 @@ struct cli_result {
   std::string out, err;
 };
 
-inline cli_result afd(const std::string& args) {
+inline cli_result run_afd(const std::string& args) {
   static int n = 0;
   const fs::path err = scratch() / ("stderr-" + std::to_string(++n));
   auto [code, out] = run_command(quoted(AFD_EXECUTABLE) + " " + args + " 2>" + quoted(err.string()));
@@ -83,7 +83,7 @@ inline fs::path model_dir() {
   static const fs::path dir = [] {
     const fs::path out = scratch() / "deepseek-tiny";
     const auto tokenizer = npm_oracle::deepseek_dir() / "tokenizer.json";
-    const auto r = afd("make-model --preset tiny --out " + quoted(out.string()) + " --tokenizer " +
+    const auto r = run_afd("make-model --preset tiny --out " + quoted(out.string()) + " --tokenizer " +
                        quoted(tokenizer.string()));
     EXPECT_EQ(r.code, 0) << r.err;
     return out;
@@ -204,7 +204,7 @@ inline http_result curl(const std::string& method, const std::string& url, const
     std::ofstream(body_file, std::ios::binary) << body;
     cmd += " -H 'Content-Type: application/json' --data-binary @" + quoted(body_file.string());
   }
-  auto [rc, code] = run_command(cmd + " " + quoted(url) + " 2>&1");
+  auto [rc, code] = run_command(cmd + " " + quoted(url) + " 2>/dev/null");
   http_result r;
   r.status = std::atoi(code.c_str());
   r.headers = read_text(head_file);
@@ -280,7 +280,7 @@ inline std::map<std::string, double> scrape(const std::string& url) {
 
 /// The reference engine's tokens for a prompt (single process, no cluster, no server).
 inline std::vector<std::int32_t> reference_tokens(const std::vector<std::int32_t>& prompt, int max_tokens) {
-  const auto r = afd("generate --model " + quoted(model_dir().string()) + " --prompt-ids " + ids_arg(prompt) +
+  const auto r = run_afd("generate --model " + quoted(model_dir().string()) + " --prompt-ids " + ids_arg(prompt) +
                      " --max-new-tokens " + std::to_string(max_tokens) + " --json");
   EXPECT_EQ(r.code, 0) << r.err;
   return json::parse(r.out)["tokens"].get<std::vector<std::int32_t>>();
@@ -289,7 +289,7 @@ inline std::vector<std::int32_t> reference_tokens(const std::vector<std::int32_t
 /// Text of ids as `afd tokenize` decodes it, special tokens skipped (the server's default).
 inline std::string decoded(const std::vector<std::int32_t>& ids) {
   if (ids.empty()) return "";
-  const auto r = afd("tokenize --model " + quoted(model_dir().string()) + " --no-special --ids " + ids_arg(ids));
+  const auto r = run_afd("tokenize --model " + quoted(model_dir().string()) + " --no-special --ids " + ids_arg(ids));
   EXPECT_EQ(r.code, 0) << r.err;
   return json::parse(r.out)["text"].get<std::string>();
 }

@@ -95,7 +95,7 @@ TEST(serve_http, a_completion_has_the_reference_engines_tokens) {
   EXPECT_EQ(doc["usage"]["completion_tokens"], 9);
 
   // Text in: the prompt is encoded with BOS as `afd tokenize --model` does.
-  const auto ids = afd("tokenize --model " + quoted(model_dir().string()) + " --text " + quoted("Hello, 世界"));
+  const auto ids = run_afd("tokenize --model " + quoted(model_dir().string()) + " --text " + quoted("Hello, 世界"));
   const auto want_prompt = json::parse(ids.out)["ids"].get<std::vector<std::int32_t>>();
   const auto t = curl("POST", s.url() + "/v1/completions",
                       json{{"prompt", "Hello, 世界"}, {"max_tokens", 5}, {"ignore_eos", true}}.dump());
@@ -106,7 +106,12 @@ TEST(serve_http, a_completion_has_the_reference_engines_tokens) {
   // A stop string ends the text before it; the tokens up to the one that completed it are kept.
   const std::string full = doc["choices"][0]["text"];
   if (full.size() >= 4) {
-    const std::string stop = full.substr(full.size() / 2, 2);
+    // One whole character from the middle of the text.
+    std::size_t from = full.size() / 2, to = from + 1;
+    while (from > 0 && (static_cast<unsigned char>(full[from]) & 0xC0) == 0x80) --from;
+    to = from + 1;
+    while (to < full.size() && (static_cast<unsigned char>(full[to]) & 0xC0) == 0x80) ++to;
+    const std::string stop = full.substr(from, to - from);
     const auto st = curl("POST", s.url() + "/v1/completions",
                          json{{"prompt", prompt_ids}, {"max_tokens", 9}, {"ignore_eos", true}, {"stop", stop}}.dump());
     ASSERT_EQ(st.status, 200) << st.body;

@@ -83,7 +83,7 @@ TEST(serve_openai, chat_renders_the_models_template_and_matches_the_reference_en
                                        .dump();
   const json rendered = npm_oracle::run("render " + quoted(template_file.string()) + " " + quoted(conversations.string()));
   ASSERT_TRUE(rendered[0].contains("text")) << rendered.dump();
-  const auto ids = afd("tokenize --model " + quoted(model_dir().string()) + " --no-special --text " +
+  const auto ids = run_afd("tokenize --model " + quoted(model_dir().string()) + " --no-special --text " +
                        quoted(rendered[0]["text"].get<std::string>()));
   const auto prompt = json::parse(ids.out)["ids"].get<std::vector<std::int32_t>>();
   const auto want = reference_tokens(prompt, 8);
