@@ -94,30 +94,43 @@ inline fs::path model_dir() {
 /// An embedded 1a1f cluster over the loopback transport.
 struct topology_limits {
   int queue = 256, max_batch = 16, max_context = 2048, max_new_tokens = 1024, kv_blocks = 2048;
+  int coordinator_port = 7600;  ///< only `afd launch` listens on it
 };
 inline fs::path write_topology(const std::string& name, const topology_limits& l) {
   const fs::path path = scratch() / (name + ".yaml");
   std::ofstream(path) << "cluster: {name: " << name << "}\n"
                       << "model: {path: " << model_dir().string() << "}\n"
                       << "nodes:\n  - {name: local, host: 127.0.0.1}\n"
-                      << "coordinator: {node: local, port: 7600}\n"
+                      << "coordinator: {node: local, port: " << l.coordinator_port << "}\n"
                       << "transport: {kind: loopback}\n"
                       << "limits: {queue: " << l.queue << ", max_new_tokens: " << l.max_new_tokens
                       << ", max_context: " << l.max_context << "}\n"
                       << "attention_workers:\n  - {name: a0, node: local, device: cpu, kv_blocks: " << l.kv_blocks
                       << ", block_size: 16, max_batch: " << l.max_batch << "}\n"
-                      << "ffn_workers:\n  - {name: f0, node: local, device: cpu}\n";
+                      << "ffn_workers:\n  - {name: f0, node: local, device: cpu}\n"
+                      // `afd launch`: the loopback transport needs every worker in one process.
+                      << "processes:\n  - {name: all, workers: [coordinator, a0, f0]}\n";
   return path;
 }
 
 /// `afd serve` as a child process on a free port.
 class served {
  public:
+  /// `afd serve --topology FILE --port 0 EXTRA...`
   served(const fs::path& topology, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--topology", topology.string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    start(args);
+  }
+  /// `afd serve ARGS... --port 0`
+  explicit served(std::vector<std::string> args) { start(args); }
+
+ private:
+  void start(const std::vector<std::string>& serve_args) {
     static int n = 0;
     log_ = scratch() / ("serve-" + std::to_string(++n) + ".log");
-    std::vector<std::string> args = {AFD_EXECUTABLE, "serve", "--topology", topology.string(), "--port", "0"};
-    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<std::string> args = {AFD_EXECUTABLE, "serve", "--port", "0"};
+    args.insert(args.end(), serve_args.begin(), serve_args.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -151,6 +164,8 @@ class served {
     }
     ADD_FAILURE() << "afd serve did not listen within 60 s:\n" << read_text(log_);
   }
+
+ public:
   ~served() {
     if (pid_ > 0) stop(SIGKILL, std::chrono::seconds(10));
   }
@@ -183,6 +198,43 @@ class served {
   fs::path log_;
   pid_t pid_ = -1;
   int port_ = 0;
+};
+
+/// A command in the background (its output in `log`), killed when it goes out of scope.
+class background {
+ public:
+  background(std::vector<std::string> args, const fs::path& log) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    if (posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  ~background() { stop(SIGTERM); }
+  /// Sends `sig`, waits up to 30 s, then kills.
+  void stop(int sig) {
+    if (pid_ <= 0) return;
+    ::kill(pid_, sig);
+    int status = 0;
+    for (int i = 0; i < 1500 && ::waitpid(pid_, &status, WNOHANG) != pid_; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (::waitpid(pid_, &status, WNOHANG) == 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+    }
+    pid_ = -1;
+  }
+  bool running() {
+    int status = 0;
+    return pid_ > 0 && ::waitpid(pid_, &status, WNOHANG) == 0;
+  }
+
+ private:
+  pid_t pid_ = -1;
 };
 
 /// An HTTP exchange through curl.
@@ -264,6 +316,18 @@ inline std::string raw_exchange(int port, const std::string& bytes, std::chrono:
 }
 
 /// Prometheus samples: "name{labels}" -> value.
+inline int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
 inline std::map<std::string, double> scrape(const std::string& url) {
   const auto r = curl("GET", url + "/metrics");
   EXPECT_EQ(r.status, 200);
