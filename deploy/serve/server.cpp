@@ -924,7 +924,25 @@ class session : public std::enable_shared_from_this<session> {
       }
     }
     t.outcome = outcome == "ok" ? reasons : outcome + (why.empty() ? "" : ": " + why);
-    srv_.traces.add(t);
+    if (t.recoveries == 0 || srv_.options.trace_file.empty()) {
+      srv_.traces.add(t);
+    } else {
+      // The times of the recoveries it lived through: the coordinator's events, on its clock.
+      server::impl* srv = &srv_;
+      srv_.pool.post([srv, t]() mutable {
+        auto s = srv->cluster.status(timeouts::cluster_status);
+        const auto answered = clock_type::now();
+        if (s)
+          for (const auto& e : s->events) {
+            if (e.kind == "slow" || e.kind == "waiting") continue;
+            const auto at = answered - std::chrono::milliseconds(s->now_ms - e.at_ms);
+            if (at < t.received || (t.finished && at > *t.finished)) continue;
+            t.cluster_events.emplace_back(at, e.kind + (e.worker.empty() ? "" : " " + e.worker) +
+                                                  (e.detail.empty() ? "" : ": " + e.detail));
+          }
+        srv->traces.add(std::move(t));
+      });
+    }
     {
       std::lock_guard lock(srv_.active_mutex);
       srv_.active.erase(this);

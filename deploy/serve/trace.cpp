@@ -105,6 +105,9 @@ std::string trace_log::chrome_json() const {
     instant("admitted", t.admitted);
     instant("first_token", t.first_token);
     instant("finished", t.finished);
+    for (const auto& [at, what] : t.cluster_events)
+      events.push_back({{"name", "cluster: " + what}, {"cat", "recovery"}, {"ph", "i"}, {"s", "t"}, {"pid", 1},
+                        {"tid", lane}, {"ts", us(at)}});
   }
   return json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump(-1, ' ', false, json::error_handler_t::replace);
 }

@@ -36,6 +36,9 @@ struct request_trace {
   clock_type::time_point received;
   std::optional<clock_type::time_point> queued, admitted, first_token, finished;
   std::uint32_t recoveries = 0;
+  /// The cluster's events while it ran (failures, retried epochs, rejoins, epochs ready), when it
+  /// lived through a recovery: when, and what ("failed f0: ...").
+  std::vector<std::pair<clock_type::time_point, std::string>> cluster_events;
   std::int64_t prompt_tokens = 0, completion_tokens = 0;
   std::string outcome;  ///< "stop", "length", "abort", "error: ..."
 };
