@@ -258,6 +258,7 @@ class session : public std::enable_shared_from_this<session> {
     std::unique_ptr<choice_output> out;
     std::size_t consumed = 0;  ///< tokens taken from the inbox (the response's tokens beyond it are added at the end)
     bool done = false, cancelled = false;
+    bool last_seen = false;  ///< the cluster's last token arrived; its end (finish reason) follows
     std::string finish_reason;
     std::optional<client::response> result;
     afd::error failure;
@@ -629,6 +630,7 @@ class session : public std::enable_shared_from_this<session> {
       const bool keep_all = j->g.logprobs >= 0;  // logprobs come with the end: wait for it
       for (const auto& a : got) {
         ++s.consumed;
+        if (a.tok.last) s.last_seen = true;
         if (s.out->stopped()) continue;
         add_token(j->trace, s, a.tok.value, a.at);
         if (s.out->stopped() && !keep_all) {
@@ -710,6 +712,7 @@ class session : public std::enable_shared_from_this<session> {
     slot& s = j.slots[i];
     const bool keep_all = j.g.logprobs >= 0;
     if (keep_all && !s.done) return;
+    if (s.last_seen && !s.done) return;  // the last token goes out with the finish reason
     const std::size_t offset_before = streamed_text_[i];
     auto piece = s.out->take(s.done);
     if (piece.text.empty() && piece.token_ids.empty() && !s.done) return;
@@ -736,8 +739,12 @@ class session : public std::enable_shared_from_this<session> {
     j.streaming_started = true;
     streamed_text_.assign(j.slots.size(), 0);
     srv_.stats.http_response(endpoint_, 200);
-    std::string head = "HTTP/1.1 200 OK\r\nServer: afd\r\nContent-Type: text/event-stream\r\n"
-                       "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n";
+    // HTTP/1.0 has no chunked encoding: its stream ends when the connection closes.
+    chunked_ = request_.version() >= 11;
+    if (!chunked_) keep_alive_ = false;
+    std::string head = chunked_ ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.0 200 OK\r\n";
+    head += "Server: afd\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n";
+    if (chunked_) head += "Transfer-Encoding: chunked\r\n";
     for (const auto& [k, v] : extra_headers_) head += k + ": " + v + "\r\n";
     head += keep_alive_ && !srv_.draining ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
     out_.push_back(std::move(head));
@@ -755,15 +762,19 @@ class session : public std::enable_shared_from_this<session> {
   /// One SSE event as one HTTP chunk.
   void queue_event(const std::string& data) {
     const std::string event = "data: " + data + "\n\n";
-    char size[32];
-    std::snprintf(size, sizeof size, "%zx\r\n", event.size());
-    out_.push_back(size + event + "\r\n");
+    if (!chunked_) {
+      out_.push_back(event);
+    } else {
+      char size[32];
+      std::snprintf(size, sizeof size, "%zx\r\n", event.size());
+      out_.push_back(size + event + "\r\n");
+    }
     write_more();
   }
 
   void end_stream() {
     queue_event("[DONE]");
-    out_.push_back("0\r\n\r\n");
+    if (chunked_) out_.push_back("0\r\n\r\n");
     stream_ending_ = true;
     write_more();
   }
@@ -963,7 +974,7 @@ class session : public std::enable_shared_from_this<session> {
   std::vector<std::size_t> streamed_text_;
   std::deque<std::string> out_;
   std::string writing_buf_;
-  bool writing_ = false, stream_ending_ = false, closing_ = false;
+  bool writing_ = false, stream_ending_ = false, closing_ = false, chunked_ = true;
   bool watching_ = false, read_after_watch_ = false;
   std::shared_ptr<std::array<char, 4096>> discard_;
 };

@@ -74,6 +74,18 @@ TEST(serve_http, a_streamed_completion_is_sse_events_then_done) {
   EXPECT_EQ(finish, "length");
   EXPECT_EQ(tokens, reference_tokens(prompt_ids, 12));
   EXPECT_EQ(text, decoded(tokens));
+
+  // An HTTP/1.0 client has no chunked encoding: the same events, and the stream ends with the connection.
+  const std::string small = json{{"prompt", prompt_ids}, {"max_tokens", 2}, {"stream", true}}.dump();
+  const auto old = raw_exchange(s.port(), "POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+                                          "Content-Length: " + std::to_string(small.size()) + "\r\n\r\n" + small);
+  EXPECT_EQ(old.rfind("HTTP/1.0 200 OK\r\n", 0), 0u) << old;
+  const auto body_at = old.find("\r\n\r\n");
+  ASSERT_NE(body_at, std::string::npos);
+  const auto old_events = sse_events(old.substr(body_at + 4), problem);
+  EXPECT_TRUE(problem.empty()) << problem;
+  ASSERT_EQ(old_events.size(), 3u) << old;
+  EXPECT_EQ(old_events.back(), "[DONE]");
 }
 
 TEST(serve_http, a_completion_has_the_reference_engines_tokens) {
@@ -216,6 +228,8 @@ TEST(serve_http, every_error_has_its_status_and_an_openai_error_object) {
   const auto bad_chunk = raw_exchange(
       s.port(), "POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n");
   EXPECT_EQ(bad_chunk.rfind("HTTP/1.1 400", 0), 0u) << bad_chunk;
+  const auto big_header = raw_exchange(s.port(), "GET /health HTTP/1.1\r\nX-Big: " + std::string(70000, 'a') + "\r\n\r\n");
+  EXPECT_EQ(big_header.rfind("HTTP/1.1 431", 0), 0u) << big_header.substr(0, 200);
   // A client that sends half a request and leaves is no trouble either.
   EXPECT_EQ(raw_exchange(s.port(), "POST /v1/completions HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"pro",
                          std::chrono::milliseconds(200)),
@@ -246,11 +260,54 @@ TEST(serve_http, a_client_that_leaves_cancels_its_request) {
   EXPECT_EQ(after.at("afd:kv_cache_usage_perc{model_name=\"tiny-ds\",worker=\"a0\"}"), 0);
   const std::string abort = "{model_name=\"tiny-ds\",reason=\"abort\"}";
   EXPECT_EQ(after.at("afd:request_failure_total" + abort) - before.at("afd:request_failure_total" + abort), 1);
+  EXPECT_EQ(after.at("afd:request_success_total{model_name=\"tiny-ds\",finished_reason=\"length\"}"),
+            before.at("afd:request_success_total{model_name=\"tiny-ds\",finished_reason=\"length\"}"));
   const double generated = after.at("afd:generation_tokens_total" + m) - before.at("afd:generation_tokens_total" + m);
   EXPECT_LT(generated, 1000);
   // No more tokens come: the request is gone from the cluster.
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   EXPECT_EQ(scrape(s.url()).at("afd:generation_tokens_total" + m), after.at("afd:generation_tokens_total" + m));
+
+  // The same for a client that waits for a whole (unstreamed) answer and gives up.
+  const auto gave_up = curl("POST", s.url() + "/v1/completions",
+                            json{{"prompt", prompt_ids}, {"max_tokens", 1000}, {"ignore_eos", true}}.dump(),
+                            "--max-time 1");
+  EXPECT_EQ(gave_up.status, 0);
+  for (int i = 0; i < 100; ++i) {
+    after = scrape(s.url());
+    if (after.at("afd:num_requests_running" + m) == 0 && after.at("afd:request_failure_total" + abort) == before.at("afd:request_failure_total" + abort) + 2)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(after.at("afd:request_failure_total" + abort) - before.at("afd:request_failure_total" + abort), 2);
+  EXPECT_EQ(after.at("afd:num_requests_running" + m), 0);
+}
+
+TEST(serve_http, loadgen_reports_what_the_server_counted) {
+  AFD_REQUIRE_SERVE_MODEL();
+  auto& s = server();
+  const std::string m = "{model_name=\"tiny-ds\"}";
+  const auto before = scrape(s.url());
+  const auto r = run_afd("loadgen --url " + s.url() + " --concurrency 4 --requests 8 --max-tokens 5 --prompt-ids 0,1,2 --json");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const json report = json::parse(r.out);  // the whole stdout is one document
+  EXPECT_EQ(report["successful_requests"], 8);
+  EXPECT_EQ(report["failed_requests"], 0);
+  EXPECT_EQ(report["total_input_tokens"], 24);
+  EXPECT_EQ(report["total_output_tokens"], 40);
+  EXPECT_GT(report["ttft_ms"]["median"].get<double>(), 0);
+  EXPECT_LE(report["ttft_ms"]["median"].get<double>(), report["e2el_ms"]["median"].get<double>());
+  EXPECT_GT(report["tpot_ms"]["p99"].get<double>(), 0);
+  const auto after = scrape(s.url());
+  EXPECT_EQ(after.at("afd:generation_tokens_total" + m) - before.at("afd:generation_tokens_total" + m), 40);
+  EXPECT_EQ(after.at("afd:prompt_tokens_total" + m) - before.at("afd:prompt_tokens_total" + m), 24);
+  // The human-readable form, vLLM's layout.
+  const auto text = run_afd("loadgen --url " + s.url() + " --requests 2 --max-tokens 3 --prompt-ids 0,1,2");
+  EXPECT_EQ(text.code, 0) << text.err;
+  EXPECT_NE(text.out.find("Successful requests:                     2"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("Median TTFT (ms):"), std::string::npos) << text.out;
+  // Bad usage.
+  EXPECT_EQ(run_afd("loadgen --url ftp://x --requests 1").code, 2);
 }
 
 TEST(serve_http, a_full_queue_is_429_and_sigterm_drains) {
