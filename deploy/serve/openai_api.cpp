@@ -111,7 +111,9 @@ std::optional<api_error> token_ids(const json& v, const char* name, std::vector<
   for (const auto& x : v) {
     if (!x.is_number_integer() || x.get<std::int64_t>() < 0 ||
         x.get<std::int64_t>() > std::numeric_limits<std::int32_t>::max())
-      return bad_request(std::string(name) + ": " + x.dump() + " is not a token id", name);
+      return bad_request(std::string(name) + ": " + (x.is_number() ? x.dump() : std::string("a ") + x.type_name()) +
+                             " is not a token id",
+                         name);
     out.push_back(static_cast<std::int32_t>(x.get<std::int64_t>()));
   }
   return std::nullopt;

@@ -41,6 +41,31 @@ using json = nlohmann::json;
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+/// The deepest nesting of arrays and objects in JSON text (strings skipped); stops counting past `limit`.
+int json_depth(const std::string& text, int limit) {
+  int depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > limit) break;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+/// Request bodies nest no deeper than this: OpenAI's are 5 deep, and copying or printing a deeper
+/// value recurses once per level.
+constexpr int max_json_depth = 64;
+
 double seconds_between(clock_type::time_point a, clock_type::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
@@ -484,6 +509,9 @@ class session : public std::enable_shared_from_this<session> {
       e.message = "the server is shutting down";
       return send_error(e, true);
     }
+    if (json_depth(request_.body(), max_json_depth) > max_json_depth)
+      return send_error(bad_request("the request body nests deeper than " + std::to_string(max_json_depth) + " levels"),
+                        false);
     json body = json::parse(request_.body(), nullptr, false);
     if (body.is_discarded()) return send_error(bad_request("the request body is not valid JSON"), false);
     auto j = std::make_shared<job>();

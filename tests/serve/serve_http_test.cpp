@@ -213,6 +213,8 @@ TEST(serve_http, every_error_has_its_status_and_an_openai_error_object) {
   expect_error(curl("POST", url, json{{"prompt", "hi"}, {"top_p", 0}}.dump()), 400, "top_p");
   expect_error(curl("POST", url, json{{"prompt", "hi"}, {"stop", 5}}.dump()), 400, "stop");
   expect_error(curl("POST", url, json{{"max_tokens", 3}}.dump()), 400, "prompt");
+  expect_error(curl("POST", url, "{\"prompt\": " + std::string(30000, '[') + std::string(30000, ']') + "}"), 400, "");
+  expect_error(curl("POST", url, json{{"prompt", {{1, {2}}}}}.dump()), 400, "prompt");
   expect_error(curl("POST", url, json{{"prompt", "hi"}, {"model", "gpt-4"}}.dump()), 404, "model");
   // Longer than the context (2048 tokens), and more tokens than the cluster allows.
   expect_error(curl("POST", url, json{{"prompt", std::vector<std::int32_t>(2100, 5)}}.dump()), 400, "prompt");
