@@ -199,6 +199,22 @@ std::string metrics::render(const std::optional<client::cluster_status>& cluster
     for (std::size_t l = 0; l < wk.layer_wait_seconds.size(); ++l)
       w.sample("afd:layer_network_wait_seconds_total",
                {{"worker", wk.name}, {"role", wk.role}, {"layer", std::to_string(l)}}, wk.layer_wait_seconds[l]);
+  // The same per step, averaged over the worker's life (rates of the counters above give it over a window).
+  w.family("afd:layer_compute_seconds_per_step", "gauge", "Mean seconds in kernels per engine step, per worker and layer.");
+  for (const auto& wk : s.workers)
+    if (wk.steps > 0)
+      for (std::size_t l = 0; l < wk.layer_compute_seconds.size(); ++l)
+        w.sample("afd:layer_compute_seconds_per_step",
+                 {{"worker", wk.name}, {"role", wk.role}, {"layer", std::to_string(l)}},
+                 wk.layer_compute_seconds[l] / static_cast<double>(wk.steps));
+  w.family("afd:layer_network_wait_seconds_per_step", "gauge",
+           "Mean seconds blocked on the data plane per engine step, per worker and layer.");
+  for (const auto& wk : s.workers)
+    if (wk.steps > 0)
+      for (std::size_t l = 0; l < wk.layer_wait_seconds.size(); ++l)
+        w.sample("afd:layer_network_wait_seconds_per_step",
+                 {{"worker", wk.name}, {"role", wk.role}, {"layer", std::to_string(l)}},
+                 wk.layer_wait_seconds[l] / static_cast<double>(wk.steps));
   w.family("afd:transport_bytes_total", "counter", "Data-plane bytes, per worker and direction.");
   for (const auto& wk : s.workers) {
     w.sample("afd:transport_bytes_total", {{"worker", wk.name}, {"role", wk.role}, {"direction", "sent"}},

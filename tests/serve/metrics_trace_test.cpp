@@ -67,6 +67,7 @@ TEST(metrics, the_clusters_figures) {
   a.layer_compute_seconds = {0.5, 0.25};
   a.layer_wait_seconds = {0.1, 0.2};
   a.bytes_sent = 1000;
+  a.steps = 10;
   a.messages_received = 7;
   st.workers.push_back(a);
   st.faults.push_back({"engine.step delay 5ms p=0.1", 4});
@@ -79,6 +80,8 @@ TEST(metrics, the_clusters_figures) {
   EXPECT_EQ(s.at("afd:layer_compute_seconds_total{worker=\"a0\",role=\"attention\",layer=\"1\"}"), 0.25);
   EXPECT_EQ(s.at("afd:layer_network_wait_seconds_total{worker=\"a0\",role=\"attention\",layer=\"0\"}"), 0.1);
   EXPECT_EQ(s.at("afd:transport_bytes_total{worker=\"a0\",role=\"attention\",direction=\"sent\"}"), 1000);
+  EXPECT_DOUBLE_EQ(s.at("afd:layer_compute_seconds_per_step{worker=\"a0\",role=\"attention\",layer=\"0\"}"), 0.05);
+  EXPECT_DOUBLE_EQ(s.at("afd:layer_network_wait_seconds_per_step{worker=\"a0\",role=\"attention\",layer=\"1\"}"), 0.02);
   EXPECT_EQ(s.at("afd:transport_messages_total{worker=\"a0\",role=\"attention\",direction=\"received\"}"), 7);
   EXPECT_EQ(s.at("afd:cluster_recoveries_total"), 1);
   EXPECT_EQ(s.at("afd:fault_firings_total{rule=\"engine.step delay 5ms p=0.1\"}"), 4);
