@@ -741,13 +741,11 @@ class session : public std::enable_shared_from_this<session> {
     const bool keep_all = j.g.logprobs >= 0;
     if (keep_all && !s.done) return;
     if (s.last_seen && !s.done) return;  // the last token goes out with the finish reason
-    const std::size_t offset_before = streamed_text_[i];
     auto piece = s.out->take(s.done);
     if (piece.text.empty() && piece.token_ids.empty() && !s.done) return;
-    streamed_text_[i] += piece.text.size();
+    // With logprobs the whole text goes in this one chunk: its offsets start at 0.
     json choice{{"index", i}, {"logprobs", s.done ? logprobs_of(j, s, 0) : json(nullptr)},
                 {"finish_reason", s.done ? json(s.finish_reason) : json(nullptr)}, {"token_ids", piece.token_ids}};
-    (void)offset_before;
     if (j.g.kind == api_kind::chat) {
       choice["delta"] = json{{"content", piece.text}};
     } else {
@@ -765,7 +763,6 @@ class session : public std::enable_shared_from_this<session> {
   void start_stream() {
     auto& j = *job_;
     j.streaming_started = true;
-    streamed_text_.assign(j.slots.size(), 0);
     srv_.stats.http_response(endpoint_, 200);
     // HTTP/1.0 has no chunked encoding: its stream ends when the connection closes.
     chunked_ = request_.version() >= 11;
@@ -999,7 +996,6 @@ class session : public std::enable_shared_from_this<session> {
   std::vector<std::pair<std::string, std::string>> extra_headers_;
   std::shared_ptr<job> job_;
   std::atomic<bool> pump_posted_{false};
-  std::vector<std::size_t> streamed_text_;
   std::deque<std::string> out_;
   std::string writing_buf_;
   bool writing_ = false, stream_ending_ = false, closing_ = false, chunked_ = true;
