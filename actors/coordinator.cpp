@@ -178,7 +178,11 @@ class coordinator_state {
   caf::result<std::int64_t> on_submit(request_msg& m) {
     if (failure_) return to_caf_error(fail(errc::unavailable, "cluster failed: ", failure_->message()));
     if (stopping_) return to_caf_error(fail(errc::unavailable, "cluster is shutting down"));
-    if (!ready_) {
+    // Before the first epoch the cluster cannot take requests. During a recovery (a new epoch
+    // starting, or a role waiting for a member within recovery_wait) it queues them, bounded by
+    // limits.queue, and admits them once the epoch is ready: a recovery costs clients time, not
+    // refusals.
+    if (!ready_ && !started_) {
       const auto n = count_if([](const worker_entry& x) { return x.ready; });
       return to_caf_error(fail(errc::unavailable, "cluster '", spec_.name, "' is not ready (", n, " of ",
                                attention_.size() + ffn_.size(), " workers ready)"));
@@ -462,6 +466,11 @@ class coordinator_state {
                 if (--*pending == 0) rp.deliver(to_caf_error(fail(errc::unavailable, *failed)));
               });
     return rp;
+  }
+
+  /// A process rule of the plan applied from outside (the launcher): counted with the others.
+  void on_fault_fired(std::uint64_t rule) {
+    if (rule < fired_before_.size()) ++fired_before_[rule];
   }
 
   bool on_shutdown() {
@@ -916,6 +925,7 @@ caf::behavior coordinator_behavior(coordinator_actor* self, dataplane::cluster_s
       [&s](status_atom) { return s.on_status(); },
       [&s](await_ready_atom) { return s.on_await_ready(); },
       [&s](arm_faults_atom, fault_plan_msg& m) { return s.on_arm_faults(m); },
+      [&s](fault_fired_atom, std::uint64_t rule) { s.on_fault_fired(rule); },
       [&s](shutdown_atom) { return s.on_shutdown(); },
       [&s](tick_atom) { s.on_tick(); },
   };

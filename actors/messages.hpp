@@ -28,6 +28,7 @@ using failure_atom = caf::atom_constant<caf::atom("failure")>;         ///< engi
 using tick_atom = caf::atom_constant<caf::atom("tick")>;               ///< an actor's own timer (heartbeats, checks)
 using fenced_atom = caf::atom_constant<caf::atom("fenced")>;           ///< coordinator -> worker: you were declared failed
 using arm_faults_atom = caf::atom_constant<caf::atom("armfaults")>;    ///< arm a fault plan (rules + seed)
+using fault_fired_atom = caf::atom_constant<caf::atom("faultfire")>;  ///< launcher -> coordinator: it applied process rule i
 using poll_stop_atom = caf::atom_constant<caf::atom("pollstop")>;      ///< a worker looks whether its engine stopped
 
 /// Worker -> coordinator: join the cluster. Answered with the coordinator's epoch, or an error

@@ -26,7 +26,12 @@ class instrumented final : public transport {
   capabilities caps() const noexcept override { return inner_->caps(); }
   rank_t rank() const noexcept override { return inner_->rank(); }
   std::vector<std::byte> address() const override { return inner_->address(); }
-  expected<peer_id> connect(std::span<const std::byte> address) override { return inner_->connect(address); }
+  expected<peer_id> connect(std::span<const std::byte> address) override {
+    auto p = inner_->connect(address);
+    // A peer connected again (a new member after a recovery) is alive until a rule says otherwise.
+    if (p && *p < dead_until_.size()) dead_until_[*p] = {};
+    return p;
+  }
   rank_t peer_rank(peer_id peer) const noexcept override { return inner_->peer_rank(peer); }
 
   expected<region> register_memory(void* base, std::size_t bytes, memory_kind kind) override {
@@ -166,7 +171,8 @@ class instrumented final : public transport {
   };
 
   bool is_dead(peer_id peer) const noexcept {
-    return peer < dead_.size() && dead_[peer];
+    return peer < dead_until_.size() && dead_until_[peer] != dead_clock::time_point{} &&
+           dead_clock::now() < dead_until_[peer];
   }
 
   op_status fail_now(op_handle& op, errc code = errc::peer_failed) noexcept {
@@ -220,8 +226,10 @@ class instrumented final : public transport {
     switch (d.rule->kind) {
       case fault_kind::data_fail: return fail_now(op, errc::transport_error);
       case fault_kind::peer_dead: {
-        if (dead_.size() <= peer) dead_.resize(peer + 1, 0);
-        dead_[peer] = 1;
+        // Dead for the rule's duration; without one, until the peer is connected again.
+        if (dead_until_.size() <= peer) dead_until_.resize(peer + 1);
+        dead_until_[peer] = d.rule->duration.count() > 0 ? dead_clock::now() + d.rule->duration
+                                                         : dead_clock::time_point::max();
         return fail_now(op);
       }
       case fault_kind::data_drop: {
@@ -339,7 +347,8 @@ class instrumented final : public transport {
   std::shared_ptr<transport_counters> counters_;
   std::vector<std::byte*> bases_;        ///< registered base address by region id
   std::vector<peer_id> recv_peer_;       ///< the peer of each pending receive, by op slot
-  std::vector<char> dead_;               ///< peers declared dead by peer_dead
+  using dead_clock = std::chrono::steady_clock;
+  std::vector<dead_clock::time_point> dead_until_;  ///< peers declared dead by peer_dead, until then
   std::vector<own_op> own_;
   std::deque<delayed_send> delayed_;
   std::vector<copy_buffer> copy_regions_;

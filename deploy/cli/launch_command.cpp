@@ -23,6 +23,7 @@
 #include <string>
 
 #include "deploy/cli/command_registry.hpp"
+#include "deploy/launch/timeouts.hpp"
 #include "deploy/launch/child_process.hpp"
 #include "deploy/launch/launch_plan.hpp"
 #include "deploy/launch/launcher.hpp"
@@ -168,12 +169,29 @@ int run_launch(int argc, char** argv) {
   app.add_flag("--foreground", foreground, "stay attached: serve until Ctrl-C or `afd stop`");
   app.add_option("--start-timeout", start_timeout_s,
                  "seconds to wait for every worker to register and load its weights (default 120)");
+  int max_restarts = launch::timeouts::max_restarts;
+  int restart_window_s = static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(launch::timeouts::restart_window).count());
+  app.add_option("--max-restarts", max_restarts,
+                 "restarts of one worker process allowed within --restart-window before it is given up (default " +
+                     std::to_string(max_restarts) + "; this machine's processes)");
+  app.add_option("--restart-window", restart_window_s,
+                 "seconds of the restart budget's sliding window (default " + std::to_string(restart_window_s) + ")");
+  std::vector<std::string> fault_rules;
+  std::optional<std::uint64_t> fault_seed;
+  app.add_option("--fault", fault_rules,
+                 "a fault rule armed once the cluster is ready, in addition to the file's faults: (repeatable;\n"
+                 "docs/faults.md), e.g. --fault 'pause_process worker=f1 after=5s duration=6s'");
+  app.add_option("--fault-seed", fault_seed, "seed of the fault decisions (default: the file's faults.seed, else 1)");
   app.add_option("--via", via, "how other nodes are reached: ssh (default) or slurm (inside an allocation)")
       ->check(CLI::IsMember({"ssh", "slurm"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (max_restarts < 0 || restart_window_s < 1) {
+    std::fprintf(stderr, "afd launch: --max-restarts must be >= 0 and --restart-window >= 1\n");
+    return 2;
   }
   if (start_timeout_s < 1) {
     std::fprintf(stderr, "afd launch: --start-timeout must be >= 1\n");
@@ -204,6 +222,9 @@ int run_launch(int argc, char** argv) {
   options.coordinator = launch::host_port(launch::connect_host(plan.coordinator_host), plan.coordinator_port);
 
   topology::diagnostics errors = launch::check_launchable(t, plan, options, how);
+  for (const auto& rule : fault_rules)
+    if (auto c = topology::check_fault_rule(t, rule); !c)
+      errors.push_back({topology::source_location{"--fault", 0, 0}, c.err().message()});
   auto env_errors = topology::check_environment(t);
   if (how == launch::launch_via::slurm) env_errors.clear();  // the agents check their own nodes
   errors.insert(errors.end(), env_errors.begin(), env_errors.end());
@@ -250,7 +271,14 @@ int run_launch(int argc, char** argv) {
   }
   options.credentials = *creds;
 
+  std::vector<std::string> rules = t.faults.rules;
+  rules.insert(rules.end(), fault_rules.begin(), fault_rules.end());
+  const std::uint64_t seed = fault_seed.value_or(t.faults.seed);
   launch::launcher_options lo{std::move(t), std::move(*spec), plan, options, file, std::chrono::seconds(start_timeout_s)};
+  lo.fault_rules = std::move(rules);
+  lo.restarts.max_restarts = max_restarts;
+  lo.restarts.window = std::chrono::seconds(restart_window_s);
+  lo.fault_seed = seed;
   if (!options.credentials.empty())
     lo.credentials = launch::tls::credentials_of(
         options.credentials, how == launch::launch_via::slurm ? launch::tls::role::client : launch::tls::role::coordinator);

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "deploy/cli/cluster_target.hpp"
 #include "deploy/cli/command_registry.hpp"
 #include <afd/client.hpp>
 #include "deploy/launch/child_process.hpp"
@@ -58,11 +59,10 @@ int run_status(int argc, char** argv) {
   CLI::App app{"Shows a launched cluster's workers: role, device, state, running requests, KV use.\n"
                "Exit codes: 0 answered, 1 unreachable, 2 bad usage.",
                "afd status"};
-  std::string file, connect;
+  cluster_target target;
   bool json = false;
   int timeout_s = 5;
-  app.add_option("FILE", file, "topology file the cluster was launched from");
-  app.add_option("--connect", connect, "HOST:PORT of the coordinator, instead of FILE");
+  target.add_to(app);
   app.add_flag("--json", json, "print one JSON object");
   app.add_option("--timeout", timeout_s, "seconds to wait for the answer (default 5)");
   try {
@@ -70,11 +70,8 @@ int run_status(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
-  auto address = launch::resolve_cluster_address(file, connect);
-  if (!address) {
-    std::fprintf(stderr, "afd status: %s\n", address.err().message().c_str());
-    return 2;
-  }
+  auto address = target.resolve("afd status");
+  if (!address) return 2;
   const std::string where = launch::host_port(address->host, address->port);
   const auto timeout = std::chrono::seconds(timeout_s);
   auto c = client::cluster::connect(address->host, static_cast<std::uint16_t>(address->port), timeout,
@@ -90,8 +87,9 @@ int run_status(int argc, char** argv) {
     return 1;
   }
   if (json) {
-    nlohmann::json out{{"coordinator", where}, {"epoch", s->epoch},   {"ready", s->ready},
-                       {"queued", s->queued},  {"running", s->running}, {"finished", s->finished}};
+    nlohmann::json out{{"coordinator", where},   {"epoch", s->epoch},     {"ready", s->ready},
+                       {"queued", s->queued},    {"running", s->running}, {"finished", s->finished},
+                       {"recoveries", s->recoveries}};
     out["workers"] = nlohmann::json::array();
     for (const auto& w : s->workers)
       out["workers"].push_back({{"name", w.name},
@@ -100,7 +98,17 @@ int run_status(int argc, char** argv) {
                                 {"state", to_string(w.state)},
                                 {"running", w.running},
                                 {"kv_blocks_used", w.kv_blocks_used},
-                                {"kv_blocks_total", w.kv_blocks_total}});
+                                {"kv_blocks_total", w.kv_blocks_total},
+                                {"slow", w.slow},
+                                {"steps", w.steps},
+                                {"rejoins", w.rejoins}});
+    out["faults"] = nlohmann::json::array();
+    for (const auto& f : s->faults) out["faults"].push_back({{"rule", f.rule}, {"fired", f.fired}});
+    out["events"] = nlohmann::json::array();
+    for (const auto& e : s->events)
+      out["events"].push_back(
+          {{"at_ms", e.at_ms}, {"kind", e.kind}, {"worker", e.worker}, {"epoch", e.epoch}, {"detail", e.detail}});
+    out["now_ms"] = s->now_ms;
     out["supervision"] = nlohmann::json::array();
     for (const auto& p : read_supervision(*address))
       out["supervision"].push_back({{"process", p.process},
@@ -123,8 +131,20 @@ int run_status(int argc, char** argv) {
     const std::string running = attention ? std::to_string(w.running) : "-";
     const std::string kv =
         attention ? std::to_string(w.kv_blocks_used) + "/" + std::to_string(w.kv_blocks_total) : "-";
-    std::printf("%-12s %-10s %-8s %-9s %8s %16s\n", w.name.c_str(), w.role.c_str(), w.device.c_str(),
-                std::string(to_string(w.state)).c_str(), running.c_str(), kv.c_str());
+    const std::string state = std::string(to_string(w.state)) + (w.slow ? " (slow)" : "");
+    std::printf("%-12s %-10s %-8s %-9s %8s %16s\n", w.name.c_str(), w.role.c_str(), w.device.c_str(), state.c_str(),
+                running.c_str(), kv.c_str());
+  }
+  if (s->recoveries > 0) std::printf("recoveries: %llu\n", static_cast<unsigned long long>(s->recoveries));
+  for (const auto& f : s->faults)
+    std::printf("fault rule '%s': fired %llu time(s)\n", f.rule.c_str(), static_cast<unsigned long long>(f.fired));
+  // The last few events of the cluster's life (failures, recoveries), oldest first.
+  const std::size_t first = s->events.size() > 8 ? s->events.size() - 8 : 0;
+  for (std::size_t i = first; i < s->events.size(); ++i) {
+    const auto& e = s->events[i];
+    std::printf("event %.1f s ago: %s%s%s (epoch %u)%s%s\n", static_cast<double>(s->now_ms - e.at_ms) / 1000.0,
+                e.kind.c_str(), e.worker.empty() ? "" : " ", e.worker.c_str(), e.epoch, e.detail.empty() ? "" : ": ",
+                e.detail.c_str());
   }
   for (const auto& p : read_supervision(*address)) {
     if (p.state == "running" && p.restarts == 0) continue;

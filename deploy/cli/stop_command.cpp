@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "deploy/cli/cluster_target.hpp"
 #include "deploy/cli/command_registry.hpp"
 #include <afd/client.hpp>
 #include "deploy/launch/launch_plan.hpp"
@@ -34,21 +35,17 @@ int run_stop(int argc, char** argv) {
   CLI::App app{"Stops a launched cluster: the coordinator stops every worker and the launcher exits.\n"
                "Exit codes: 0 stopped, 1 unreachable or still running after --timeout, 2 bad usage.",
                "afd stop"};
-  std::string file, connect;
+  cluster_target target;
   int timeout_s = 30;
-  app.add_option("FILE", file, "topology file the cluster was launched from");
-  app.add_option("--connect", connect, "HOST:PORT of the coordinator, instead of FILE");
+  target.add_to(app);
   app.add_option("--timeout", timeout_s, "seconds to wait for the cluster to stop (default 30)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
-  auto address = launch::resolve_cluster_address(file, connect);
-  if (!address) {
-    std::fprintf(stderr, "afd stop: %s\n", address.err().message().c_str());
-    return 2;
-  }
+  auto address = target.resolve("afd stop");
+  if (!address) return 2;
   // The launcher's pid, read before it removes the file, to wait for its exit.
   long launcher_pid = 0;
   if (!address->run_directory.empty()) std::ifstream(address->run_directory + "/launcher.pid") >> launcher_pid;

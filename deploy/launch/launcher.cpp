@@ -3,6 +3,7 @@
 // nodes, readiness, supervision while serving (restart budget), orderly stop.
 
 #include "deploy/launch/launcher.hpp"
+#include "runtime/faults/faults.hpp"
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 
 #include <chrono>
 #include <cstdio>
@@ -425,7 +427,81 @@ class launcher_impl {
     }
     ready_seconds_ = std::chrono::duration<double>(clock::now() - t0).count();
     serving_ = true;
+    if (!o_.fault_rules.empty() && !arm_faults()) {
+      abort_start();
+      return false;
+    }
     return true;
+  }
+
+  /// Arms the fault rules in the running cluster and schedules the process rules.
+  bool arm_faults() {
+    if (!coordinator_) return true;
+    caf::scoped_actor self{*system_};
+    bool ok = false;
+    std::string why;
+    self->request(coordinator_, actors::timeouts::client_request, actors::arm_faults_atom::value,
+                  actors::fault_plan_msg{o_.fault_rules, o_.fault_seed})
+        .receive([&](bool) { ok = true; }, [&](caf::error& e) { why = system_->render(e); });
+    if (!ok) {
+      std::fprintf(stderr, "%s: cannot arm the fault rules: %s\n", o_.who.c_str(), why.c_str());
+      return false;
+    }
+    armed_at_ = clock::now();
+    for (std::size_t i = 0; i < o_.fault_rules.size(); ++i) {
+      auto r = faults::parse_rule(o_.fault_rules[i]);
+      if (r && faults::layer_of(r->kind) == faults::fault_layer::process)
+        process_faults_.push_back({*r, i, armed_at_ + r->after});
+    }
+    std::fprintf(stderr, "%s: armed %zu fault rule(s), seed %llu\n", o_.who.c_str(), o_.fault_rules.size(),
+                 static_cast<unsigned long long>(o_.fault_seed));
+    return true;
+  }
+
+  /// Applies the process rules that are due to this launcher's worker processes; resumes paused
+  /// ones whose pause is over. Firings are counted in the coordinator's plan.
+  void apply_process_faults() {
+    const auto now = clock::now();
+    for (auto it = paused_.begin(); it != paused_.end();) {
+      if (now < it->second) {
+        ++it;
+        continue;
+      }
+      ::kill(it->first, SIGCONT);
+      std::fprintf(stderr, "%s: fault: resumed pid %ld\n", o_.who.c_str(), static_cast<long>(it->first));
+      it = paused_.erase(it);
+    }
+    for (auto it = process_faults_.begin(); it != process_faults_.end();) {
+      if (now < it->due) {
+        ++it;
+        continue;
+      }
+      bool hit = false;
+      for (auto& w : procs_) {
+        if (!w.child || w.agent || !w.child->running()) continue;
+        bool targeted = false;
+        for (const auto& name : w.plan.workers) {
+          const std::string role = o_.topology.attention_worker_index(name) >= 0 ? "attention" : "ffn";
+          targeted = targeted || ((it->rule.worker.empty() || it->rule.worker == name) &&
+                                  (it->rule.role.empty() || it->rule.role == role));
+        }
+        if (!targeted) continue;
+        hit = true;
+        const ::pid_t pid = w.child->pid();
+        if (it->rule.kind == faults::fault_kind::kill_process) {
+          w.child->signal(SIGKILL);
+        } else {
+          w.child->signal(SIGSTOP);
+          paused_.push_back({pid, now + it->rule.duration});
+        }
+        std::fprintf(stderr, "%s: fault '%s' applied to %s\n", o_.who.c_str(), it->rule.text.c_str(), describe(w).c_str());
+        if (coordinator_) caf::anon_send(coordinator_, actors::fault_fired_atom::value, static_cast<std::uint64_t>(it->index));
+      }
+      if (!hit)
+        std::fprintf(stderr, "%s: fault '%s' targets no worker process of this launcher\n", o_.who.c_str(),
+                     it->rule.text.c_str());
+      it = process_faults_.erase(it);
+    }
   }
 
   /// Stops what started after a failed start, naming where the logs are.
@@ -479,6 +555,7 @@ class launcher_impl {
           break;
         }
       }
+      apply_process_faults();
       supervise();
       if (agent_only) {
         bool any = false, given_up = false;
@@ -506,6 +583,8 @@ class launcher_impl {
   void stop() {
     if (stopped_) return;
     stopped_ = true;
+    for (const auto& [pid, until] : paused_) ::kill(pid, SIGCONT);
+    paused_.clear();
     if (coordinator_ && (o_.host_coordinator || serving_)) caf::anon_send(coordinator_, actors::shutdown_atom::value);
     const bool agent_only = !o_.host_coordinator && !o_.wait_for_cluster;
     for (auto& w : procs_) {
@@ -719,6 +798,14 @@ class launcher_impl {
   bool reachable_ = true;  ///< an agent's last probe of the coordinator answered
   clock::time_point last_reachable_ = clock::now();
   clock::time_point next_probe_{};
+  struct pending_process_fault {
+    faults::fault_rule rule;
+    std::size_t index = 0;  ///< in o_.fault_rules (the coordinator's plan)
+    clock::time_point due;
+  };
+  clock::time_point armed_at_{};
+  std::vector<pending_process_fault> process_faults_;
+  std::vector<std::pair<::pid_t, clock::time_point>> paused_;  ///< paused processes, resumed then
 };
 
 launcher::launcher(launcher_options o) : impl_(std::make_unique<launcher_impl>(std::move(o))) {}

@@ -53,6 +53,11 @@ struct launcher_options {
   /// The control plane's TLS credentials of this process's role (coordinator, or client for a
   /// launcher that only connects); nullopt: plain TCP.
   std::optional<tls::credentials> credentials;
+  /// Fault rules armed once the cluster is ready (the topology's `faults:` and `--fault`), checked
+  /// by the caller, with their seed. Process rules (kill_process, pause_process) are applied by
+  /// this launcher to its own worker processes, `after=` arming; the others by the workers.
+  std::vector<std::string> fault_rules;
+  std::uint64_t fault_seed = 1;
 };
 
 /// Owns the actor system, the coordinator (when it hosts it) and every process it starts.

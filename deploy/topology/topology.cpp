@@ -2,6 +2,7 @@
 // sees plain structs. Every check appends a diagnostic and goes on, so that one run reports every
 // problem; nothing here throws past parse_text.
 #include "deploy/topology/topology.hpp"
+#include "runtime/faults/faults.hpp"
 
 #include <pwd.h>
 #include <unistd.h>
@@ -440,7 +441,7 @@ class reader {
 const std::vector<std::string> top_keys = {"cluster",  "model",  "nodes",
                                            "coordinator", "transport", "pipeline",
                                            "limits",   "attention_workers", "ffn_workers",
-                                           "processes", "placement"};
+                                           "processes", "placement", "faults"};
 
 struct parser {
   reader& r;
@@ -882,6 +883,30 @@ struct parser {
         }
       }
       t.processes.push_back(std::move(p));
+    }
+  }
+
+  // Fault rules armed when the cluster is ready: {seed, rules: ["KIND key=value ...", ...]}.
+  // Each rule is checked as faults::parse_rule reads it, and the workers it names must exist.
+  void faults(const entry& e) {
+    auto es = r.mapping(e.value, e.value_at, "'faults'", e.path, {"seed", "rules"});
+    if (!es) return;
+    if (const entry* k = find(*es, "seed"))
+      if (auto v = r.integer(*k, 0, std::numeric_limits<std::int64_t>::max()))
+        t.faults.seed = static_cast<std::uint64_t>(*v);
+    const entry* k = r.required(*es, "rules", e.value_at, "'faults'");
+    if (!k) return;
+    auto items = sequence(*k, "fault rules (\"KIND key=value ...\", docs/faults.md)");
+    if (!items) return;
+    for (const auto& item : *items) {
+      auto text = r.string(item);
+      if (!text) continue;
+      if (auto c = check_fault_rule(t, *text); !c) {
+        r.error(item.value_at, c.err().message());
+        continue;
+      }
+      t.faults.rules.push_back(*text);
+      t.locations[item.path] = item.value_at;
     }
   }
 
@@ -1352,6 +1377,7 @@ checked<topology> parse_text(std::string_view yaml, const std::string& file, con
         if (const entry* e = r.required(*top, "ffn_workers", top_at, "the top level")) p.ffn_workers(*e);
         if (const entry* e = find(*top, "processes")) p.processes(*e);
         if (const entry* e = find(*top, "placement")) p.placement(*e);
+        if (const entry* e = find(*top, "faults")) p.faults(*e);
         p.cross_checks(*top, top_at);
       }
     }
@@ -1369,6 +1395,22 @@ checked<topology> parse_text(std::string_view yaml, const std::string& file, con
   result.errors = std::move(r.errors);
   if (result.errors.empty()) result.value = std::move(t);
   return result;
+}
+
+expected<void> check_fault_rule(const topology& t, std::string_view text) {
+  const std::string quoted = "fault rule '" + std::string(text) + "': ";
+  // parse_rule checks the fields against the kind too; its messages name the rule.
+  auto rule = afd::faults::parse_rule(text);
+  if (!rule) return error{errc::invalid_argument, rule.err().message()};
+  for (const std::string* n : {&rule->worker, &rule->peer})
+    if (!n->empty() && *n != "coordinator" && t.ffn_worker_index(*n) < 0 && t.attention_worker_index(*n) < 0) {
+      std::vector<std::string> names;
+      for (const auto& a : t.attention_workers) names.push_back(a.name);
+      for (const auto& f : t.ffn_workers) names.push_back(f.name);
+      return error{errc::invalid_argument, quoted + "worker '" + *n + "' is not in the topology (" + join(names) + ")" +
+                                               did_you_mean(*n, names)};
+    }
+  return {};
 }
 
 checked<topology> parse_file(const std::string& path) {

@@ -247,6 +247,12 @@ struct placement_spec {
 };
 
 /// A parsed and validated topology file.
+/// Fault rules armed in the running cluster once it is ready (`faults:`; docs/faults.md).
+struct faults_spec {
+  std::uint64_t seed = 1;
+  std::vector<std::string> rules;  ///< as written, each already checked
+};
+
 struct topology {
   std::string file;        ///< the file as named by the caller
   std::string directory;   ///< its directory; base of relative paths
@@ -261,6 +267,7 @@ struct topology {
   std::vector<ffn_worker_spec> ffn_workers;
   std::vector<process_spec> processes;  ///< empty: one process per worker, and one for the coordinator
   placement_spec placement;
+  faults_spec faults;
   /// Position of each value by its path in the file ("coordinator.port", "ffn_workers[1].node"),
   /// so that later checks (launch, ports) can name the line they refer to.
   std::map<std::string, source_location, std::less<>> locations;
@@ -276,6 +283,10 @@ struct topology {
   /// Data-plane port of attention worker i (role = 'a') or FFN worker i ('f'); 0 = ephemeral.
   int data_port(char role, int i) const;
 };
+
+/// Checks one fault rule (docs/faults.md) against the topology: its syntax, its fields for its
+/// kind, and that the workers it names exist. errc::invalid_argument naming what is wrong.
+expected<void> check_fault_rule(const topology& t, std::string_view text);
 
 /// The ssh target of `node`: its `ssh` fields where given, else the user running this process
 /// (root when it runs as root) at the node's `host`, port 22.

@@ -38,7 +38,7 @@ expected<milliseconds> parse_duration(std::string_view key, std::string_view v) 
   double x = 0;
   const auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), x);
   if (ec != std::errc{} || end != number.data() + number.size() || !(x >= 0) || !std::isfinite(x))
-    return fail(errc::invalid_argument, "fault rule: ", key, "=", v, " is not a duration (e.g. 300ms, 2s)");
+    return fail(errc::invalid_argument, key, "=", v, " is not a duration (e.g. 300ms, 2s)");
   return milliseconds(static_cast<std::int64_t>(std::llround(x * scale)));
 }
 
@@ -47,7 +47,7 @@ expected<T> parse_number(std::string_view key, std::string_view v) {
   T x{};
   const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
   if (ec != std::errc{} || end != v.data() + v.size())
-    return fail(errc::invalid_argument, "fault rule: ", key, "=", v, " is not a number");
+    return fail(errc::invalid_argument, key, "=", v, " is not a number");
   return x;
 }
 

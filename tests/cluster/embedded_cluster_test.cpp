@@ -546,40 +546,12 @@ void expect_recovery_keeps_the_reference_tokens(const char* victim) {
   const auto spec = example_spec("2a2f", 3);
   auto c = start(spec);
   ASSERT_TRUE(c);
-  std::mutex m;
-  std::map<client::request_id, std::vector<client::token>> streamed;
-  std::vector<client::request> reqs;
-  std::vector<client::request_id> ids;
-  for (int i = 0; i < 6; ++i) {
-    reqs.push_back(make_request(i, 10 + 5 * i, 24 + i, i % 2 == 0));
-    auto id = c->submit(reqs.back(), [&](const client::token& t) {
-      std::lock_guard lock(m);
-      streamed[t.id].push_back(t);
-    });
-    ASSERT_TRUE(id.has_value()) << id.err().to_string();
-    ids.push_back(*id);
-  }
+  streaming_batch batch;
+  batch.submit(*c, 6, 10, 5, 24);
   // Kill once the requests are under way.
-  for (int spins = 0; spins < 3000; ++spins) {
-    {
-      std::lock_guard lock(m);
-      if (streamed[ids[0]].size() >= 3) break;
-    }
-    std::this_thread::sleep_for(1ms);
-  }
+  batch.wait_streaming(3);
   ASSERT_TRUE(client::kill_worker(*c, victim).has_value());
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    auto r = c->wait(ids[i], 60s);
-    ASSERT_TRUE(r.has_value()) << "request " << i << ": " << r.err().to_string();
-    EXPECT_EQ(r->tokens, reference_result(spec, reqs[i]).tokens) << "request " << i;
-    std::lock_guard lock(m);
-    const auto& seen = streamed[ids[i]];
-    ASSERT_EQ(seen.size(), r->tokens.size()) << "request " << i;
-    for (std::size_t k = 0; k < seen.size(); ++k) {
-      EXPECT_EQ(seen[k].index, static_cast<std::int64_t>(k));
-      EXPECT_EQ(seen[k].value, r->tokens[k]);
-    }
-  }
+  batch.expect_reference_tokens(*c, spec, 60s);
   // The crashed worker is restarted, rejoins, and the cluster returns to its full capacity.
   auto full = wait_full_capacity(*c);
   ASSERT_TRUE(full.has_value()) << full.err().to_string();

@@ -45,41 +45,13 @@ TEST_P(single_fault, every_request_keeps_the_reference_tokens_and_capacity_retur
   auto made = client::embed_spec(spec);
   ASSERT_TRUE(made.has_value()) << made.err().to_string();
   auto& c = *made;
-  std::mutex m;
-  std::map<client::request_id, std::vector<client::token>> streamed;
-  std::vector<client::request> reqs;
-  std::vector<client::request_id> ids;
-  for (int i = 0; i < 6; ++i) {
-    reqs.push_back(make_request(i, 8 + 5 * i, 40 + i, i % 2 == 0));
-    auto id = c->submit(reqs.back(), [&](const client::token& t) {
-      std::lock_guard lock(m);
-      streamed[t.id].push_back(t);
-    });
-    ASSERT_TRUE(id.has_value()) << id.err().to_string();
-    ids.push_back(*id);
-  }
+  streaming_batch batch;
+  batch.submit(*c, 6, 8, 5, 40);
   // Armed once the requests are under way (decode); rules with step= fire in prefill too.
-  for (int spins = 0; spins < 5000; ++spins) {
-    {
-      std::lock_guard lock(m);
-      if (streamed[ids[0]].size() >= 2) break;
-    }
-    std::this_thread::sleep_for(1ms);
-  }
+  batch.wait_streaming(2);
   ASSERT_TRUE(c->arm_faults({fc.rule}, 7).has_value());
   const auto armed = clock_type::now();
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    auto r = c->wait(ids[i], 90s);
-    ASSERT_TRUE(r.has_value()) << "request " << i << ": " << r.err().to_string();
-    EXPECT_EQ(r->tokens, reference_result(spec, reqs[i]).tokens) << "request " << i;
-    std::lock_guard lock(m);
-    const auto& seen = streamed[ids[i]];
-    ASSERT_EQ(seen.size(), r->tokens.size()) << "request " << i;
-    for (std::size_t k = 0; k < seen.size(); ++k) {
-      EXPECT_EQ(seen[k].index, static_cast<std::int64_t>(k)) << "request " << i;
-      EXPECT_EQ(seen[k].value, r->tokens[k]) << "request " << i;
-    }
-  }
+  batch.expect_reference_tokens(*c, spec, 90s);
   std::this_thread::sleep_until(armed + fc.lasts);
   // Full capacity again.
   auto full = wait_full_capacity(*c);

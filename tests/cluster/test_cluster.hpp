@@ -178,4 +178,54 @@ inline expected<client::cluster_status> wait_full_capacity(client::cluster& c,
   }
 }
 
+/// Requests submitted together, each streaming its tokens: what their client saw.
+struct streaming_batch {
+  std::mutex m;
+  std::map<client::request_id, std::vector<client::token>> streamed;
+  std::vector<client::request> reqs;
+  std::vector<client::request_id> ids;
+
+  /// Submits `n` requests: prompt lengths first_len + len_step * i, first_new + i new tokens,
+  /// greedy for even i, seeded sampling for odd i.
+  void submit(client::cluster& c, int n, std::int64_t first_len, std::int64_t len_step, std::int64_t first_new) {
+    for (int i = 0; i < n; ++i) {
+      reqs.push_back(make_request(i, first_len + len_step * i, first_new + i, i % 2 == 0));
+      auto id = c.submit(reqs.back(), [this](const client::token& t) {
+        std::lock_guard lock(m);
+        streamed[t.id].push_back(t);
+      });
+      ASSERT_TRUE(id.has_value()) << id.err().to_string();
+      ids.push_back(*id);
+    }
+  }
+
+  /// Waits (up to `limit`) until the first request has streamed `tokens` tokens: under way.
+  void wait_streaming(std::size_t tokens, std::chrono::milliseconds limit = std::chrono::seconds(5)) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < until) {
+      {
+        std::lock_guard lock(m);
+        if (!ids.empty() && streamed[ids[0]].size() >= tokens) return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
+  /// Every request ends with exactly the reference engine's tokens, each streamed once, in order.
+  void expect_reference_tokens(client::cluster& c, const dataplane::cluster_spec& spec, std::chrono::seconds limit) {
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      auto r = c.wait(ids[i], limit);
+      ASSERT_TRUE(r.has_value()) << "request " << i << ": " << r.err().to_string();
+      EXPECT_EQ(r->tokens, reference_result(spec, reqs[i]).tokens) << "request " << i;
+      std::lock_guard lock(m);
+      const auto& seen = streamed[ids[i]];
+      ASSERT_EQ(seen.size(), r->tokens.size()) << "request " << i;
+      for (std::size_t k = 0; k < seen.size(); ++k) {
+        EXPECT_EQ(seen[k].index, static_cast<std::int64_t>(k)) << "request " << i;
+        EXPECT_EQ(seen[k].value, r->tokens[k]) << "request " << i;
+      }
+    }
+  }
+};
+
 }  // namespace afd::cluster_testing

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -24,6 +25,7 @@
 
 #include <afd/client.hpp>
 #include "deploy/launch/child_process.hpp"
+#include "tests/common/cli_runner.hpp"
 #include "runtime/engine/model_weights.hpp"
 #include "runtime/engine/reference_engine.hpp"
 
@@ -33,25 +35,8 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using afd::launch::child_process;
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+using afd::test_support::free_port;
+using afd::test_support::read_file;
 
 /// True while `pid` runs (a zombie, exited but not yet reaped by its parent, has ended).
 bool alive(long pid) {
@@ -440,6 +425,107 @@ TEST(launch, a_killed_worker_process_is_restarted_rejoins_and_no_request_is_lost
   ASSERT_TRUE(st) << l.log();
   EXPECT_NE(l.log().find("worker process 'f1'"), std::string::npos) << l.log();
   expect_all_gone(l, 5s);
+}
+
+// `afd launch --fault`: a worker process paused past the heartbeat timeout and the step deadline
+// (5 s here), then resumed, while requests stream: every request keeps the reference tokens, each
+// streamed once in order; the paused worker was failed, fenced and rejoined; the cluster is fully
+// ready again; `afd status --json` shows the rule fired once and the recovery.
+TEST(launch, a_worker_paused_past_every_deadline_by_a_fault_rule_loses_no_request) {
+  auto& env = launch_env::get();
+  const int port = free_port();
+  const std::string file = env.topology("2a2f", port, 2);
+  launched l(file, port, {"--fault", "pause_process worker=f1 after=1500ms duration=6s", "--fault-seed", "3"});
+  ASSERT_TRUE(l.wait_ready()) << l.log();
+  auto c = afd::client::cluster::connect("127.0.0.1", static_cast<std::uint16_t>(port));
+  ASSERT_TRUE(c) << c.err().message();
+  std::mutex m;
+  std::map<afd::client::request_id, std::vector<afd::client::token>> streamed;
+  std::map<afd::client::request_id, std::vector<std::chrono::steady_clock::time_point>> arrived;
+  std::vector<afd::client::request> requests;
+  std::vector<afd::client::request_id> ids;
+  for (int i = 0; i < 6; ++i) {
+    afd::client::request r;
+    r.prompt = {7, 1, 4, static_cast<std::int32_t>(3 * i)};
+    r.max_new_tokens = 1000;  // still streaming when the pause begins and ends
+    auto id = (*c)->submit(r, [&](const afd::client::token& t) {
+      std::lock_guard lock(m);
+      streamed[t.id].push_back(t);
+      arrived[t.id].push_back(std::chrono::steady_clock::now());
+    });
+    ASSERT_TRUE(id) << id.err().message();
+    requests.push_back(r);
+    ids.push_back(*id);
+  }
+  const auto expected = reference_tokens(requests);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto res = (*c)->wait(ids[i], 120s);
+    ASSERT_TRUE(res) << "request " << i << ": " << res.err().message();
+    EXPECT_EQ(res->tokens, expected[i]) << "request " << i;
+    std::lock_guard lock(m);
+    const auto& seen = streamed[ids[i]];
+    ASSERT_EQ(seen.size(), res->tokens.size()) << "request " << i;
+    for (std::size_t k = 0; k < seen.size(); ++k) EXPECT_EQ(seen[k].index, static_cast<std::int64_t>(k));
+  }
+  {
+    // The requests were streaming across the pause: their tokens stalled for a while.
+    std::lock_guard lock(m);
+    double longest_gap_ms = 0;
+    for (const auto& [id, times] : arrived)
+      for (std::size_t k = 1; k < times.size(); ++k)
+        longest_gap_ms = std::max(longest_gap_ms, std::chrono::duration<double, std::milli>(times[k] - times[k - 1]).count());
+    EXPECT_GT(longest_gap_ms, 500.0) << "the requests did not stream across the pause";
+  }
+  bool all_ready = false;
+  for (int tries = 0; tries < 600 && !all_ready; ++tries) {
+    auto st = (*c)->status();
+    all_ready = st && st->ready &&
+                std::all_of(st->workers.begin(), st->workers.end(), [](const afd::client::worker_status& w) {
+                  return w.state == afd::worker_state::ready;
+                });
+    if (!all_ready) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(all_ready) << env.afd({"status", file}).output;
+  (*c)->shutdown();
+  auto status = env.afd_stdout({"status", file, "--json"});
+  ASSERT_EQ(status.code, 0) << status.output;
+  nlohmann::json j;
+  ASSERT_NO_THROW(j = nlohmann::json::parse(status.output)) << status.output;
+  ASSERT_EQ(j["faults"].size(), 1u) << j.dump(2);
+  EXPECT_EQ(j["faults"][0]["rule"], "pause_process worker=f1 after=1500ms duration=6s");
+  EXPECT_EQ(j["faults"][0]["fired"], 1);
+  EXPECT_GE(j["recoveries"].get<int>(), 1);
+  bool f1_failed = false, someone_else_failed = false;
+  for (const auto& e : j["events"]) {
+    if (e["kind"] != "failed") continue;
+    (e["worker"] == "f1" ? f1_failed : someone_else_failed) = true;
+  }
+  EXPECT_TRUE(f1_failed) << j["events"].dump(2);
+  EXPECT_FALSE(someone_else_failed) << j["events"].dump(2);
+  for (const auto& w : j["workers"]) {
+    if (w["name"] == "f1") {
+      EXPECT_GE(w["rejoins"].get<int>(), 1);
+    }
+  }
+  auto stop = env.afd({"stop", file});
+  EXPECT_EQ(stop.code, 0) << stop.output;
+  ASSERT_TRUE(l.process().wait_for(30000)) << l.log();
+  EXPECT_NE(l.log().find("fault 'pause_process worker=f1 after=1500ms duration=6s' applied"), std::string::npos)
+      << l.log();
+  expect_all_gone(l, 5s);
+}
+
+// A bad --fault rule is refused before anything starts, naming the rule and what is wrong.
+TEST(launch, a_bad_fault_rule_is_refused_before_anything_starts) {
+  auto& env = launch_env::get();
+  const int port = free_port();
+  const std::string file = env.topology("2a2f", port, 2);
+  auto r = env.afd({"launch", file, "--fault", "pause_process worker=f9 duration=2s"});
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("fault rule 'pause_process worker=f9 duration=2s': worker 'f9' is not in the topology"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("nothing started"), std::string::npos) << r.output;
 }
 
 /// The pid of process `name` in the launcher's RUN/processes now (restarts change it).

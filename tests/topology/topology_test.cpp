@@ -288,6 +288,36 @@ TEST(topology_parse, processes_are_checked) {
   expect_error(r.errors, "'f0' is in two processes: 'p0' and 'p1'", 14, y.column(14, "f0"));
 }
 
+TEST(topology_parse, fault_rules_are_checked_where_written) {
+  auto y = base_file();
+  y.add("faults:");                                              // line 11
+  y.add("  seed: 42");                                           // line 12
+  y.add("  rules:");                                             // line 13
+  y.add("    - pause_process worker=f1 after=2s duration=3s");   // line 14
+  y.add("    - data_drop worker=a0 peer=f1 nth=30");             // line 15
+  auto ok = parse(y);
+  ASSERT_TRUE(ok.ok()) << testing::dump(ok.errors);
+  EXPECT_EQ(ok.value->faults.seed, 42u);
+  EXPECT_EQ(ok.value->faults.rules,
+            (std::vector<std::string>{"pause_process worker=f1 after=2s duration=3s", "data_drop worker=a0 peer=f1 nth=30"}));
+
+  auto bad = base_file();
+  bad.add("faults:");                                            // line 11
+  bad.add("  rules:");                                           // line 12
+  bad.add("    - pause_proces worker=f1 duration=3s");           // line 13
+  bad.add("    - pause_process worker=f1");                      // line 14
+  bad.add("    - data_drop worker=a0 peer=f7 nth=30");           // line 15
+  bad.add("    - hang_engine worker=f1 duration=soon");          // line 16
+  bad.add("  sead: 3");                                          // line 17
+  auto r = parse(bad);
+  expect_error(r.errors, "fault rule 'pause_proces worker=f1 duration=3s': unknown kind 'pause_proces'", 13, 7);
+  expect_error(r.errors, "fault rule 'pause_process worker=f1': pause_process needs duration=", 14, 7);
+  expect_error(r.errors, "fault rule 'data_drop worker=a0 peer=f7 nth=30': worker 'f7' is not in the topology (a0, f0, f1)",
+               15, 7);
+  expect_error(r.errors, "fault rule 'hang_engine worker=f1 duration=soon': duration=soon is not a duration", 16, 7);
+  expect_error(r.errors, "unknown key 'sead' in 'faults'", 17, 3);
+}
+
 TEST(topology_parse, transport_settings) {
   auto y = base_file();
   y.insert(5, "  - {name: other, host: 10.1.1.1}");
