@@ -134,6 +134,16 @@ class request_table {
     return closed_;
   }
 
+  /// Drops a finished request's entry: 0 unknown, 1 still pending (kept), 2 dropped.
+  int forget(request_id id) {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) return 0;
+    if (!it->second.done) return 1;
+    entries_.erase(it);
+    return 2;
+  }
+
   /// 0: unknown; 1: pending; 2: done.
   int state(request_id id) const {
     std::lock_guard lock(mutex_);
@@ -269,6 +279,13 @@ class cluster_impl final : public cluster {
     auto ok = ask<bool>(system(), coordinator_, actors::timeouts::client_request, actors::cancel_atom::value, id);
     if (!ok) return ok.err();
     table_->end(id, fail(errc::cancelled, "request ", id, " was cancelled"));
+    return {};
+  }
+
+  expected<void> forget(request_id id) override {
+    const int st = table_->forget(id);
+    if (st == 0) return fail(errc::invalid_argument, "unknown request id ", id);
+    if (st == 1) return fail(errc::invalid_argument, "request ", id, " is still running (cancel it first)");
     return {};
   }
 

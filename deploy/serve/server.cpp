@@ -191,6 +191,8 @@ class end_tracker {
           else b->failure = std::move(r).err();
           wake = b->wake;
         }
+        // The result is in the inbox now: the client need not keep the request (its tokens, logits).
+        (void)cluster_.forget(b->id);
         if (wake) wake();
       }
       poll = due ? std::chrono::duration_cast<std::chrono::milliseconds>(timeouts::end_poll_after_last_token)
