@@ -77,7 +77,10 @@ int run_serve(int argc, char** argv) {
   }
   auto tokenizer = text::tokenizer::from_model_dir(model_dir);
   if (!tokenizer) {
-    std::fprintf(stderr, "afd serve: the model's tokenizer: %s\n", tokenizer.err().message().c_str());
+    std::fprintf(stderr,
+                 "afd serve: the model's tokenizer: %s\n(afd serve needs a Hugging Face tokenizer.json in the model "
+                 "directory: `afd make-model --tokenizer FILE` puts one there; --model DIR names another directory)\n",
+                 tokenizer.err().message().c_str());
     return 1;
   }
   if (served_name.empty()) {
