@@ -89,6 +89,10 @@ int run_serve(int argc, char** argv) {
     if (served_name.empty()) served_name = "afd";
   }
 
+  if (auto can = serve::server::check_listen(host, static_cast<std::uint16_t>(port)); !can) {
+    std::fprintf(stderr, "afd serve: %s\n", can.err().message().c_str());
+    return can.err().code() == errc::invalid_argument ? 2 : 1;
+  }
   // Signals first: a SIGTERM while the cluster starts must not kill the process half-way.
   launch::install_stop_signals();
   std::unique_ptr<client::cluster> cluster;

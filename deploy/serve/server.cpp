@@ -1023,6 +1023,22 @@ server::server(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 
 server::~server() { drain(std::chrono::milliseconds(0)); }
 
+namespace {
+/// An IP address, or the first address a host name resolves to ("localhost").
+expected<net::ip::address> listen_address(const std::string& host) {
+  beast::error_code ec;
+  auto address = net::ip::make_address(host, ec);
+  if (!ec) return address;
+  net::io_context ioc;
+  tcp::resolver resolver(ioc);
+  const auto found = resolver.resolve(host, "", tcp::resolver::passive, ec);
+  if (ec || found.empty())
+    return fail(errc::invalid_argument, "--host '", host, "' is neither an IP address nor a known host name",
+                ec ? ": " + ec.message() : std::string());
+  return found.begin()->endpoint().address();
+}
+}  // namespace
+
 expected<std::unique_ptr<server>> server::start(client::cluster& cluster, const text::tokenizer& tokenizer,
                                                 server_options options) {
   auto p = std::make_unique<impl>(cluster, tokenizer, std::move(options));
@@ -1037,9 +1053,9 @@ expected<std::unique_ptr<server>> server::start(client::cluster& cluster, const 
   p->api.default_chat_max_tokens = p->options.default_chat_max_tokens;
 
   beast::error_code ec;
-  const auto address = net::ip::make_address(p->options.host, ec);
-  if (ec) return fail(errc::invalid_argument, "--host '", p->options.host, "' is not an IP address: ", ec.message());
-  const tcp::endpoint endpoint{address, p->options.port};
+  auto resolved = listen_address(p->options.host);
+  if (!resolved) return std::move(resolved).err();
+  const tcp::endpoint endpoint{*resolved, p->options.port};
   p->acceptor.open(endpoint.protocol(), ec);
   if (!ec) p->acceptor.set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) p->acceptor.bind(endpoint, ec);
@@ -1051,6 +1067,22 @@ expected<std::unique_ptr<server>> server::start(client::cluster& cluster, const 
   const int threads = std::max(1, p->options.io_threads);
   for (int i = 0; i < threads; ++i) p->io_threads.emplace_back([raw = p.get()] { raw->ioc.run(); });
   return std::unique_ptr<server>(new server(std::move(p)));
+}
+
+
+expected<void> server::check_listen(const std::string& host, std::uint16_t port) {
+  beast::error_code ec;
+  auto resolved = listen_address(host);
+  if (!resolved) return std::move(resolved).err();
+  const auto address = *resolved;
+  net::io_context ioc;
+  tcp::acceptor acceptor(ioc);
+  const tcp::endpoint endpoint{address, port};
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (ec) return fail(errc::unavailable, "cannot listen on ", host, ":", port, ": ", ec.message());
+  return {};
 }
 
 std::uint16_t server::port() const {

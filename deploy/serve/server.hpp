@@ -31,6 +31,10 @@ class server {
                                                  server_options options);
   ~server();
 
+  /// Whether `host`:`port` can be listened on now (binds and lets go): a command checks it before
+  /// it spends time starting a cluster. errc::invalid_argument for a bad address, unavailable else.
+  static expected<void> check_listen(const std::string& host, std::uint16_t port);
+
   /// The port it listens on.
   std::uint16_t port() const;
   /// Stops accepting connections; requests in flight go on for up to `grace`, then every one left
