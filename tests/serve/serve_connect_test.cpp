@@ -114,7 +114,7 @@ TEST(serve_connect, a_stream_lives_through_a_killed_worker) {
                .second;
   });
   // Kill f1 once the stream has produced tokens.
-  for (int i = 0; i < 400; ++i) {
+  for (int i = 0; i < 1200; ++i) {
     if (scrape(s.url()).at("afd:generation_tokens_total{model_name=\"deepseek-tiny\"}") >= 5) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
   }

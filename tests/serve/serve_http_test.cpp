@@ -251,7 +251,7 @@ TEST(serve_http, a_client_that_leaves_cancels_its_request) {
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.body.find("[DONE]"), std::string::npos);
   std::map<std::string, double> after;
-  for (int i = 0; i < 100; ++i) {
+  for (int i = 0; i < 300; ++i) {
     after = scrape(s.url());
     if (after.at("afd:num_requests_running" + m) == 0 &&
         after.at("afd:kv_cache_usage_perc{model_name=\"tiny-ds\",worker=\"a0\"}") == 0)
@@ -275,7 +275,7 @@ TEST(serve_http, a_client_that_leaves_cancels_its_request) {
                             json{{"prompt", prompt_ids}, {"max_tokens", 1000}, {"ignore_eos", true}}.dump(),
                             "--max-time 1");
   EXPECT_EQ(gave_up.status, 0);
-  for (int i = 0; i < 100; ++i) {
+  for (int i = 0; i < 300; ++i) {
     after = scrape(s.url());
     if (after.at("afd:num_requests_running" + m) == 0 && after.at("afd:request_failure_total" + abort) == before.at("afd:request_failure_total" + abort) + 2)
       break;
@@ -333,7 +333,7 @@ TEST(serve_http, a_full_queue_is_429_and_sigterm_drains) {
               .second;
     });
   const std::string m = "{model_name=\"deepseek-tiny\"}";
-  for (int i = 0; i < 200; ++i) {
+  for (int i = 0; i < 1200; ++i) {
     const auto now = scrape(s.url());
     if (now.at("afd:num_requests_running" + m) == 1 && now.at("afd:num_requests_waiting" + m) == 1) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(25));

@@ -140,7 +140,7 @@ TEST(serve_openai, a_hundred_concurrent_streams_each_get_their_whole_output) {
                                           .dump()});
   EXPECT_GE(dropped["tokens"].get<int>(), 1) << dropped.dump();
   std::map<std::string, double> m;
-  for (int i = 0; i < 100; ++i) {
+  for (int i = 0; i < 300; ++i) {
     m = scrape(s.url());
     if (m.at("afd:num_requests_running{model_name=\"tiny-ds\"}") == 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
