@@ -8,9 +8,10 @@ packages=(build-essential cmake pkg-config python3 libcaf-dev libucx-dev ucx-uti
           libibverbs-dev libyaml-cpp-dev libboost-dev libgtest-dev libgmock-dev nlohmann-json3-dev
           libcli11-dev iproute2 libssl-dev libonig-dev)
 # The multi-node tests (tests/multinode): sshd and a Slurm cluster inside network namespaces, and
-# npm for offline checks of rendered manifests. Without their recommendations, which would bring
-# systemd and dozens of Slurm plugins. The daemons are never started as services.
-test_packages=(openssh-server openssh-client munge slurmd slurmctld slurm-client nodejs)
+# npm for offline checks of rendered manifests; curl for the afd serve tests. Without their
+# recommendations, which would bring systemd and dozens of Slurm plugins. The daemons are never
+# started as services.
+test_packages=(openssh-server openssh-client munge slurmd slurmctld slurm-client nodejs curl)
 command -v npm >/dev/null || test_packages+=(npm)
 
 missing_of() {

@@ -203,6 +203,20 @@ class request_table {
     return closed_;
   }
 
+  /// Drops a finished request's entry: 0 unknown, 1 still pending (kept), 2 dropped.
+  int forget(request_id id) {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) return 0;
+    if (!it->second.done) return 1;
+    entries_.erase(it);
+    if (auto r = to_remote_.find(id); r != to_remote_.end()) {
+      to_local_.erase(r->second);
+      to_remote_.erase(r);
+    }
+    return 2;
+  }
+
   /// 0: unknown; 1: pending; 2: done.
   int state(request_id id) const {
     std::lock_guard lock(mutex_);
@@ -429,6 +443,13 @@ class cluster_impl final : public cluster {
     auto ok = ask<bool>(system(), current(), actors::timeouts::client_request, actors::cancel_atom::value, remote);
     if (!ok) return ok.err();
     table_->end(id, fail(errc::cancelled, "request ", id, " was cancelled"));
+    return {};
+  }
+
+  expected<void> forget(request_id id) override {
+    const int st = table_->forget(id);
+    if (st == 0) return fail(errc::invalid_argument, "unknown request id ", id);
+    if (st == 1) return fail(errc::invalid_argument, "request ", id, " is still running (cancel it first)");
     return {};
   }
 

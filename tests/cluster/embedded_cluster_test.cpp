@@ -335,6 +335,30 @@ TEST(cluster, cancel_ends_the_request_and_frees_its_kv) {
   EXPECT_EQ(c->cancel(*id).err().code(), errc::invalid_argument);
 }
 
+TEST(cluster, a_finished_request_is_forgotten_on_demand) {
+  auto c = start(example_spec("1a1f", 3));
+  ASSERT_TRUE(c);
+  auto running = c->submit(make_request(1, 10, 1000, false));
+  ASSERT_TRUE(running.has_value()) << running.err().to_string();
+  EXPECT_EQ(c->forget(*running).err().code(), errc::invalid_argument);  // still running: kept
+  ASSERT_TRUE(c->cancel(*running).has_value());
+  ASSERT_TRUE(c->forget(*running).has_value());
+  EXPECT_EQ(c->wait(*running, 1s).err().code(), errc::invalid_argument);  // unknown now
+  EXPECT_EQ(c->forget(*running).err().code(), errc::invalid_argument);
+
+  auto done = c->submit(make_request(2, 8, 4, false));
+  ASSERT_TRUE(done.has_value());
+  auto r = c->wait(*done, 30s);
+  ASSERT_TRUE(r.has_value()) << r.err().to_string();
+  EXPECT_EQ(r->tokens.size(), 4u);
+  ASSERT_TRUE(c->forget(*done).has_value());
+  EXPECT_EQ(c->next_token(*done, 1s).err().code(), errc::invalid_argument);
+  // The client goes on serving new requests.
+  auto next = c->submit(make_request(3, 8, 4, false));
+  ASSERT_TRUE(next.has_value());
+  EXPECT_TRUE(c->wait(*next, 30s).has_value());
+}
+
 TEST(cluster, a_full_queue_rejects_with_a_clear_error) {
   auto c = start(example_spec("1a1f", 3, [](dataplane::cluster_spec& s) {
     s.attention_workers[0].max_batch = 1;

@@ -159,6 +159,10 @@ class cluster {
   virtual expected<response> wait(request_id id, std::chrono::milliseconds timeout) = 0;
   /// Cancels a request: it ends with errc::cancelled and its KV is freed at once.
   virtual expected<void> cancel(request_id id) = 0;
+  /// Forgets a finished request: the client releases its tokens, logits and callback, and later
+  /// calls about it answer errc::invalid_argument (unknown id). A long-lived client (a server)
+  /// calls it once it has taken the result. errc::invalid_argument while the request runs.
+  virtual expected<void> forget(request_id id) = 0;
   /// Per-worker state, load and KV use.
   virtual expected<cluster_status> status(std::chrono::milliseconds timeout = std::chrono::seconds(5)) = 0;
   /// Arms a fault plan in every worker (rules as in docs/faults.md; decisions replay from `seed`);
