@@ -60,6 +60,7 @@ nlohmann::json to_json(const fault_matrix::result& r) {
                     {"after_tokens_per_s", x.after_tokens_per_s},
                     {"throughput_ratio", x.throughput_ratio},
                     {"failed", x.failed},
+                    {"events", x.events},
                     {"errors", x.errors},
                     {"verdict", x.pass ? "pass" : "fail"},
                     {"reason", x.reason},

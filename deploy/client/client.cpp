@@ -290,7 +290,8 @@ struct failover_events {
 
 caf::behavior receiver_behavior(caf::event_based_actor* self, std::shared_ptr<coordinator_ref> coordinator,
                                 std::shared_ptr<request_table> table, failover_events failover) {
-  self->monitor(coordinator->get());
+  // The client may already be shut down when this actor starts (then there is nothing to watch).
+  if (auto c = coordinator->get()) self->monitor(c);
   self->set_down_handler([coordinator, table, failover](caf::down_msg& m) {
     if (!coordinator->get() || m.source != coordinator->get().address()) return;
     if (failover) {

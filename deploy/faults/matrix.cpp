@@ -550,6 +550,7 @@ class runner {
     std::optional<double> detected_at;
     for (const auto& e : after.events) {
       if (e.at_ms < since_ms) continue;
+      r.events.push_back(e.kind + (e.worker.empty() ? "" : " " + e.worker) + (e.detail.empty() ? "" : ": " + e.detail));
       if (e.kind == "failed" && std::find(r.failed.begin(), r.failed.end(), e.worker) == r.failed.end())
         r.failed.push_back(e.worker);
       if (baseline || e.at_ms + 1 < applied_ms) continue;

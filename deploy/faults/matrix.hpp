@@ -48,6 +48,7 @@ struct row {
   double after_tokens_per_s = 0;  ///< a fault-free batch once capacity returned
   double throughput_ratio = 0;    ///< after / the baseline's
   std::vector<std::string> failed;  ///< workers the coordinator declared failed
+  std::vector<std::string> events;  ///< the coordinator's events during the row ("kind worker: detail")
   std::vector<std::string> errors;  ///< the lost requests' errors (distinct)
   bool pass = false;
   std::string reason;  ///< why not, when it failed

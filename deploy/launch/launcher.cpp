@@ -51,6 +51,7 @@ struct coordinator_events {
   std::mutex mutex;
   bool ready = false;
   bool down = false;
+  bool down_in_order = false;  ///< the coordinator actor ended itself (a stop), not its link
   std::string failure;      ///< await_ready answered with an error
   std::string down_reason;
 };
@@ -63,6 +64,8 @@ caf::behavior watch_coordinator(caf::event_based_actor* self, caf::actor coordin
       std::lock_guard lock(ev->mutex);
       ev->down = true;
       ev->down_reason = caf::to_string(m.reason);
+      ev->down_in_order = !m.reason || m.reason == caf::exit_reason::normal ||
+                          m.reason == caf::exit_reason::user_shutdown;
     }
     self->quit();
   });
@@ -538,15 +541,24 @@ class launcher_impl {
         break;
       }
       if (!agent_only) {
-        bool down = false;
+        bool down = false, in_order = false;
         std::string reason;
         {
           std::lock_guard lock(events_->mutex);
           down = events_->down;
+          in_order = events_->down_in_order;
           reason = events_->down_reason;
         }
         if (down && coordinator_) {
           worker_process* cp = coordinator_process();
+          if (in_order) {
+            // Stopped (`afd stop`): its process exits by itself; the cluster ends.
+            std::fprintf(stderr, "%s: the coordinator stopped (%s): stopping cluster '%s'\n", o_.who.c_str(),
+                         reason.c_str(), o_.spec.name.c_str());
+            if (cp && cp->child && cp->child->wait_for(static_cast<int>(actors::timeouts::process_exit.count())))
+              cp->state = supervised_state::stopped;
+            break;
+          }
           // A coordinator stopped in order (`afd stop`) exits cleanly: the cluster ends. One that
           // died is restarted (here, or already by supervise()), and the launcher connects to the
           // new one.

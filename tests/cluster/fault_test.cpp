@@ -56,7 +56,13 @@ TEST_P(single_fault, every_request_keeps_the_reference_tokens_and_capacity_retur
   // Full capacity again.
   auto full = wait_full_capacity(*c);
   ASSERT_TRUE(full.has_value()) << full.err().to_string();
-  const client::cluster_status st = *full;
+  // Firings reach the coordinator with the workers' heartbeats (every 100 ms): a run shorter
+  // than that may not have reported its firing yet.
+  client::cluster_status st = *full;
+  for (int tries = 0; tries < 30 && (st.faults.empty() || st.faults[0].fired == 0); ++tries) {
+    std::this_thread::sleep_for(100ms);
+    if (auto again = c->status()) st = *again;
+  }
   std::string events;
   for (const auto& e : st.events) events += e.kind + " " + e.worker + ": " + e.detail + "\n";
   SCOPED_TRACE(events);

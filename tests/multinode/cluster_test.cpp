@@ -141,7 +141,9 @@ class multinode_cluster : public ::testing::Test {
     std::string name, pid, rest;
     while (in >> name >> pid) {
       std::getline(in, rest);
-      if (name != "launcher" && name != "agent" && name.rfind("node-", 0) != 0 && name != "srun") out[name] = pid;
+      if (name != "launcher" && name != "agent" && name.rfind("node-", 0) != 0 && name != "srun" &&
+          name != "coordinator")
+        out[name] = pid;
     }
     return out;
   }
@@ -169,6 +171,20 @@ class multinode_cluster : public ::testing::Test {
     ASSERT_EQ(on_a.size(), 2u) << slurp(a_processes);
     ASSERT_EQ(on_b.size(), 2u) << slurp(b_processes);
     for (const auto& [name, pid] : on_a) EXPECT_EQ(netns_of(pid), ns_a) << name;
+    // The coordinator's own process runs on its node (a), started by that node's launcher or agent.
+    {
+      std::ifstream in(a_processes);
+      std::string name, pid, rest;
+      bool found = false;
+      while (in >> name >> pid) {
+        std::getline(in, rest);
+        if (name == "coordinator") {
+          found = true;
+          EXPECT_EQ(netns_of(pid), ns_a) << "the coordinator's process";
+        }
+      }
+      EXPECT_TRUE(found) << slurp(a_processes);
+    }
     for (const auto& [name, pid] : on_b) EXPECT_EQ(netns_of(pid), ns_b) << name;
 
     // Without the cluster's credentials: status, stop, submit and registering as a worker are refused.
