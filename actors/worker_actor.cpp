@@ -109,13 +109,7 @@ struct worker_actor_state {
     ctx.coordinator = *found;
     link = std::make_shared<control_link>(ctx.coordinator, ctx.site);
     self->monitor(ctx.coordinator);
-    ++ctx.incarnation;
-    epoch = 0;
-    admitted.clear();
-    acks.clear();
-    figures->failed.store(false);
-    figures->running.store(0);
-    register_now();
+    register_new_life();
   }
 
   void register_now() {
@@ -426,8 +420,13 @@ struct worker_actor_state {
   }
 
   void rejoin() {
-    ++ctx.incarnation;
     ++rejoins;
+    register_new_life();
+  }
+
+  /// Registers again as a new life of this worker (no engine, nothing admitted).
+  void register_new_life() {
+    ++ctx.incarnation;
     epoch = 0;
     admitted.clear();
     acks.clear();

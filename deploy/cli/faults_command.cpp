@@ -73,12 +73,12 @@ nlohmann::json to_json(const fault_matrix::result& r) {
 }
 
 void print_table(const fault_matrix::result& r) {
-  std::printf("%-18s %-9s %-8s %5s %4s %4s %4s %4s %4s %7s %7s %7s %17s %6s  %s\n", "kind", "role", "phase", "fired",
+  std::printf("%-18s %-11s %-8s %5s %4s %4s %4s %4s %4s %7s %7s %7s %17s %6s  %s\n", "kind", "role", "phase", "fired",
               "reqs", "lost", "mism", "dup", "skip", "det_ms", "rec_ms", "cap_ms", "stall p50/p99/max", "thr", "verdict");
   for (const auto& x : r.rows) {
     char stall[48];
     std::snprintf(stall, sizeof stall, "%.0f/%.0f/%.0f", x.stall_p50_ms, x.stall_p99_ms, x.stall_max_ms);
-    std::printf("%-18s %-9s %-8s %5llu %4d %4d %4d %4d %4d %7s %7s %7s %17s %6.2f  %s\n",
+    std::printf("%-18s %-11s %-8s %5llu %4d %4d %4d %4d %4d %7s %7s %7s %17s %6.2f  %s\n",
                 x.kind == "none" ? "baseline" : x.kind.c_str(), x.role.empty() ? "-" : x.role.c_str(),
                 x.phase.empty() ? "-" : x.phase.c_str(), static_cast<unsigned long long>(x.fired), x.requests, x.lost,
                 x.mismatches, x.duplicated, x.skipped, opt_ms(x.detection_ms).c_str(), opt_ms(x.recovery_ms).c_str(),

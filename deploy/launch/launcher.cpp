@@ -301,15 +301,9 @@ class launcher_impl {
       // is restarted, and workers and clients find it again (actors/README.md, "Failure model").
       process_plan cp;
       cp.name = "coordinator";
-      worker_process w{cp, coordinator_command(), false, false, std::nullopt, run_dir + "/coordinator.log",
-                       supervised_state::running, restart_budget(o_.restarts), false};
-      std::ofstream(w.log, std::ios::trunc).close();
-      if (!spawn(w)) {
-        abort_start();
-        return false;
-      }
-      procs_.push_back(std::move(w));
-      if (!connect_coordinator(t0 + o_.start_timeout)) {
+      if (!start_process({cp, coordinator_command(), false, false, std::nullopt, run_dir + "/coordinator.log",
+                          supervised_state::running, restart_budget(o_.restarts), false}) ||
+          !connect_coordinator(t0 + o_.start_timeout)) {
         abort_start();
         return false;
       }
@@ -336,26 +330,20 @@ class launcher_impl {
         continue;
       }
       if (!mine(p)) continue;
-      worker_process w{p, worker_command(p, o_.worker), false, false, std::nullopt, run_dir + "/" + p.name + ".log",
-                       supervised_state::running, restart_budget(o_.restarts), false};
-      std::ofstream(w.log, std::ios::trunc).close();
-      if (!spawn(w)) {
+      if (!start_process({p, worker_command(p, o_.worker), false, false, std::nullopt, run_dir + "/" + p.name + ".log",
+                          supervised_state::running, restart_budget(o_.restarts), false})) {
         abort_start();
         return false;
       }
-      procs_.push_back(std::move(w));
     }
     for (const auto& a : o_.agents) {
       process_plan p;
       p.name = a.name;
-      worker_process w{p, a.argv, true, a.stdin_pipe, std::nullopt, run_dir + "/" + log_name(a.name) + ".log",
-                       supervised_state::running, restart_budget(o_.restarts), false};
-      std::ofstream(w.log, std::ios::trunc).close();
-      if (!spawn(w)) {
+      if (!start_process({p, a.argv, true, a.stdin_pipe, std::nullopt, run_dir + "/" + log_name(a.name) + ".log",
+                          supervised_state::running, restart_budget(o_.restarts), false})) {
         abort_start();
         return false;
       }
-      procs_.push_back(std::move(w));
     }
     write_process_files();
 
@@ -717,6 +705,14 @@ class launcher_impl {
 
  private:
   bool secure() const { return o_.credentials.has_value(); }
+
+  /// Starts `w` (its log truncated) and supervises it from now on; false when it cannot start.
+  bool start_process(worker_process w) {
+    std::ofstream(w.log, std::ios::trunc).close();
+    if (!spawn(w)) return false;
+    procs_.push_back(std::move(w));
+    return true;
+  }
 
   /// `afd coordinator FILE [--model DIR] [--credentials DIR] [--start-timeout S]`.
   std::vector<std::string> coordinator_command() const {
