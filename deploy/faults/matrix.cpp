@@ -391,7 +391,6 @@ class runner {
     // In the recovery phase another worker (of the other role) is killed first; the row's fault
     // is applied as soon as the coordinator has declared it failed, while the cluster recovers.
     const std::string victim = phase == "recovery" ? victim_worker : "";
-    const std::size_t events_before = before.events.size();
     const std::int64_t since_ms = before.now_ms;
     say(baseline ? "baseline: " + std::to_string(r.requests) + " requests, no fault"
                  : kind + " " + role + " " + phase + ": " + r.rule + (victim.empty() ? "" : " (after killing " + victim + ")"));
@@ -400,7 +399,6 @@ class runner {
     std::vector<std::string> submit_errors;
     auto reqs = submit_all(m, submit_errors);
     auto clk = sync_clock(c);
-    (void)events_before;
 
     std::thread pause_thread;
     clock_type::time_point applied = clock_type::now();

@@ -67,7 +67,8 @@ TEST(exchange, deterministic_mode_is_bitwise_independent_of_cluster_shape) {
   for (const auto& [key, out] : one.outputs) {
     const auto& other = four.outputs.at(key);
     ASSERT_EQ(out.values.size(), other.values.size());
-    EXPECT_EQ(std::memcmp(out.values.data(), other.values.data(), out.values.size() * 4), 0);
+    // memcmp of no bytes still wants valid pointers (an empty vector has none).
+    if (!out.values.empty()) EXPECT_EQ(std::memcmp(out.values.data(), other.values.data(), out.values.size() * 4), 0);
   }
 }
 
