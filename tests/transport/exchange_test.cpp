@@ -68,7 +68,9 @@ TEST(exchange, deterministic_mode_is_bitwise_independent_of_cluster_shape) {
     const auto& other = four.outputs.at(key);
     ASSERT_EQ(out.values.size(), other.values.size());
     // memcmp of no bytes still wants valid pointers (an empty vector has none).
-    if (!out.values.empty()) EXPECT_EQ(std::memcmp(out.values.data(), other.values.data(), out.values.size() * 4), 0);
+    if (!out.values.empty()) {
+      EXPECT_EQ(std::memcmp(out.values.data(), other.values.data(), out.values.size() * 4), 0);
+    }
   }
 }
 
