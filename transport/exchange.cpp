@@ -54,6 +54,14 @@ exchange_base::exchange_base(transport& t, exchange_shape shape, std::vector<pee
     : t_(t), shape_(shape), peers_(std::move(peers)) {}
 
 exchange_base::~exchange_base() {
+  // A send UCX has queued (shared memory's pending queue) still reads the arena, and cancelling
+  // does not take it back: give the sends a moment to finish before the arena is freed. Short:
+  // this runs on the worker's actor thread, whose heartbeats must not stop (timeouts.hpp).
+  const auto until = after(std::chrono::milliseconds(100));
+  for (peer_slot& ps : slots_)
+    if (ps.send_posted) (void)t_.wait(ps.send_op, until);
+  for (auto& ops : shared_send_ops_)
+    for (op_handle op : ops) (void)t_.wait(op, until);
   for (peer_slot& ps : slots_) {
     if (ps.recv_posted) t_.release(ps.recv_op);
     if (ps.send_posted) t_.release(ps.send_op);
