@@ -7,6 +7,7 @@
 /// Receives are pre-posted. Every received header is validated; a message of an older epoch is
 /// dropped and its receive re-posted; anything else unexpected is an error, never a guess.
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -77,6 +78,9 @@ struct combine_view {
 /// Owns the aligned, registered buffers of one side; shared machinery of both sides.
 class exchange_base {
  public:
+  /// Arenas left allocated because UCX still held a send from them when their exchange ended
+  /// (freeing them would let UCX read freed memory); counted for diagnostics.
+  static std::atomic<std::uint64_t> retired_arenas;
   exchange_base(const exchange_base&) = delete;
   exchange_base& operator=(const exchange_base&) = delete;
   exchange_base(exchange_base&&) = delete;
