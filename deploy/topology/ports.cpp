@@ -97,6 +97,11 @@ diagnostics check_ports(const topology& t) {
                                                       " cannot listen on it; expected a free port"});
   };
   check(t.coordinator.port, t.coordinator.node, "the coordinator", "coordinator.port");
+  for (std::size_t i = 0; i < t.coordinator.standby.size(); ++i) {
+    const auto& sb = t.coordinator.standby[i];
+    check(sb.port ? sb.port : t.coordinator.port, sb.node, "standby coordinator " + std::to_string(i + 1),
+          "coordinator.standby[" + std::to_string(i) + "]");
+  }
   for (std::size_t i = 0; i < t.attention_workers.size(); ++i)
     check(t.data_port('a', static_cast<int>(i)), t.attention_workers[i].node,
           "attention worker '" + t.attention_workers[i].name + "'", "transport.base_port");

@@ -86,7 +86,10 @@ std::string summarize(const topology& t, const placement* p, const model_config*
     if (!n.afd.empty()) o << "  afd " << n.afd;
     o << "\n";
   }
-  o << "coordinator: node " << t.coordinator.node << ", port " << t.coordinator.port << "\n";
+  o << "coordinator: node " << t.coordinator.node << ", port " << t.coordinator.port;
+  for (const auto& c : coordinator_endpoints(t))
+    if (c.index > 0) o << (c.index == 1 ? "; standby " : ", ") << c.node << ":" << c.port;
+  o << "\n";
   o << "transport: " << to_string(t.transport.kind);
   if (t.transport.kind == transport_kind::ucx) {
     o << ", tls " << (t.transport.tls.empty() ? "(UCX default)" : t.transport.tls) << ", net devices "

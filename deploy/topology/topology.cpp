@@ -111,6 +111,21 @@ std::string afd_path_of(const node_spec& node, const std::string& self) {
   return node.afd.empty() ? self : node.afd;
 }
 
+std::vector<coordinator_endpoint> coordinator_endpoints(const topology& t) {
+  std::vector<coordinator_endpoint> out;
+  auto add = [&](const std::string& node, int port) {
+    coordinator_endpoint c;
+    c.index = static_cast<int>(out.size());
+    c.node = node;
+    if (const node_spec* n = t.find_node(node)) c.host = n->host;
+    c.port = port;
+    out.push_back(std::move(c));
+  };
+  add(t.coordinator.node, t.coordinator.port);
+  for (const auto& sb : t.coordinator.standby) add(sb.node, sb.port ? sb.port : t.coordinator.port);
+  return out;
+}
+
 std::vector<const node_spec*> nodes_by_rank(const topology& t) {
   std::vector<const node_spec*> ranked;
   if (const node_spec* head = t.find_node(t.coordinator.node)) ranked.push_back(head);
@@ -732,12 +747,31 @@ struct parser {
   }
 
   void coordinator(const entry& e) {
-    auto es = r.mapping(e.value, e.value_at, "'coordinator'", e.path, {"node", "port", "credentials"});
+    auto es = r.mapping(e.value, e.value_at, "'coordinator'", e.path, {"node", "port", "credentials", "standby"});
     if (!es) return;
     t.coordinator.where = e.value_at;
     if (const entry* n = r.required(*es, "node", e.value_at, "'coordinator'"))
       if (auto s = r.name(*n)) t.coordinator.node = *s;
     r.optional_integer(*es, "port", t.coordinator.port, 1, 65535);
+    if (const entry* k = find(*es, "standby"))
+      if (auto items = sequence(*k, "standby coordinators (a node name, or {node, port})"))
+        for (const auto& item : *items) {
+          standby_spec sb;
+          sb.where = item.value_at;
+          t.locations[item.path] = item.value_at;
+          if (item.value.IsMap()) {
+            auto ss = r.mapping(item.value, item.value_at, "a standby coordinator", item.path, {"node", "port"});
+            if (!ss) continue;
+            if (const entry* n = r.required(*ss, "node", item.value_at, "a standby coordinator"))
+              if (auto s = r.name(*n)) sb.node = *s;
+            r.optional_integer(*ss, "port", sb.port, 1, 65535);
+          } else if (auto s = r.name(item)) {
+            sb.node = *s;
+          } else {
+            continue;
+          }
+          t.coordinator.standby.push_back(std::move(sb));
+        }
     if (const entry* k = find(*es, "credentials")) {
       if (auto s = r.string(*k)) {
         if (s->empty()) {
@@ -1244,6 +1278,24 @@ struct parser {
                                        (node_names.empty() ? std::string("none") : join(node_names)));
     };
     check_node(t.coordinator.node, "the coordinator", "coordinator.node");
+    // Standbys: on declared nodes, and no two coordinators on one node and port.
+    for (std::size_t i = 0; i < t.coordinator.standby.size(); ++i) {
+      const auto& sb = t.coordinator.standby[i];
+      const std::string path = "coordinator.standby[" + std::to_string(i) + "]";
+      check_node(sb.node, "standby coordinator " + std::to_string(i + 1), path);
+      const int port = sb.port ? sb.port : t.coordinator.port;
+      auto clash = [&](const std::string& node, int other_port) { return node == sb.node && other_port == port; };
+      std::string with;
+      if (clash(t.coordinator.node, t.coordinator.port)) with = "the primary coordinator";
+      for (std::size_t j = 0; j < i && with.empty(); ++j)
+        if (clash(t.coordinator.standby[j].node,
+                  t.coordinator.standby[j].port ? t.coordinator.standby[j].port : t.coordinator.port))
+          with = "standby coordinator " + std::to_string(j + 1);
+      if (!with.empty())
+        r.error(sb.where, "standby coordinator " + std::to_string(i + 1) + " listens on node '" + sb.node +
+                              "', port " + std::to_string(port) + ", as " + with +
+                              " does; expected another node or another port ({node: " + sb.node + ", port: N})");
+    }
     for (std::size_t i = 0; i < t.attention_workers.size(); ++i)
       check_node(t.attention_workers[i].node, "attention worker '" + t.attention_workers[i].name + "'",
                  "attention_workers[" + std::to_string(i) + "].node");

@@ -110,10 +110,20 @@ struct ssh_target {
   std::string destination() const { return user + "@" + host; }
 };
 
+/// A standby coordinator: a coordinator process on `node` listening on `port`, which takes over
+/// when every coordinator before it in the list (the primary first) is unreachable.
+struct standby_spec {
+  std::string node;
+  int port = 0;  ///< 0: the primary's port
+  source_location where;
+};
+
 /// The coordinator's control-plane endpoint.
 struct coordinator_spec {
   std::string node;
   int port = 7600;  ///< TCP port of the CAF middleman, 1..65535
+  /// Standby coordinators in order of succession (`standby: [b, {node: c, port: 7601}]`).
+  std::vector<standby_spec> standby;
   /// Directory of the control plane's TLS files (ca.pem and coordinator/worker/client .pem + .key,
   /// as `afd launch` generates them), absolute; empty: `afd launch` makes them per cluster when a
   /// node is not on a loopback address.
@@ -283,6 +293,16 @@ struct topology {
   /// Data-plane port of attention worker i (role = 'a') or FFN worker i ('f'); 0 = ephemeral.
   int data_port(char role, int i) const;
 };
+
+/// One coordinator of the cluster: the primary (index 0) or a standby, where it listens.
+struct coordinator_endpoint {
+  int index = 0;      ///< 0: the primary; i: the i-th standby
+  std::string node;
+  std::string host;   ///< its node's host
+  int port = 0;
+};
+/// Every coordinator of `t` in order of succession: the primary first, then the standbys.
+std::vector<coordinator_endpoint> coordinator_endpoints(const topology& t);
 
 /// Checks one fault rule (docs/faults.md) against the topology: its syntax, its fields for its
 /// kind, and that the workers it names exist. errc::invalid_argument naming what is wrong.

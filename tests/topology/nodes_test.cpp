@@ -201,6 +201,62 @@ TEST(topology_nodes, rank_zero_is_the_coordinators_node_then_file_order) {
   EXPECT_EQ(names, (std::vector<std::string>{"n1", "n0", "n2"}));
 }
 
+// Standby coordinators: a node name or {node, port}, in order of succession after the primary.
+TEST(topology_nodes, standby_coordinators_in_order_of_succession) {
+  auto y = with_far_node("  - {name: far, host: 10.0.0.2}");
+  y.set(6, "coordinator: {node: local, port: 7600, standby: [far, {node: local, port: 7601}]}");
+  auto r = parse(y);
+  ASSERT_TRUE(r.ok()) << testing::dump(r.errors);
+  const auto list = coordinator_endpoints(*r.value);
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_EQ(list[0].index, 0);
+  EXPECT_EQ(list[0].node, "local");
+  EXPECT_EQ(list[0].port, 7600);
+  EXPECT_EQ(list[1].node, "far");
+  EXPECT_EQ(list[1].host, "10.0.0.2");
+  EXPECT_EQ(list[1].port, 7600);  // the primary's port when not given
+  EXPECT_EQ(list[2].node, "local");
+  EXPECT_EQ(list[2].port, 7601);
+  EXPECT_EQ(list[2].index, 2);
+  // Without standbys: the primary alone.
+  auto plain = parse(base_file());
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(coordinator_endpoints(*plain.value).size(), 1u);
+}
+
+TEST(topology_nodes, bad_standby_coordinators_are_named_at_their_line) {
+  {
+    auto y = with_far_node("  - {name: far, host: 10.0.0.2}");
+    y.set(6, "coordinator: {node: local, port: 7600, standby: [farr]}");
+    auto r = parse(y);
+    ASSERT_FALSE(r.ok());
+    testing::expect_error(r.errors, "standby coordinator 1 is on node 'farr', which is not declared", 6,
+                          y.column(6, "farr"));
+  }
+  {
+    auto y = with_far_node("  - {name: far, host: 10.0.0.2}");
+    y.set(6, "coordinator: {node: local, port: 7600, standby: [{node: far}, local]}");
+    auto r = parse(y);
+    ASSERT_FALSE(r.ok());
+    testing::expect_error(r.errors, "standby coordinator 2 listens on node 'local', port 7600, as the primary", 6,
+                          y.column(6, "local]"));
+  }
+  {
+    auto y = with_far_node("  - {name: far, host: 10.0.0.2}");
+    y.set(6, "coordinator: {node: local, port: 7600, standby: [{node: far, prot: 1}]}");
+    auto r = parse(y);
+    ASSERT_FALSE(r.ok());
+    testing::expect_error(r.errors, "unknown key 'prot' in a standby coordinator", 6, y.column(6, "prot"));
+  }
+  {
+    auto y = with_far_node("  - {name: far, host: 10.0.0.2}");
+    y.set(6, "coordinator: {node: local, port: 7600, standby: far}");
+    auto r = parse(y);
+    ASSERT_FALSE(r.ok());
+    testing::expect_error(r.errors, "expected a sequence of standby coordinators", 6, y.column(6, "far}"));
+  }
+}
+
 // A scratch directory for files the environment checks look at; removed at the end.
 struct scratch_dir {
   std::filesystem::path path;
