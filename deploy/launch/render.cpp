@@ -213,6 +213,9 @@ expected<std::string> render_k8s(const topology::topology& t, const k8s_render_o
                 o.gpu_resource, "'");
 
   const bool lws = o.flavor == k8s_flavor::leader_worker_set;
+  if (lws && !t.coordinator.standby.empty())
+    return fail(errc::unsupported, "standby coordinators (coordinator.standby) need the StatefulSet form (--plain), "
+                "whose pods have stable names the other pods reach them at");
   const std::size_t nodes = t.nodes.size();
   const int port = t.coordinator.port;
   auto labels = [&](int indent) {
@@ -305,7 +308,14 @@ expected<std::string> render_k8s(const topology::topology& t, const k8s_render_o
       << "    workerTemplate:\n"
       << pod_template(6, "$(LWS_WORKER_INDEX)", coordinator, max_gpus(t, 1), {});
   } else {
-    const std::string coordinator = name + "-0." + name + ".$(POD_NAMESPACE).svc:" + std::to_string(port);
+    // Every coordinator at the stable name of the pod of its node's rank (the primary: pod 0).
+    std::string coordinator;
+    const auto ranked = topology::nodes_by_rank(t);
+    for (const auto& c : topology::coordinator_endpoints(t))
+      for (std::size_t r = 0; r < ranked.size(); ++r)
+        if (ranked[r]->name == c.node)
+          coordinator += (coordinator.empty() ? "" : ",") + name + "-" + std::to_string(r) + "." + name +
+                         ".$(POD_NAMESPACE).svc:" + std::to_string(c.port);
     s << "---\n"
       << "apiVersion: v1\n"
       << "kind: Service\n"

@@ -54,7 +54,8 @@ struct k8s_render_options {
 /// Manifests (YAML, documents separated by ---) for one AFD instance as one gang: the topology
 /// in a ConfigMap, then a LeaderWorkerSet of node-count pods, or a headless Service and a
 /// StatefulSet. Each pod runs `afd node /etc/afd/topology.yaml --node-index RANK --coordinator
-/// LEADER:PORT`, RANK its pod index (topology::nodes_by_rank), LEADER the address of pod 0.
+/// LEADER:PORT`, RANK its pod index (topology::nodes_by_rank), LEADER the address of pod 0 (with
+/// standby coordinators, StatefulSet only: every coordinator's pod name, the primary first).
 /// errc::invalid_argument for a name Kubernetes would refuse or a relative model path without
 /// model_path.
 expected<std::string> render_k8s(const topology::topology& t, const k8s_render_options& o);

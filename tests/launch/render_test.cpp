@@ -173,5 +173,30 @@ TEST(render_library, gpus_per_node_and_shell_quoting) {
       << *script;
 }
 
+// Standby coordinators: each pod of a standby's node is named in --coordinator, in the file's
+// order; the LeaderWorkerSet form (no stable names for the other pods) refuses them.
+TEST(render_library, k8s_standby_coordinators_are_reached_at_their_pods) {
+  std::string text = read_file(data_dir + "two_nodes.yaml");
+  const std::string line = "coordinator: {node: gpu-b, port: 7700}";
+  ASSERT_NE(text.find(line), std::string::npos);
+  text.replace(text.find(line), line.size(), "coordinator: {node: gpu-b, port: 7700, standby: [gpu-a]}");
+  auto parsed = topology::parse_text(text, "t.yaml", "/");
+  ASSERT_TRUE(parsed.ok()) << parsed.to_error().message();
+  k8s_render_options o;
+  o.topology_text = text;
+  o.flavor = k8s_flavor::stateful_set;
+  auto out = render_k8s(*parsed.value, o);
+  ASSERT_TRUE(out) << out.err().message();
+  // gpu-b hosts the primary: rank 0; gpu-a is rank 1.
+  EXPECT_NE(out->find("step3-demo-0.step3-demo.$(POD_NAMESPACE).svc:7700,step3-demo-1.step3-demo.$(POD_NAMESPACE).svc:7700"),
+            std::string::npos)
+      << *out;
+  o.flavor = k8s_flavor::leader_worker_set;
+  auto refused = render_k8s(*parsed.value, o);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.err().message().find("standby coordinators (coordinator.standby) need the StatefulSet form"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace afd::launch
