@@ -1,5 +1,7 @@
 #include "actors/coordinator.hpp"
 
+#include <unistd.h>
+
 #include <caf/io/all.hpp>
 
 #include <algorithm>
@@ -92,7 +94,8 @@ class coordinator_state {
  public:
   explicit coordinator_state(coordinator_actor* self) : self_(self) {}
 
-  void init(dataplane::cluster_spec spec) {
+  void init(dataplane::cluster_spec spec, bool standby) {
+    standby_ = standby;
     spec_ = std::move(spec);
     if (spec_.limits.max_context <= 0) spec_.limits.max_context = spec_.model.max_position_embedding;
     for (std::size_t i = 0; i < spec_.attention_workers.size(); ++i) {
@@ -121,7 +124,29 @@ class coordinator_state {
     self_->delayed_send(self_, timeouts::liveness_check, tick_atom::value);
   }
 
+  /// A standby serves nothing: workers, clients and launchers go on to the active coordinator.
+  afd::error standby_refusal() const {
+    return fail(errc::unavailable, "this coordinator of cluster '", spec_.name, "' is a standby; the active one serves");
+  }
+
+  /// (active, term): a standby's term is the highest it has been told of (role_atom + term from its
+  /// process), so that a coordinator promoted later picks a higher one even when it sees no active
+  /// coordinator.
+  std::tuple<bool, std::uint64_t> on_role() const { return {!standby_, term_}; }
+  void on_seen_term(std::uint64_t term) {
+    if (standby_ && term > term_) term_ = term;
+  }
+
+  /// Becomes the active coordinator with `term` (its process won the succession).
+  void on_promote(std::uint64_t term) {
+    if (!standby_) return;
+    standby_ = false;
+    term_ = term;
+    event("promoted", "", "term " + std::to_string(term));
+  }
+
   caf::result<std::uint32_t> on_register(register_worker_msg& m) {
+    if (standby_) return to_caf_error(standby_refusal());
     if (failure_) return to_caf_error(fail(errc::unavailable, "cluster failed: ", failure_->message()));
     if (stopping_) return to_caf_error(fail(errc::unavailable, "cluster is shutting down"));
     worker_entry* w = find(m.name);
@@ -178,6 +203,7 @@ class coordinator_state {
   }
 
   caf::result<std::int64_t> on_submit(request_msg& m) {
+    if (standby_) return to_caf_error(standby_refusal());
     if (failure_) return to_caf_error(fail(errc::unavailable, "cluster failed: ", failure_->message()));
     if (stopping_) return to_caf_error(fail(errc::unavailable, "cluster is shutting down"));
     // Before the first epoch the cluster cannot take requests. During a recovery (a new epoch
@@ -372,6 +398,9 @@ class coordinator_state {
     result->queued = static_cast<std::int64_t>(queue_.size());
     result->running = static_cast<std::int64_t>(requests_.size() - queue_.size());
     result->finished = finished_count_;
+    result->term = term_;
+    result->standby = standby_;
+    result->pid = static_cast<std::int64_t>(::getpid());
     result->recoveries = recoveries_;
     result->events = events_;
     result->now_ms = ms_since_start();
@@ -432,6 +461,7 @@ class coordinator_state {
   }
 
   caf::result<bool> on_await_ready() {
+    if (standby_) return to_caf_error(standby_refusal());
     if (failure_) return to_caf_error(*failure_);
     if (ready_) return true;
     ready_waiters_.push_back(self_->make_response_promise());
@@ -440,6 +470,7 @@ class coordinator_state {
 
   /// Arms a fault plan at every member (rules checked first: one bad rule arms nothing).
   caf::result<bool> on_arm_faults(fault_plan_msg& m) {
+    if (standby_) return to_caf_error(standby_refusal());
     for (const auto& text : m.rules) {
       auto r = faults::parse_rule(text);
       if (!r) return to_caf_error(r.err());
@@ -919,6 +950,8 @@ class coordinator_state {
   afd::error gave_up_;  ///< set when a lost role did not come back within recovery_wait; cleared when ready
   engine::placement placement_;  ///< this epoch's: the topology's for the live FFN workers
   bool started_ = false;         ///< the first epoch was started (recovery needs one)
+  bool standby_ = false;         ///< a standby: refuses workers and requests until promoted
+  std::uint64_t term_ = 0;       ///< the term it was promoted with
   steady::time_point started_at_ = steady::now();
   std::vector<cluster_event_rec> events_;
   std::deque<steady::time_point> retries_;      ///< recent same-member retries
@@ -929,9 +962,9 @@ class coordinator_state {
   std::vector<std::uint64_t> fired_before_;     ///< firings of lives that ended
 };
 
-caf::behavior coordinator_behavior(coordinator_actor* self, dataplane::cluster_spec spec) {
+caf::behavior coordinator_behavior(coordinator_actor* self, dataplane::cluster_spec spec, bool standby) {
   auto& s = self->state;
-  s.init(std::move(spec));
+  s.init(std::move(spec), standby);
   return {
       [&s](register_worker_msg& m) { return s.on_register(m); },
       [&s](request_msg& m) { return s.on_submit(m); },
@@ -945,13 +978,16 @@ caf::behavior coordinator_behavior(coordinator_actor* self, dataplane::cluster_s
       [&s](fault_fired_atom, std::uint64_t rule) { s.on_fault_fired(rule); },
       [&s](shutdown_atom) { return s.on_shutdown(); },
       [&s](tick_atom) { s.on_tick(); },
+      [&s](role_atom) { return s.on_role(); },
+      [&s](role_atom, std::uint64_t seen) { s.on_seen_term(seen); },
+      [&s](promote_atom, std::uint64_t term) { s.on_promote(term); },
   };
 }
 
 }  // namespace
 
-caf::actor spawn_coordinator(caf::actor_system& sys, dataplane::cluster_spec spec) {
-  return sys.spawn(coordinator_behavior, std::move(spec));
+caf::actor spawn_coordinator(caf::actor_system& sys, dataplane::cluster_spec spec, bool standby) {
+  return sys.spawn(coordinator_behavior, std::move(spec), standby);
 }
 
 expected<published_coordinator> start_coordinator(caf::actor_system& sys, dataplane::cluster_spec spec, std::uint16_t port,

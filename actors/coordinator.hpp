@@ -14,7 +14,9 @@
 namespace afd::actors {
 
 /// Spawns the coordinator of `spec` in `sys` (not published; workers in this process use the handle).
-caf::actor spawn_coordinator(caf::actor_system& sys, dataplane::cluster_spec spec);
+/// A `standby` one refuses workers, requests and readiness waits (errc::unavailable) until its
+/// process promotes it (promote_atom with a term); role_atom answers (active, term) either way.
+caf::actor spawn_coordinator(caf::actor_system& sys, dataplane::cluster_spec spec, bool standby = false);
 
 /// A started coordinator and the TCP port it is published on.
 struct published_coordinator {

@@ -31,6 +31,12 @@ using arm_faults_atom = caf::atom_constant<caf::atom("armfaults")>;    ///< arm 
 using fault_fired_atom = caf::atom_constant<caf::atom("faultfire")>;  ///< launcher -> coordinator: it applied process rule i
 using reconnect_atom = caf::atom_constant<caf::atom("reconnect")>;    ///< a worker tries to find its lost coordinator again
 using poll_stop_atom = caf::atom_constant<caf::atom("pollstop")>;      ///< a worker looks whether its engine stopped
+/// Anyone -> coordinator: active or standby, and its term (answer: bool active, std::uint64_t term;
+/// a standby's term is the highest it knows of). Its process -> a standby, with a term: the highest
+/// term seen among the other coordinators.
+using role_atom = caf::atom_constant<caf::atom("coordrole")>;
+/// Its process -> a standby coordinator: become the active one with this term.
+using promote_atom = caf::atom_constant<caf::atom("promote")>;
 
 /// Worker -> coordinator: join the cluster. Answered with the coordinator's epoch, or an error
 /// (unknown or duplicate name, role mismatch).
@@ -210,6 +216,9 @@ struct cluster_status_msg {
   std::vector<std::uint64_t> fault_fired;  ///< per rule, summed over the coordinator and every worker
   std::vector<cluster_event_rec> events;
   std::int64_t now_ms = 0;                 ///< the coordinator's steady clock when it answered
+  std::uint64_t term = 0;                  ///< its term: 0 until a cluster with standbys promoted it
+  bool standby = false;                    ///< a standby coordinator (it serves nothing)
+  std::int64_t pid = 0;                    ///< the coordinator's process
 };
 
 template <class Inspector>
@@ -280,7 +289,7 @@ typename Inspector::result_type inspect(Inspector& f, worker_status_msg& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, cluster_status_msg& x) {
   return f(caf::meta::type_name("cluster_status_msg"), x.epoch, x.vocab_size, x.ready, x.queued, x.running, x.finished,
-           x.recoveries, x.workers, x.fault_rules, x.fault_fired, x.events, x.now_ms);
+           x.recoveries, x.workers, x.fault_rules, x.fault_fired, x.events, x.now_ms, x.term, x.standby, x.pid);
 }
 
 /// The request as the engines take it.

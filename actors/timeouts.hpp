@@ -64,6 +64,14 @@ inline constexpr milliseconds launcher_status{3000};
 /// replaced process listens again within a second or two), each try bounded by coordinator_probe.
 inline constexpr milliseconds coordinator_retry{200};
 inline constexpr milliseconds coordinator_probe{1000};
+/// A coordinator process of a cluster with standbys asks the other coordinators their role this
+/// often (deploy/launch/succession.hpp); a standby takes over once every coordinator before it
+/// in the list has not answered for succession_takeover (and not in its own first
+/// succession_takeover, while the others are still starting). One second is several
+/// coordinator_retry rounds of workers and clients (so a promotion is found at once) and well
+/// above a loaded machine's hiccup, yet keeps a lost coordinator's replacement under 2 s.
+inline constexpr milliseconds succession_interval{250};
+inline constexpr milliseconds succession_takeover{1000};
 /// How long a worker or a client keeps looking for a lost coordinator before it gives up (a
 /// worker then exits: no orphan processes when no coordinator returns).
 inline constexpr milliseconds coordinator_failover_grace{30000};

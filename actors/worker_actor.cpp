@@ -75,18 +75,24 @@ struct worker_actor_state {
 
   /// The coordinator is gone: stop the engine (its requests live on with the clients, which
   /// resume them at the next coordinator) and look for the next coordinator.
-  void on_coordinator_lost() {
-    std::fprintf(stderr, "worker '%s': lost the coordinator; looking for it again (for up to %lld ms)\n",
-                 ctx.name.c_str(), static_cast<long long>(ctx.reconnect_grace.count()));
+  /// `refused`: the coordinator is alive but refused this worker's registration (a standby, or
+  /// one deposed meanwhile): it may still become the active one, so it is not excluded.
+  void on_coordinator_lost(bool refused = false) {
+    if (!looking)
+      std::fprintf(stderr, "worker '%s': %s; looking for the active coordinator (for up to %lld ms)\n",
+                   ctx.name.c_str(), refused ? "the coordinator refused the registration" : "lost the coordinator",
+                   static_cast<long long>(ctx.reconnect_grace.count()));
     if (has_engine()) {
       if (attention) attention->request_stop();
       if (ffn) ffn->request_stop();
       reset_engines();
     }
-    lost_coordinator_node = ctx.coordinator.node();
+    lost_coordinator_node = refused ? caf::node_id{} : ctx.coordinator.node();
+    if (refused) self->demonitor(ctx.coordinator);
     ctx.coordinator = nullptr;
     state = worker_state::starting;
-    lost_coordinator_at = std::chrono::steady_clock::now();
+    if (!looking) lost_coordinator_at = std::chrono::steady_clock::now();
+    looking = true;
     self->send(self, reconnect_atom::value);
   }
 
@@ -124,7 +130,19 @@ struct worker_actor_state {
     state = worker_state::starting;
     registering = true;
     self->request(ctx.coordinator, ctx.spec.start_timeout, std::move(m))
-        .then([this](std::uint32_t) { registering = false; }, [this](caf::error& e) { self->quit(e); });
+        .then([this](std::uint32_t) {
+                registering = false;
+                looking = false;
+              },
+              [this](caf::error& e) {
+                registering = false;
+                // A standby (or a coordinator deposed meanwhile) refuses: look for the active one.
+                if (ctx.reconnect && ctx.coordinator && from_caf_error(e).code() == errc::unavailable) {
+                  on_coordinator_lost(true);
+                  return;
+                }
+                self->quit(e);
+              });
   }
 
   /// Every heartbeat_interval: the crash_actor fault point, then the heartbeat.
@@ -469,6 +487,7 @@ struct worker_actor_state {
   std::uint32_t rejoins = 0;
   std::chrono::steady_clock::time_point lost_coordinator_at{};
   caf::node_id lost_coordinator_node;
+  bool looking = false;  ///< looking for a coordinator since lost_coordinator_at
 };
 
 caf::behavior worker_behavior(worker_actor* self, worker_context ctx) {

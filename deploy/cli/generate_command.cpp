@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <string>
 
+#include "deploy/cli/cluster_target.hpp"
 #include "deploy/cli/command_registry.hpp"
 #include "kernels/cpu/cpu_kernels.hpp"
 #include "runtime/engine/model_weights.hpp"
@@ -173,8 +174,7 @@ int generate_on_cluster(const generate_args& args, const generate_plan& plan, co
       std::fprintf(stderr, "afd generate: --connect: %s\n", address.err().message().c_str());
       return 2;
     }
-    auto connected = client::cluster::connect(address->host, static_cast<std::uint16_t>(address->port),
-                                              std::chrono::seconds(10), address->credentials);
+    auto connected = connect_cluster(*address, std::chrono::seconds(10));
     if (!connected) {
       std::fprintf(stderr, "afd generate: %s\n", connected.err().message().c_str());
       return 1;

@@ -101,7 +101,7 @@ expected<std::string> cluster_credentials_for(const topology::topology& t, const
   if (launch::loopback_only(t)) return std::string();
   launch::tls::generate_options g;
   g.cluster_name = t.cluster_name;
-  g.coordinator_hosts = {plan.coordinator_host};
+  for (const auto& c : plan.coordinators) g.coordinator_hosts.push_back(c.host);
   auto made = launch::tls::generate_cluster_credentials(run_dir + "/tls", g);
   if (!made) return made.err();
   return made->directory;
@@ -219,7 +219,7 @@ int run_launch(int argc, char** argv) {
   options.afd_executable = launch::self_executable();
   options.topology_file = file_abs;
   options.model_override = model_abs;
-  options.coordinator = launch::host_port(launch::connect_host(plan.coordinator_host), plan.coordinator_port);
+  options.coordinator = plan.coordinator_addresses();
 
   topology::diagnostics errors = launch::check_launchable(t, plan, options, how);
   for (const auto& rule : fault_rules)

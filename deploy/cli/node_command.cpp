@@ -63,7 +63,7 @@ int run_node(int argc, char** argv) {
   auto* by_slurm = app.add_option("--slurm-map", map, "HOST=NODE,...: the node of this Slurm task's host");
   by_name->excludes(by_index)->excludes(by_slurm);
   by_index->excludes(by_slurm);
-  app.add_option("--coordinator", coordinator, "HOST:PORT of the coordinator")->required();
+  app.add_option("--coordinator", coordinator, "HOST:PORT of the coordinator (of each, comma-separated: the primary, then the standbys)")->required();
   app.add_option("--model", model_dir, "checkpoint directory to use instead of the file's model.path");
   app.add_option("--credentials", credentials, "directory of the cluster's TLS files (ca.pem, <role>.pem/.key)");
   app.add_option("--start-timeout", start_timeout_s, "seconds the coordinator's node waits for the cluster (default 120)");
@@ -73,7 +73,7 @@ int run_node(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
-  auto address = launch::parse_host_port(coordinator);
+  auto address = launch::parse_host_ports(coordinator);
   if (!address) {
     std::fprintf(stderr, "afd node: --coordinator: %s\n", address.err().message().c_str());
     return 2;

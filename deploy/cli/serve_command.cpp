@@ -13,6 +13,7 @@
 #include <CLI/CLI.hpp>
 
 #include <afd/client.hpp>
+#include "deploy/cli/cluster_target.hpp"
 #include "deploy/cli/command_registry.hpp"
 #include "deploy/launch/launch_plan.hpp"
 #include "deploy/launch/signals.hpp"
@@ -116,8 +117,7 @@ int run_serve(int argc, char** argv) {
       std::fprintf(stderr, "afd serve: --connect: %s\n", address.err().message().c_str());
       return 2;
     }
-    auto connected = client::cluster::connect(address->host, static_cast<std::uint16_t>(address->port),
-                                              std::chrono::seconds(10), address->credentials);
+    auto connected = connect_cluster(*address, std::chrono::seconds(10));
     if (!connected) {
       std::fprintf(stderr, "afd serve: %s\n", connected.err().message().c_str());
       return 1;

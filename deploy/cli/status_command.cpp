@@ -72,10 +72,9 @@ int run_status(int argc, char** argv) {
   }
   auto address = target.resolve("afd status");
   if (!address) return 2;
-  const std::string where = launch::host_port(address->host, address->port);
+  const std::string where = launch::join_host_ports(address->coordinators);
   const auto timeout = std::chrono::seconds(timeout_s);
-  auto c = client::cluster::connect(address->host, static_cast<std::uint16_t>(address->port), timeout,
-                                    address->credentials);
+  auto c = connect_cluster(*address, timeout);
   if (!c) {
     std::fprintf(stderr, "afd status: %s\n", c.err().message().c_str());
     return 1;
@@ -89,7 +88,7 @@ int run_status(int argc, char** argv) {
   if (json) {
     nlohmann::json out{{"coordinator", where},   {"epoch", s->epoch},     {"ready", s->ready},
                        {"queued", s->queued},    {"running", s->running}, {"finished", s->finished},
-                       {"recoveries", s->recoveries}};
+                       {"recoveries", s->recoveries}, {"term", s->term}};
     out["workers"] = nlohmann::json::array();
     for (const auto& w : s->workers)
       out["workers"].push_back({{"name", w.name},
@@ -120,10 +119,11 @@ int run_status(int argc, char** argv) {
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   }
-  std::printf("cluster%s%s at %s: %s, epoch %u; requests: %lld queued, %lld running, %lld finished\n",
+  std::printf("cluster%s%s at %s: %s, epoch %u%s; requests: %lld queued, %lld running, %lld finished\n",
               address->cluster_name.empty() ? "" : " '",
               address->cluster_name.empty() ? "" : (address->cluster_name + "'").c_str(), where.c_str(),
-              s->ready ? "ready" : "not ready", s->epoch, static_cast<long long>(s->queued),
+              s->ready ? "ready" : "not ready", s->epoch,
+              s->term ? (", coordinator term " + std::to_string(s->term)).c_str() : "", static_cast<long long>(s->queued),
               static_cast<long long>(s->running), static_cast<long long>(s->finished));
   std::printf("%-12s %-10s %-8s %-9s %8s %16s\n", "WORKER", "ROLE", "DEVICE", "STATE", "RUNNING", "KV USED/TOTAL");
   for (const auto& w : s->workers) {

@@ -51,10 +51,8 @@ int run_stop(int argc, char** argv) {
   if (!address->run_directory.empty()) std::ifstream(address->run_directory + "/launcher.pid") >> launcher_pid;
 
   const auto timeout = std::chrono::seconds(timeout_s);
-  const std::string where = launch::host_port(address->host, address->port);
-  auto c = client::cluster::connect(address->host, static_cast<std::uint16_t>(address->port),
-                                    std::chrono::milliseconds(std::min<std::int64_t>(timeout_s, 10) * 1000),
-                                    address->credentials);
+  const std::string where = launch::join_host_ports(address->coordinators);
+  auto c = connect_cluster(*address, std::chrono::milliseconds(std::min<std::int64_t>(timeout_s, 10) * 1000));
   if (!c) {
     std::fprintf(stderr, "afd stop: %s\n", c.err().message().c_str());
     return 1;

@@ -29,6 +29,7 @@
 #include "deploy/topology/cluster_spec_from_topology.hpp"
 #include "deploy/launch/launch_plan.hpp"
 #include "deploy/launch/signals.hpp"
+#include "deploy/launch/succession.hpp"
 #include "deploy/launch/tls.hpp"
 #include "deploy/topology/topology.hpp"
 
@@ -72,7 +73,7 @@ int run_worker(int argc, char** argv) {
   std::vector<std::string> names;
   app.add_option("--topology", file, "topology file (YAML), the same the launcher read")->required();
   app.add_option("--name", names, "worker to run (repeat for several in one process)")->required();
-  app.add_option("--coordinator", coordinator, "HOST:PORT of the coordinator")->required();
+  app.add_option("--coordinator", coordinator, "HOST:PORT of the coordinator (of each, comma-separated: the primary, then the standbys)")->required();
   app.add_option("--model", model_dir, "checkpoint directory to use instead of the file's model.path");
   app.add_option("--credentials", credentials,
                  "directory of the cluster's TLS files (ca.pem, worker.pem, worker.key): the control plane over TLS");
@@ -81,9 +82,9 @@ int run_worker(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
-  auto address = launch::parse_host_port(coordinator);
-  if (!address) {
-    std::fprintf(stderr, "afd worker: --coordinator: %s\n", address.err().message().c_str());
+  auto addresses = launch::parse_host_ports(coordinator);
+  if (!addresses) {
+    std::fprintf(stderr, "afd worker: --coordinator: %s\n", addresses.err().message().c_str());
     return 2;
   }
   auto spec = client::load_cluster_spec(file, model_dir);
@@ -122,8 +123,22 @@ int run_worker(int argc, char** argv) {
   int code = 0;  // read by the exit watchdog below
   // One connection to the coordinator for every worker of the process (TLS with the cluster's
   // credentials when given), with a deadline.
-  auto coordinator_handle = launch::tls::connect(*system, address->first, static_cast<std::uint16_t>(address->second),
-                                                 !credentials.empty(), actors::timeouts::client_request);
+  // With standby coordinators: the active one, looked for until the failover grace ends (the
+  // coordinators may be choosing one).
+  const bool secure = !credentials.empty();
+  expected<caf::actor> coordinator_handle = fail(errc::unavailable, "not tried");
+  if (addresses->size() == 1) {
+    coordinator_handle = launch::tls::connect(*system, addresses->front().first,
+                                              static_cast<std::uint16_t>(addresses->front().second), secure,
+                                              actors::timeouts::client_request);
+  } else {
+    const auto give_up = std::chrono::steady_clock::now() + actors::timeouts::coordinator_failover_grace;
+    do {
+      coordinator_handle = launch::connect_active(*system, *addresses, secure, actors::timeouts::coordinator_probe);
+      if (coordinator_handle || launch::stop_signal()) break;
+      std::this_thread::sleep_for(actors::timeouts::coordinator_retry);
+    } while (std::chrono::steady_clock::now() < give_up);
+  }
   if (!coordinator_handle) {
     std::fprintf(stderr, "afd worker: cannot reach the coordinator at %s: %s\n", coordinator.c_str(),
                  coordinator_handle.err().message().c_str());
@@ -131,15 +146,14 @@ int run_worker(int argc, char** argv) {
   }
   for (const auto& n : names) {
     if (code != 0) break;
-    // When the coordinator's process is replaced, the worker keeps its weights and finds the new
-    // one at the same address (within the failover grace, then it exits: no orphans).
+    // When the coordinator is lost, the worker keeps its weights and finds the next one (its
+    // replaced process at the same address, or the standby that took over) within the failover
+    // grace, then it exits: no orphans.
     actors::worker_environment env;
     caf::actor_system* sys = system.get();
-    const std::string host = address->first;
-    const auto port = static_cast<std::uint16_t>(address->second);
-    const bool secure = !credentials.empty();
-    env.reconnect = [sys, host, port, secure]() {
-      return launch::tls::connect(*sys, host, port, secure, actors::timeouts::coordinator_probe);
+    const launch::address_list list = *addresses;
+    env.reconnect = [sys, list, secure]() {
+      return launch::connect_active(*sys, list, secure, actors::timeouts::coordinator_probe);
     };
     env.reconnect_grace = actors::timeouts::coordinator_failover_grace;
     auto w = actors::spawn_worker(*system, *spec, n, *coordinator_handle, env);

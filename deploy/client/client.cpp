@@ -28,6 +28,7 @@
 #include "deploy/topology/cluster_spec_from_topology.hpp"
 #include "deploy/client/embedded.hpp"
 #include "deploy/launch/launch_plan.hpp"
+#include "deploy/launch/succession.hpp"
 #include "deploy/launch/tls.hpp"
 #include "deploy/topology/topology.hpp"
 
@@ -492,6 +493,8 @@ class cluster_impl final : public cluster {
       out.faults.push_back(fault_rule_status{s->fault_rules[i], i < s->fault_fired.size() ? s->fault_fired[i] : 0});
     for (auto& e : s->events) out.events.push_back(cluster_event{e.at_ms, e.kind, e.worker, e.epoch, e.detail});
     out.now_ms = s->now_ms;
+    out.term = s->term;
+    out.coordinator_pid = s->pid;
     return out;
   }
 
@@ -699,7 +702,22 @@ expected<std::unique_ptr<cluster>> cluster::connect(const std::string& host, std
 
 expected<std::unique_ptr<cluster>> cluster::connect(const std::string& host, std::uint16_t port,
                                                     std::chrono::milliseconds timeout, const std::string& credentials) {
-  if (auto e = probe(host, port, timeout)) return e;
+  return connect_any({launch::host_port(host, port)}, timeout, credentials);
+}
+
+expected<std::unique_ptr<cluster>> cluster::connect_any(const std::vector<std::string>& addresses,
+                                                        std::chrono::milliseconds timeout,
+                                                        const std::string& credentials) {
+  launch::address_list list;
+  for (const auto& a : addresses) {
+    auto hp = launch::parse_host_port(a);
+    if (!hp) return hp.err();
+    list.push_back(*hp);
+  }
+  if (list.empty()) return fail(errc::invalid_argument, "no coordinator address given");
+  const bool single = list.size() == 1;
+  if (single)
+    if (auto e = probe(list.front().first, static_cast<std::uint16_t>(list.front().second), timeout)) return e;
   try {
     auto cfg = std::make_unique<caf::actor_system_config>();
     actors::register_message_types(*cfg);
@@ -711,14 +729,30 @@ expected<std::unique_ptr<cluster>> cluster::connect(const std::string& host, std
           !applied)
         return applied.err();
     auto sys = std::make_unique<caf::actor_system>(*cfg);
-    auto coordinator = launch::tls::connect(*sys, host, port, secure, timeout);
-    if (!coordinator)
-      return fail(errc::unavailable, "cannot reach the coordinator at ", host, ":", port, secure ? " (TLS)" : "", ": ",
-                  coordinator.err().message());
-    // The coordinator's process may be replaced (afd launch restarts it): found again at the
-    // same address.
-    auto reconnect = [host, port, secure](caf::actor_system& s) {
-      return launch::tls::connect(s, host, port, secure, actors::timeouts::coordinator_probe);
+    expected<caf::actor> coordinator = fail(errc::unavailable, "not tried");
+    if (single) {
+      const auto& [host, port] = list.front();
+      coordinator = launch::tls::connect(*sys, host, static_cast<std::uint16_t>(port), secure, timeout);
+      if (!coordinator)
+        return fail(errc::unavailable, "cannot reach the coordinator at ", host, ":", port, secure ? " (TLS)" : "",
+                    ": ", coordinator.err().message());
+    } else {
+      // Standby coordinators: the active one, looked for until `timeout` (they may be choosing).
+      const auto give_up = std::chrono::steady_clock::now() + timeout;
+      for (;;) {
+        coordinator = launch::connect_active(*sys, list, secure, actors::timeouts::coordinator_probe);
+        if (coordinator || std::chrono::steady_clock::now() >= give_up) break;
+        std::this_thread::sleep_for(actors::timeouts::coordinator_retry);
+      }
+      if (!coordinator) return coordinator.err();
+    }
+    // The coordinator's process may be replaced (afd launch restarts it), or a standby may take
+    // over: the active one is found again in the list.
+    auto reconnect = [list, secure](caf::actor_system& s) {
+      if (list.size() == 1)
+        return launch::tls::connect(s, list.front().first, static_cast<std::uint16_t>(list.front().second), secure,
+                                    actors::timeouts::coordinator_probe);
+      return launch::connect_active(s, list, secure, actors::timeouts::coordinator_probe);
     };
     return std::unique_ptr<cluster>(
         new cluster_impl(std::move(cfg), std::move(sys), std::move(*coordinator), std::move(reconnect)));
@@ -731,7 +765,9 @@ expected<std::unique_ptr<cluster>> cluster::connect(const std::string& topology_
                                                     std::chrono::milliseconds timeout) {
   auto address = launch::resolve_cluster_address(topology_file, "");
   if (!address) return address.err();
-  return connect(address->host, static_cast<std::uint16_t>(address->port), timeout, address->credentials);
+  std::vector<std::string> list;
+  for (const auto& [host, port] : address->coordinators) list.push_back(launch::host_port(host, port));
+  return connect_any(list, timeout, address->credentials);
 }
 
 }  // namespace afd::client

@@ -308,12 +308,22 @@ class runner {
   }
 
   /// Applies a process fault to the process hosting `worker` (from a thread: a pause blocks).
+  /// The coordinator's target is the active one (with standbys, any of the launcher's coordinator
+  /// processes): the process whose pid the coordinator's status names.
   expected<std::thread> apply_process(const faults::fault_rule& rule, const std::string& worker) {
     auto procs = launch::read_processes(cluster_.run_dir());
     if (!procs) return procs.err();
+    std::int64_t active_pid = 0;
+    if (worker == "coordinator")
+      if (auto s = cluster_.c().status(2s)) active_pid = s->coordinator_pid;
+    auto hosts = [&](const launch::process_entry& p) {
+      if (std::find(p.workers.begin(), p.workers.end(), worker) != p.workers.end()) return true;
+      if (!p.workers.empty()) return false;
+      if (worker == "coordinator" && active_pid) return p.pid == active_pid;
+      return p.name == worker;
+    };
     for (const auto& p : *procs)
-      if (std::find(p.workers.begin(), p.workers.end(), worker) != p.workers.end() ||
-          (p.workers.empty() && p.name == worker)) {
+      if (hosts(p)) {
         if (rule.kind == faults::fault_kind::kill_process) {
           if (auto k = launch::apply_process_fault(rule, p.pid); !k) return k.err();
           return std::thread{};

@@ -30,6 +30,8 @@ launch_plan plan_launch(const topology::topology& t) {
     plan.coordinator_host = n->host;
     plan.coordinator_local = topology::is_local_host(n->host);
   }
+  for (const auto& c : topology::coordinator_endpoints(t))
+    plan.coordinators.push_back({c.index, c.node, c.host, c.port, topology::is_local_host(c.host)});
   auto node_of = [&](const std::string& worker) -> std::string {
     if (worker == "coordinator") return t.coordinator.node;
     if (int a = t.attention_worker_index(worker); a >= 0) return t.attention_workers[static_cast<std::size_t>(a)].node;
@@ -136,6 +138,8 @@ std::vector<const topology::node_spec*> remote_nodes(const topology::topology& t
     bool has_remote = false;
     for (const auto& p : plan.processes)
       if (p.node == n->name && !p.local && !p.in_launcher) has_remote = true;
+    for (const auto& c : plan.coordinators)  // a standby coordinator's node has an agent too
+      if (c.index > 0 && c.node == n->name && !c.local) has_remote = true;
     if (has_remote) out.push_back(n);
   }
   return out;
@@ -191,10 +195,11 @@ expected<cluster_address> resolve_cluster_address(const std::string& topology_fi
     return fail(errc::invalid_argument, "give either a topology FILE or --connect HOST:PORT");
   cluster_address out;
   if (!connect.empty()) {
-    auto hp = parse_host_port(connect);
-    if (!hp) return hp.err();
-    out.host = hp->first;
-    out.port = hp->second;
+    auto list = parse_host_ports(connect);
+    if (!list) return list.err();
+    out.coordinators = *list;
+    out.host = list->front().first;
+    out.port = list->front().second;
     if (const char* dir = std::getenv("AFD_CREDENTIALS"); dir && *dir) out.credentials = dir;
     return out;
   }
@@ -203,6 +208,8 @@ expected<cluster_address> resolve_cluster_address(const std::string& topology_fi
   const auto* node = t->find_node(t->coordinator.node);
   out.host = connect_host(node ? node->host : "127.0.0.1");
   out.port = t->coordinator.port;
+  for (const auto& c : topology::coordinator_endpoints(*t))
+    out.coordinators.emplace_back(connect_host(c.host.empty() ? "127.0.0.1" : c.host), c.port);
   out.cluster_name = t->cluster_name;
   out.run_directory = run_directory_path(out.cluster_name, out.port);
   for (const auto& n : t->nodes) out.node_names.push_back(n.name);
@@ -269,6 +276,33 @@ expected<std::pair<std::string, int>> parse_host_port(const std::string& text) {
   if (host.empty() || !digits || value < 1 || value > 65535)
     return fail(errc::invalid_argument, "'", text, "' is not HOST:PORT with a port in 1..65535");
   return std::pair<std::string, int>{host, value};
+}
+
+expected<address_list> parse_host_ports(const std::string& text) {
+  address_list out;
+  std::size_t begin = 0;
+  for (;;) {
+    const auto comma = text.find(',', begin);
+    const std::string one = text.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin);
+    auto hp = parse_host_port(one);
+    if (!hp) return hp.err();
+    out.push_back(*hp);
+    if (comma == std::string::npos) break;
+    begin = comma + 1;
+  }
+  return out;
+}
+
+std::string join_host_ports(const address_list& addresses) {
+  std::string out;
+  for (const auto& [host, port] : addresses) out += (out.empty() ? "" : ",") + host_port(host, port);
+  return out;
+}
+
+std::string launch_plan::coordinator_addresses() const {
+  address_list list;
+  for (const auto& c : coordinators) list.emplace_back(connect_host(c.host), c.port);
+  return join_host_ports(list);
 }
 
 }  // namespace afd::launch

@@ -13,6 +13,9 @@
 
 namespace afd::launch {
 
+/// Coordinator addresses ("HOST", PORT) in order of succession: the primary first.
+using address_list = std::vector<std::pair<std::string, int>>;
+
 /// One operating-system process of a launched cluster.
 struct process_plan {
   std::string name;                  ///< the file's process name, or the worker's name
@@ -24,12 +27,26 @@ struct process_plan {
   topology::source_location where;   ///< where the file defines it (the process or the worker)
 };
 
+/// One coordinator process: the primary (index 0) or a standby, on its node.
+struct coordinator_plan {
+  int index = 0;
+  std::string node;
+  std::string host;
+  int port = 0;
+  bool local = true;  ///< its host is this machine
+};
+
 /// Every process of the cluster, and where the coordinator is reached.
 struct launch_plan {
   std::vector<process_plan> processes;  ///< the launcher's own (in_launcher) first when it hosts workers
   std::string coordinator_host;         ///< host workers and clients connect to
   int coordinator_port = 0;
   bool coordinator_local = true;
+  /// Every coordinator in order of succession (the primary first, then the topology's standbys).
+  std::vector<coordinator_plan> coordinators;
+  /// "HOST:PORT[,HOST:PORT...]" of every coordinator, as workers and clients of other machines
+  /// reach them (wildcard hosts as the loopback address).
+  std::string coordinator_addresses() const;
 };
 
 /// Options that travel to every worker process.
@@ -37,7 +54,7 @@ struct worker_command_options {
   std::string afd_executable = "afd";  ///< path of the `afd` program on the worker's host
   std::string topology_file;           ///< absolute path of the topology file
   std::string model_override;          ///< --model, when given
-  std::string coordinator;             ///< HOST:PORT
+  std::string coordinator;             ///< HOST:PORT of every coordinator, comma-separated, primary first
   std::string credentials;             ///< directory of the cluster's TLS files (tls.hpp); empty: plain
 };
 
@@ -81,8 +98,9 @@ bool loopback_only(const topology::topology& t);
 
 /// Where a cluster's coordinator is reached, from a topology file or "HOST:PORT".
 struct cluster_address {
-  std::string host;
+  std::string host;  ///< the primary coordinator's
   int port = 0;
+  address_list coordinators;  ///< every coordinator, primary first (a FILE's standbys, or --connect's list)
   std::string cluster_name;  ///< from the file; empty for HOST:PORT
   std::string run_directory; ///< the launcher's run directory when known (a file on this machine)
   /// The directory of the cluster's TLS files a client presents (tls::credentials_of(DIR, client)):
@@ -108,5 +126,10 @@ std::string host_port(const std::string& host, int port);
 
 /// Splits "HOST:PORT" or "[V6]:PORT"; errc::invalid_argument naming `text` otherwise.
 expected<std::pair<std::string, int>> parse_host_port(const std::string& text);
+
+/// Splits "HOST:PORT[,HOST:PORT...]" (each as parse_host_port reads it).
+expected<address_list> parse_host_ports(const std::string& text);
+/// "HOST:PORT,HOST:PORT".
+std::string join_host_ports(const address_list& addresses);
 
 }  // namespace afd::launch

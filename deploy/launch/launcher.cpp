@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "actors/coordinator.hpp"
+#include "deploy/launch/succession.hpp"
 #include "actors/messages.hpp"
 #include "actors/timeouts.hpp"
 #include "actors/worker.hpp"
@@ -94,6 +95,7 @@ struct worker_process {
   supervised_state state = supervised_state::running;
   restart_budget budget;
   bool reported = false;  ///< an agent's exit was reported while serving
+  int coordinator_index = -1;  ///< a coordinator's process: its place in the list (0: the primary)
 };
 
 std::string join(const std::vector<std::string>& names) {
@@ -115,6 +117,9 @@ std::string describe(const worker_process& w) {
       return "the agent of node '" + w.plan.name.substr(5) + "' (" + how + pid + ")";
     return w.plan.name + " (" + how + pid + ")";
   }
+  if (w.coordinator_index > 0)
+    return "standby coordinator " + std::to_string(w.coordinator_index) + "'s process (" +
+           (pid.empty() ? std::string("-") : pid.substr(2)) + ")";
   if (w.plan.workers.empty()) return "the coordinator's process (" + (pid.empty() ? std::string("-") : pid.substr(2)) + ")";
   return "worker process '" + w.plan.name + "' (workers " + join(w.plan.workers) + pid + ")";
 }
@@ -139,33 +144,6 @@ void report_exit(const std::string& who, const worker_process& w, int status, co
   if (w.agent && WIFEXITED(status) && WEXITSTATUS(status) == 255)
     std::fprintf(stderr, "  (exit status 255 is ssh's own: it could not log in or lost the connection)\n");
   print_log_tail(w.log);
-}
-
-/// True when a TCP connection to host:port is accepted within `timeout` (closed at once): the
-/// agent's check that its coordinator still exists, cheap for plain and TLS endpoints alike.
-bool tcp_reachable(const std::string& host, int port, std::chrono::milliseconds timeout) {
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 || !found) return false;
-  bool ok = false;
-  for (addrinfo* a = found; a && !ok; a = a->ai_next) {
-    const int fd = ::socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) continue;
-    if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
-      ok = true;
-    } else if (errno == EINPROGRESS) {
-      pollfd p{fd, POLLOUT, 0};
-      if (::poll(&p, 1, static_cast<int>(timeout.count())) == 1) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        ok = ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
-      }
-    }
-    ::close(fd);
-  }
-  ::freeaddrinfo(found);
-  return ok;
 }
 
 /// True once this process's stdin has reached its end (the ssh connection of the launcher closed).
@@ -233,6 +211,14 @@ void print_summary(const std::string& who, const topology::topology& t, const da
                 coordinator_pid);
   else
     std::printf("  coordinator  %s (node %s)\n", coordinator.c_str(), t.coordinator.node.c_str());
+  for (const auto& c : plan.coordinators)
+    if (c.index > 0) {
+      std::string pid = "started by the agent of node " + c.node;
+      for (const auto& p : procs)
+        if (p.coordinator_index == c.index && p.child) pid = "pid " + std::to_string(p.child->pid());
+      std::printf("  standby %d    %s (node %s, %s)\n", c.index, host_port(connect_host(c.host), c.port).c_str(),
+                  c.node.c_str(), pid.c_str());
+    }
   std::string transport(topology::to_string(t.transport.kind));
   if (t.transport.kind == topology::transport_kind::ucx)
     transport += " (tls " + (t.transport.tls.empty() ? std::string("UCX default") : t.transport.tls) +
@@ -296,17 +282,25 @@ class launcher_impl {
     system_ = std::make_unique<caf::actor_system>(config_);
     events_ = std::make_shared<coordinator_events>();
 
-    if (o_.host_coordinator) {
-      // The coordinator runs in a process of its own, supervised like the workers: when it dies it
-      // is restarted, and workers and clients find it again (actors/README.md, "Failure model").
+    // Each coordinator (the primary, standbys) runs in a process of its own on its node,
+    // supervised like the workers: when it dies it is restarted, and workers and clients find the
+    // active one again (actors/README.md, "Failure model").
+    for (const auto& c : o_.plan.coordinators) {
+      if (!runs_coordinator(c)) continue;
       process_plan cp;
-      cp.name = "coordinator";
-      if (!start_process({cp, coordinator_command(), false, false, std::nullopt, run_dir + "/coordinator.log",
-                          supervised_state::running, restart_budget(o_.restarts), false}) ||
-          !connect_coordinator(t0 + o_.start_timeout)) {
+      cp.name = c.index == 0 ? "coordinator" : "standby-" + std::to_string(c.index);
+      cp.node = c.node;
+      worker_process w{cp, coordinator_command(c.index), false, false, std::nullopt, run_dir + "/" + cp.name + ".log",
+                       supervised_state::running, restart_budget(o_.restarts), false};
+      w.coordinator_index = c.index;
+      if (!start_process(std::move(w))) {
         abort_start();
         return false;
       }
+    }
+    if (o_.host_coordinator && !connect_coordinator(t0 + o_.start_timeout)) {
+      abort_start();
+      return false;
     }
 
     actors::worker_environment env;
@@ -367,16 +361,12 @@ class launcher_impl {
       }
       if (!coordinator_ && clock::now() >= next_connect) {
         // The coordinator runs in an agent (over Slurm): connect once it is published.
-        auto parsed = parse_host_port(o_.worker.coordinator);
-        if (parsed) {
-          auto c = tls::connect(*system_, parsed->first, static_cast<std::uint16_t>(parsed->second), secure(),
-                                timeouts::coordinator_probe_timeout);
-          if (c) {
-            coordinator_ = *c;
-            watcher_ = system_->spawn(watch_coordinator, coordinator_, events_);
-          } else {
-            last_connect_error = c.err().message();
-          }
+        auto c = find_coordinator();
+        if (c) {
+          coordinator_ = *c;
+          watcher_ = system_->spawn(watch_coordinator, coordinator_, events_);
+        } else {
+          last_connect_error = c.err().message();
         }
         next_connect = clock::now() + timeouts::readiness_poll;
       }
@@ -538,7 +528,8 @@ class launcher_impl {
           reason = events_->down_reason;
         }
         if (down && coordinator_) {
-          worker_process* cp = coordinator_process();
+          // The process the lost coordinator ran in, when this launcher runs it.
+          worker_process* cp = coordinator_process(active_index_);
           if (in_order) {
             // Stopped (`afd stop`): its process exits by itself; the cluster ends.
             std::fprintf(stderr, "%s: the coordinator stopped (%s): stopping cluster '%s'\n", o_.who.c_str(),
@@ -549,7 +540,7 @@ class launcher_impl {
           }
           // A coordinator stopped in order (`afd stop`) exits cleanly: the cluster ends. One that
           // died is restarted (here, or already by supervise()), and the launcher connects to the
-          // new one.
+          // active one (the restarted process, or a standby that took over).
           const bool restarted = cp && cp->child && cp->child->pid() != coordinator_pid_;
           std::optional<int> status;
           if (cp && cp->child && !restarted)
@@ -562,8 +553,9 @@ class launcher_impl {
             cp->child->signal(SIGKILL);
             status = cp->child->wait_for(static_cast<int>(actors::timeouts::process_term.count()));
           }
-          if (!cp || cp->state == supervised_state::given_up || cp->state == supervised_state::stopped ||
-              (!restarted && (!status || exited_cleanly(*status)))) {
+          const bool standbys = o_.plan.coordinators.size() > 1;
+          if (!standbys && (!cp || cp->state == supervised_state::given_up || cp->state == supervised_state::stopped ||
+                            (!restarted && (!status || exited_cleanly(*status))))) {
             if (cp && status) cp->state = supervised_state::stopped;
             std::fprintf(stderr, "%s: the coordinator stopped (%s): stopping cluster '%s'\n", o_.who.c_str(),
                          reason.c_str(), o_.spec.name.c_str());
@@ -571,32 +563,41 @@ class launcher_impl {
           }
           lost_coordinator_node_ = coordinator_.node();
           coordinator_ = nullptr;
+          lost_since_ = clock::now();
           {
             std::lock_guard lock(events_->mutex);
             events_->down = false;
             events_->ready = false;
           }
-          if (!restarted) {
+          if (cp && !restarted && status && cp->state == supervised_state::running) {
             std::fprintf(stderr, "%s: the coordinator's process %s while serving; restarting it (workers and clients "
-                                 "keep their state and find it again)\n",
+                                 "keep their state and find the active coordinator again)\n",
                          o_.who.c_str(), describe_wait_status(*status).c_str());
             restart(*cp, clock::now());
             write_process_files();
-            if (cp->state == supervised_state::given_up) break;
+            if (cp->state == supervised_state::given_up && !standbys) break;
+          } else if (!cp) {
+            std::fprintf(stderr, "%s: lost the active coordinator (%s); looking for the next one\n", o_.who.c_str(),
+                         reason.c_str());
           }
           next_coordinator_try_ = clock::now();
         }
-        if (!coordinator_ && o_.host_coordinator && clock::now() >= next_coordinator_try_) {
-          if (auto parsed = parse_host_port(o_.worker.coordinator)) {
-            auto c = tls::connect(*system_, parsed->first, static_cast<std::uint16_t>(parsed->second), secure(),
-                                  timeouts::coordinator_probe_timeout);
-            if (c && c->node() == lost_coordinator_node_) c = error{errc::unavailable, "the lost coordinator"};
-            if (c) {
-              coordinator_ = *c;
-              watcher_ = system_->spawn(watch_coordinator, coordinator_, events_);
-              if (auto* cp = coordinator_process()) coordinator_pid_ = cp->child->pid();
-              std::fprintf(stderr, "%s: connected to the restarted coordinator\n", o_.who.c_str());
-            }
+        if (!coordinator_ && clock::now() >= next_coordinator_try_) {
+          int index = -1;
+          auto c = find_coordinator(&index);
+          if (c && c->node() == lost_coordinator_node_) c = error{errc::unavailable, "the lost coordinator"};
+          if (c) {
+            coordinator_ = *c;
+            watcher_ = system_->spawn(watch_coordinator, coordinator_, events_);
+            set_active(index);
+            std::fprintf(stderr, "%s: connected to the active coordinator (%s)\n", o_.who.c_str(),
+                         describe_coordinator(index).c_str());
+          } else if (clock::now() - lost_since_ >= actors::timeouts::coordinator_failover_grace) {
+            std::fprintf(stderr, "%s: no coordinator answered within %lld ms: stopping cluster '%s'\n",
+                         o_.who.c_str(), static_cast<long long>(actors::timeouts::coordinator_failover_grace.count()),
+                         o_.spec.name.c_str());
+            code = 1;
+            break;
           }
           next_coordinator_try_ = clock::now() + actors::timeouts::coordinator_retry;
         }
@@ -604,8 +605,15 @@ class launcher_impl {
       if (agent_only) {
         const auto now = clock::now();
         if (now >= next_probe_) {
-          auto hp = parse_host_port(o_.worker.coordinator);
-          reachable_ = hp && tcp_reachable(hp->first, hp->second, timeouts::coordinator_probe_timeout);
+          // Any coordinator of the cluster (its own standby too) keeps the node's processes.
+          auto list = parse_host_ports(o_.worker.coordinator);
+          reachable_ = false;
+          if (list)
+            for (const auto& [host, port] : *list)
+              if (tcp_reachable(host, port, timeouts::coordinator_probe_timeout)) {
+                reachable_ = true;
+                break;
+              }
           if (reachable_) last_reachable_ = clock::now();
           next_probe_ = clock::now() + timeouts::coordinator_probe_interval;
         }
@@ -617,10 +625,19 @@ class launcher_impl {
           code = 1;
           break;
         }
-        if (o_.exit_with_stdin && stdin_closed()) {
-          std::fprintf(stderr, "%s: the launcher's connection closed: stopping the processes of node '%s'\n",
+        if (o_.exit_with_stdin && !launcher_gone_ && stdin_closed()) {
+          if (o_.plan.coordinators.size() <= 1) {
+            std::fprintf(stderr, "%s: the launcher's connection closed: stopping the processes of node '%s'\n",
+                         o_.who.c_str(), o_.node.c_str());
+            break;
+          }
+          // With standby coordinators the cluster outlives its launcher's node: this node serves
+          // on while a coordinator answers (the grace period above bounds it; `afd stop` ends it).
+          std::fprintf(stderr,
+                       "%s: the launcher's connection closed; node '%s' serves on while a coordinator of the cluster "
+                       "answers\n",
                        o_.who.c_str(), o_.node.c_str());
-          break;
+          launcher_gone_ = true;
         }
       }
       apply_process_faults();
@@ -714,38 +731,74 @@ class launcher_impl {
     return true;
   }
 
-  /// `afd coordinator FILE [--model DIR] [--credentials DIR] [--start-timeout S]`.
-  std::vector<std::string> coordinator_command() const {
+  /// `afd coordinator FILE [--standby N] [--model DIR] [--credentials DIR] [--start-timeout S]`.
+  std::vector<std::string> coordinator_command(int index) const {
     std::vector<std::string> argv{o_.worker.afd_executable, "coordinator", o_.worker.topology_file, "--start-timeout",
                                   std::to_string(o_.start_timeout.count())};
+    if (index > 0) argv.insert(argv.end(), {"--standby", std::to_string(index)});
     if (!o_.worker.model_override.empty()) argv.insert(argv.end(), {"--model", o_.worker.model_override});
     if (!o_.worker.credentials.empty()) argv.insert(argv.end(), {"--credentials", o_.worker.credentials});
     return argv;
   }
 
-  /// Connects to the coordinator (its process publishes it within a moment), until `deadline`;
-  /// false (with the reason on stderr) when it never answered or its process ended.
-  bool connect_coordinator(clock::time_point deadline) {
-    auto parsed = parse_host_port(o_.worker.coordinator);
-    if (!parsed) {
-      std::fprintf(stderr, "%s: %s\n", o_.who.c_str(), parsed.err().message().c_str());
-      return false;
+  /// Whether this launcher (or agent) runs coordinator `c`'s process: an agent those of its node
+  /// (the primary only when it hosts the coordinator); the launcher the primary when it hosts it,
+  /// and the standbys of this machine that no agent runs.
+  bool runs_coordinator(const coordinator_plan& c) const {
+    if (!o_.node.empty()) return c.node == o_.node && (c.index > 0 || o_.host_coordinator);
+    if (c.index == 0) return o_.host_coordinator;
+    if (!o_.host_coordinator || !c.local) return false;
+    for (const auto& a : o_.agents)
+      if (a.name == "node " + c.node || a.name == "srun") return false;
+    return true;
+  }
+
+  /// The active coordinator among the cluster's coordinators (the only one without standbys).
+  expected<caf::actor> find_coordinator(int* index = nullptr) {
+    auto list = parse_host_ports(o_.worker.coordinator);
+    if (!list) return list.err();
+    if (list->size() == 1) {
+      if (index) *index = 0;
+      return tls::connect(*system_, list->front().first, static_cast<std::uint16_t>(list->front().second), secure(),
+                          timeouts::coordinator_probe_timeout);
     }
+    return connect_active(*system_, *list, secure(), timeouts::coordinator_probe_timeout, index);
+  }
+
+  /// Remembers which coordinator is active, and its process's pid when it is one of ours.
+  void set_active(int index) {
+    active_index_ = index;
+    coordinator_pid_ = 0;
+    if (auto* cp = coordinator_process(index)) coordinator_pid_ = cp->child->pid();
+  }
+
+  std::string describe_coordinator(int index) const {
+    for (const auto& c : o_.plan.coordinators)
+      if (c.index == index)
+        return (index == 0 ? std::string("the primary") : "standby " + std::to_string(index)) + " at " +
+               host_port(connect_host(c.host), c.port) + " on node " + c.node;
+    return "?";
+  }
+
+  /// Connects to the active coordinator (its process publishes it within a moment, and with
+  /// standbys the coordinators choose one), until `deadline`; false (with the reason on stderr)
+  /// when none answered or a coordinator's process ended.
+  bool connect_coordinator(clock::time_point deadline) {
     std::string last_error;
     while (clock::now() < deadline) {
       if (stop_signal()) return false;
       for (auto& w : procs_)
-        if (w.child && w.plan.workers.empty() && !w.agent)
+        if (w.child && w.coordinator_index >= 0)
           if (auto status = w.child->poll()) {
             report_exit(o_.who, w, *status, "while starting");
             return false;
           }
-      auto c = tls::connect(*system_, parsed->first, static_cast<std::uint16_t>(parsed->second), secure(),
-                            timeouts::coordinator_probe_timeout);
+      int index = 0;
+      auto c = find_coordinator(&index);
       if (c) {
         coordinator_ = *c;
         watcher_ = system_->spawn(watch_coordinator, coordinator_, events_);
-        if (auto* cp = coordinator_process()) coordinator_pid_ = cp->child->pid();
+        set_active(index);
         return true;
       }
       last_error = c.err().message();
@@ -756,23 +809,25 @@ class launcher_impl {
     return false;
   }
 
-  /// How the launcher's own workers find a replaced coordinator.
+  /// How the launcher's own workers find the active coordinator after a loss.
   std::function<expected<caf::actor>()> reconnect_fn() {
-    auto parsed = parse_host_port(o_.worker.coordinator);
-    if (!parsed) return {};
+    auto list = parse_host_ports(o_.worker.coordinator);
+    if (!list) return {};
     caf::actor_system* sys = system_.get();
-    const std::string host = parsed->first;
-    const auto port = static_cast<std::uint16_t>(parsed->second);
     const bool tls_on = secure();
-    return [sys, host, port, tls_on]() {
-      return tls::connect(*sys, host, port, tls_on, actors::timeouts::coordinator_probe);
+    const address_list addresses = *list;
+    return [sys, addresses, tls_on]() -> expected<caf::actor> {
+      if (addresses.size() == 1)
+        return tls::connect(*sys, addresses.front().first, static_cast<std::uint16_t>(addresses.front().second),
+                            tls_on, actors::timeouts::coordinator_probe);
+      return connect_active(*sys, addresses, tls_on, actors::timeouts::coordinator_probe);
     };
   }
 
-  /// The coordinator's process, when this launcher runs it.
-  worker_process* coordinator_process() {
+  /// The process of coordinator `index` (0: the primary), when this launcher runs it.
+  worker_process* coordinator_process(int index = 0) {
     for (auto& w : procs_)
-      if (w.child && !w.agent && w.plan.workers.empty() && w.plan.name == "coordinator") return &w;
+      if (w.child && !w.agent && w.coordinator_index == index && index >= 0) return &w;
     return nullptr;
   }
 
@@ -835,7 +890,7 @@ class launcher_impl {
       }
       std::fprintf(stderr, "%s: %s %s while serving\n", o_.who.c_str(), describe(w).c_str(),
                    describe_wait_status(*status).c_str());
-      if (!o_.host_coordinator && !reachable_) {
+      if (!o_.host_coordinator && !reachable_ && w.coordinator_index < 0) {
         // Restarting it now would only fail to connect and spend the budget: wait (within the
         // grace period) for the coordinator to answer again.
         std::fprintf(stderr, "%s: no coordinator at %s right now; the restart of '%s' waits for it\n", o_.who.c_str(),
@@ -868,10 +923,11 @@ class launcher_impl {
       w.state = supervised_state::given_up;
       return;
     }
-    if (w.plan.workers.empty()) {
-      std::fprintf(stderr, "%s: restarted the coordinator's process: restart %d of %s, pid %ld -> %ld\n",
-                   o_.who.c_str(), used + 1, o_.restarts.to_string().c_str(), old_pid,
-                   static_cast<long>(w.child->pid()));
+    if (w.coordinator_index >= 0) {
+      std::fprintf(stderr, "%s: restarted %s: restart %d of %s, pid %ld -> %ld\n", o_.who.c_str(),
+                   w.coordinator_index == 0 ? "the coordinator's process"
+                                            : ("standby coordinator " + std::to_string(w.coordinator_index) + "'s process").c_str(),
+                   used + 1, o_.restarts.to_string().c_str(), old_pid, static_cast<long>(w.child->pid()));
       return;
     }
     std::fprintf(stderr,
@@ -943,7 +999,10 @@ class launcher_impl {
   clock::time_point last_reachable_ = clock::now();
   clock::time_point next_probe_{};
   clock::time_point next_coordinator_try_{};
-  ::pid_t coordinator_pid_ = 0;  ///< the coordinator process coordinator_ was reached in
+  ::pid_t coordinator_pid_ = 0;  ///< the coordinator process coordinator_ was reached in (0: not ours)
+  int active_index_ = 0;         ///< coordinator_'s place in the list of coordinators
+  clock::time_point lost_since_{};  ///< the active coordinator was lost then (none found since)
+  bool launcher_gone_ = false;   ///< an agent whose launcher's connection closed (cluster with standbys)
   caf::node_id lost_coordinator_node_;  ///< CAF may hand its proxy back while the link is torn down
   struct pending_process_fault {
     faults::fault_rule rule;
@@ -967,7 +1026,8 @@ int run_coordinator_process(const coordinator_process_options& o) {
     }
   install_stop_signals();
   auto sys = std::make_unique<caf::actor_system>(cfg);
-  auto coordinator = actors::spawn_coordinator(*sys, o.spec);
+  const bool with_standbys = o.coordinators.size() > 1;
+  auto coordinator = actors::spawn_coordinator(*sys, o.spec, with_standbys);
   // The port of a predecessor that was just killed is free again at once (the listening socket
   // closes with its process), but retry briefly in case the kernel has not released it yet.
   expected<std::uint16_t> port = error{errc::unavailable, "not published"};
@@ -989,13 +1049,33 @@ int run_coordinator_process(const coordinator_process_options& o) {
   auto watcher = sys->spawn(watch_coordinator, coordinator, events);
   int code = 0;
   bool asked_to_stop = false;
+  std::unique_ptr<succession> succ;
+  if (with_standbys)
+    succ = std::make_unique<succession>(*sys, coordinator, o.coordinators, o.index, o.credentials.has_value(),
+                                        o.who);
+  auto next_step = clock::now();
+  bool active = !with_standbys;
   for (;;) {
     {
       std::lock_guard lock(events->mutex);
       if (events->down) {
         std::fprintf(stderr, "%s: the coordinator stopped (%s)\n", o.who.c_str(), events->down_reason.c_str());
+        // Stopped in order while it served (`afd stop`): the standbys stop with it.
+        if (succ && active && events->down_in_order) {
+          succ->stop_others();
+          std::this_thread::sleep_for(actors::timeouts::coordinator_retry);  // let the messages leave
+        }
         break;
       }
+    }
+    if (succ && !asked_to_stop && clock::now() >= next_step) {
+      const auto v = succ->step();
+      if (v == succession::verdict::deposed) {
+        code = 3;
+        break;
+      }
+      active = v == succession::verdict::active;
+      next_step = clock::now() + actors::timeouts::succession_interval;
     }
     if (int sig = stop_signal(); sig && !asked_to_stop) {
       // Stopped by its supervisor or a user: stop the workers in order, as `afd stop` does.

@@ -68,10 +68,15 @@ struct coordinator_process_options {
   int port = 0;
   std::optional<tls::credentials> credentials;
   std::string who = "afd coordinator";
+  /// Every coordinator of the cluster (primary first) and this one's place in the list; more than
+  /// one: a succession decides which one is active (succession.hpp).
+  address_list coordinators;
+  int index = 0;
 };
 
 /// Runs the coordinator until it is stopped (`afd stop`: exit code 0) or a stop signal (it stops
-/// the workers first); 1 when it cannot be published, 2 on bad credentials.
+/// the workers first); 1 when it cannot be published, 2 on bad credentials, 3 when it was deposed
+/// (another coordinator of the cluster is active with a higher term).
 int run_coordinator_process(const coordinator_process_options& o);
 
 /// Owns the actor system, the coordinator (when it hosts it) and every process it starts.

@@ -119,6 +119,8 @@ struct cluster_status {
   std::vector<fault_rule_status> faults;  ///< the armed plan's rules, firings summed over every worker
   std::vector<cluster_event> events;      ///< the most recent events, oldest first
   std::int64_t now_ms = 0;                ///< the coordinator's clock when it answered (as cluster_event::at_ms)
+  std::uint64_t term = 0;  ///< the active coordinator's term (0: a cluster without standby coordinators)
+  std::int64_t coordinator_pid = 0;  ///< the active coordinator's process (on its node)
 };
 
 /// Options of an embedded cluster.
@@ -143,8 +145,15 @@ class cluster {
   /// empty: plain TCP. A coordinator that requires TLS refuses a plain client, and the reverse.
   static expected<std::unique_ptr<cluster>> connect(const std::string& host, std::uint16_t port,
                                                     std::chrono::milliseconds timeout, const std::string& credentials);
-  /// Connects to the cluster a topology file describes: its coordinator's node and port, and the
-  /// credentials `afd launch` made on this machine (else the directory $AFD_CREDENTIALS names).
+  /// Connects to the active one of several coordinators ("HOST:PORT" each: a primary and its
+  /// standbys, in order), waiting up to `timeout` for one to be active; after a coordinator's
+  /// loss the client finds the next active one in the list and resumes its requests there.
+  static expected<std::unique_ptr<cluster>> connect_any(const std::vector<std::string>& addresses,
+                                                        std::chrono::milliseconds timeout,
+                                                        const std::string& credentials = {});
+  /// Connects to the cluster a topology file describes: its coordinators (the primary and the
+  /// standbys), and the credentials `afd launch` made on this machine (else the directory
+  /// $AFD_CREDENTIALS names).
   static expected<std::unique_ptr<cluster>> connect(const std::string& topology_file,
                                                     std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
