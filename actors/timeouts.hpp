@@ -64,14 +64,23 @@ inline constexpr milliseconds launcher_status{3000};
 /// replaced process listens again within a second or two), each try bounded by coordinator_probe.
 inline constexpr milliseconds coordinator_retry{200};
 inline constexpr milliseconds coordinator_probe{1000};
+/// A TLS handshake with a live coordinator and its answer to a role query (which coordinator is
+/// active): milliseconds on an idle machine, but over a second was seen with three clusters and a
+/// test suite on 2 cores. A TCP connect (kernel work, unaffected by load) stays bounded by
+/// coordinator_probe, so a host that is gone is still noticed within a second.
+inline constexpr milliseconds coordinator_handshake{3000};
 /// A coordinator process of a cluster with standbys asks the other coordinators their role this
 /// often (deploy/launch/succession.hpp); a standby takes over once every coordinator before it
-/// in the list has not answered for succession_takeover (and not in its own first
-/// succession_takeover, while the others are still starting). One second is several
-/// coordinator_retry rounds of workers and clients (so a promotion is found at once) and well
-/// above a loaded machine's hiccup, yet keeps a lost coordinator's replacement under 2 s.
+/// in the list does not answer and has not answered for succession_takeover. One second is
+/// several coordinator_retry rounds of workers and clients (so a promotion is found at once) and
+/// above a loaded machine's hiccup, yet keeps a lost coordinator's replacement under 2 s; a role
+/// query to a frozen process only fails after coordinator_handshake (3 s), which then bounds it.
 inline constexpr milliseconds succession_interval{250};
 inline constexpr milliseconds succession_takeover{1000};
+/// While a cluster starts (no coordinator seen active yet), a standby does not take over for this
+/// long: the primary publishes within a second or two on a loaded machine, and a standby that won
+/// the start would only be deposed again.
+inline constexpr milliseconds succession_startup{10000};
 /// How long a worker or a client keeps looking for a lost coordinator before it gives up (a
 /// worker then exits: no orphan processes when no coordinator returns).
 inline constexpr milliseconds coordinator_failover_grace{30000};

@@ -134,7 +134,7 @@ int run_worker(int argc, char** argv) {
   } else {
     const auto give_up = std::chrono::steady_clock::now() + actors::timeouts::coordinator_failover_grace;
     do {
-      coordinator_handle = launch::connect_active(*system, *addresses, secure, actors::timeouts::coordinator_probe);
+      coordinator_handle = launch::connect_active(*system, *addresses, secure, actors::timeouts::coordinator_handshake);
       if (coordinator_handle || launch::stop_signal()) break;
       std::this_thread::sleep_for(actors::timeouts::coordinator_retry);
     } while (std::chrono::steady_clock::now() < give_up);
@@ -153,7 +153,7 @@ int run_worker(int argc, char** argv) {
     caf::actor_system* sys = system.get();
     const launch::address_list list = *addresses;
     env.reconnect = [sys, list, secure]() {
-      return launch::connect_active(*sys, list, secure, actors::timeouts::coordinator_probe);
+      return launch::connect_active(*sys, list, secure, actors::timeouts::coordinator_handshake);
     };
     env.reconnect_grace = actors::timeouts::coordinator_failover_grace;
     auto w = actors::spawn_worker(*system, *spec, n, *coordinator_handle, env);

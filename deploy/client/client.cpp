@@ -740,7 +740,7 @@ expected<std::unique_ptr<cluster>> cluster::connect_any(const std::vector<std::s
       // Standby coordinators: the active one, looked for until `timeout` (they may be choosing).
       const auto give_up = std::chrono::steady_clock::now() + timeout;
       for (;;) {
-        coordinator = launch::connect_active(*sys, list, secure, actors::timeouts::coordinator_probe);
+        coordinator = launch::connect_active(*sys, list, secure, actors::timeouts::coordinator_handshake);
         if (coordinator || std::chrono::steady_clock::now() >= give_up) break;
         std::this_thread::sleep_for(actors::timeouts::coordinator_retry);
       }
@@ -752,7 +752,7 @@ expected<std::unique_ptr<cluster>> cluster::connect_any(const std::vector<std::s
       if (list.size() == 1)
         return launch::tls::connect(s, list.front().first, static_cast<std::uint16_t>(list.front().second), secure,
                                     actors::timeouts::coordinator_probe);
-      return launch::connect_active(s, list, secure, actors::timeouts::coordinator_probe);
+      return launch::connect_active(s, list, secure, actors::timeouts::coordinator_handshake);
     };
     return std::unique_ptr<cluster>(
         new cluster_impl(std::move(cfg), std::move(sys), std::move(*coordinator), std::move(reconnect)));

@@ -642,6 +642,13 @@ class launcher_impl {
       }
       apply_process_faults();
       supervise();
+      if (serving_ && workers_all_stopped()) {
+        // The cluster stopped them (`afd stop`): whatever coordinator is left (one being restarted
+        // when the stop came) has nothing to serve.
+        std::fprintf(stderr, "%s: every worker process%s was stopped by the cluster: stopping\n", o_.who.c_str(),
+                     agent_only ? (" of node '" + o_.node + "'").c_str() : "");
+        break;
+      }
       if (agent_only) {
         bool any = false, given_up = false;
         for (const auto& w : procs_) {
@@ -762,7 +769,7 @@ class launcher_impl {
       return tls::connect(*system_, list->front().first, static_cast<std::uint16_t>(list->front().second), secure(),
                           timeouts::coordinator_probe_timeout);
     }
-    return connect_active(*system_, *list, secure(), timeouts::coordinator_probe_timeout, index);
+    return connect_active(*system_, *list, secure(), actors::timeouts::coordinator_handshake, index);
   }
 
   /// Remembers which coordinator is active, and its process's pid when it is one of ours.
@@ -820,7 +827,7 @@ class launcher_impl {
       if (addresses.size() == 1)
         return tls::connect(*sys, addresses.front().first, static_cast<std::uint16_t>(addresses.front().second),
                             tls_on, actors::timeouts::coordinator_probe);
-      return connect_active(*sys, addresses, tls_on, actors::timeouts::coordinator_probe);
+      return connect_active(*sys, addresses, tls_on, actors::timeouts::coordinator_handshake);
     };
   }
 
@@ -829,6 +836,17 @@ class launcher_impl {
     for (auto& w : procs_)
       if (w.child && !w.agent && w.coordinator_index == index && index >= 0) return &w;
     return nullptr;
+  }
+
+  /// True when this launcher runs worker processes and every one of them exited cleanly.
+  bool workers_all_stopped() const {
+    bool any = false;
+    for (const auto& w : procs_) {
+      if (!w.child || w.agent || w.coordinator_index >= 0) continue;
+      any = true;
+      if (w.state != supervised_state::stopped) return false;
+    }
+    return any;
   }
 
   /// Whether this launcher starts process `p` itself.

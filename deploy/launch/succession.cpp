@@ -9,6 +9,7 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <optional>
@@ -74,7 +75,7 @@ expected<caf::actor> connect_active(caf::actor_system& sys, const address_list& 
     const auto& [host, port] = addresses[i];
     const std::string where = host_port(host, port);
     auto note = [&](const std::string& what) { why += (why.empty() ? "" : "; ") + where + ": " + what; };
-    if (addresses.size() > 1 && !tcp_reachable(host, port, timeout)) {
+    if (addresses.size() > 1 && !tcp_reachable(host, port, std::min(timeout, actors::timeouts::coordinator_probe))) {
       note("unreachable");
       continue;
     }
@@ -105,7 +106,7 @@ struct succession_state {
     int port = 0;
     caf::actor handle;
     bool reachable = false;
-    clock::time_point unreachable_since;
+    clock::time_point last_seen;  ///< its last answer (the process's start before any)
     role_answer role;
   };
   caf::actor_system* sys = nullptr;
@@ -118,14 +119,19 @@ struct succession_state {
   bool active = false;
   std::uint64_t term = 0;
   clock::time_point born = clock::now();
+  bool seen_active = false;  ///< some coordinator answered "active" since this process started
 
+  /// A TCP connect first on every round (a host that is gone fails it within coordinator_probe,
+  /// where a role query would wait for its whole deadline), then the role query.
   void probe(peer& p) {
-    const auto timeout = actors::timeouts::coordinator_probe;
-    if (!p.handle) {
-      if (tcp_reachable(p.host, p.port, timeout)) {
-        auto c = tls::connect(*sys, p.host, static_cast<std::uint16_t>(p.port), secure, timeout);
-        if (c) p.handle = *c;
-      }
+    // A standby waits for a loaded peer's answer (a false takeover costs a deposition); an active
+    // coordinator looks again sooner (a frozen one that thawed finds its successor faster).
+    const auto timeout = active ? actors::timeouts::coordinator_probe : actors::timeouts::coordinator_handshake;
+    const bool up = tcp_reachable(p.host, p.port, actors::timeouts::coordinator_probe);
+    if (!up) p.handle = nullptr;
+    if (up && !p.handle) {
+      auto c = tls::connect(*sys, p.host, static_cast<std::uint16_t>(p.port), secure, timeout);
+      if (c) p.handle = *c;
     }
     std::optional<role_answer> answer;
     if (p.handle) {
@@ -136,10 +142,11 @@ struct succession_state {
     }
     if (answer) {
       p.reachable = true;
+      p.last_seen = clock::now();
       p.role = *answer;
+      if (answer->active) seen_active = true;
       if (answer->term > max_term) max_term = answer->term;
     } else {
-      if (p.reachable || p.unreachable_since == clock::time_point{}) p.unreachable_since = clock::now();
       p.reachable = false;
       p.role = {};
     }
@@ -160,6 +167,7 @@ succession::succession(caf::actor_system& sys, caf::actor coordinator, address_l
     p.index = static_cast<int>(i);
     p.host = addresses[i].first;
     p.port = addresses[i].second;
+    p.last_seen = s_->born;
     s_->peers.push_back(std::move(p));
   }
 }
@@ -172,14 +180,16 @@ succession::verdict succession::step() {
   if (!s.active) caf::anon_send(s.coordinator, actors::role_atom::value, s.max_term);  // answered to others
   const auto now = clock::now();
   if (!s.active) {
+    // A coordinator before this one is gone when it does not answer now and has not answered for
+    // succession_takeover. While the cluster starts (no coordinator seen active yet), a standby
+    // waits succession_startup: the primary may be slow to publish on a loaded machine.
     bool any_active = false, before_gone = true;
     for (const auto& p : s.peers) {
       if (p.reachable && p.role.active) any_active = true;
-      if (p.index < s.self_index &&
-          (p.reachable || now - p.unreachable_since < actors::timeouts::succession_takeover ||
-           now - s.born < actors::timeouts::succession_takeover))
+      if (p.index < s.self_index && (p.reachable || now - p.last_seen < actors::timeouts::succession_takeover))
         before_gone = false;
     }
+    if (s.self_index > 0 && !s.seen_active && now - s.born < actors::timeouts::succession_startup) before_gone = false;
     if (any_active || !before_gone) return verdict::standby;
     s.term = s.max_term + 1;
     s.active = true;
@@ -207,7 +217,7 @@ void succession::stop_others() {
   for (auto& p : s.peers) {
     if (!p.handle && tcp_reachable(p.host, p.port, actors::timeouts::coordinator_probe))
       if (auto c = tls::connect(*s.sys, p.host, static_cast<std::uint16_t>(p.port), s.secure,
-                                actors::timeouts::coordinator_probe))
+                                actors::timeouts::coordinator_handshake))
         p.handle = *c;
     if (p.handle) caf::anon_send(p.handle, actors::shutdown_atom::value);
   }

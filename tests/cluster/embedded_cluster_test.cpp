@@ -249,7 +249,7 @@ void expect_sliced_recovery_within_tolerance(const char* victim) {
   }
   EXPECT_GT(rows, 0u);
   auto st = c->status();
-  ASSERT_TRUE(st.has_value());
+  ASSERT_TRUE(st.has_value()) << st.err().to_string();
   EXPECT_TRUE(st->ready);
   EXPECT_GE(st->epoch, 2u);  // a witness's transport error may retry an epoch before the loss is known
   for (const auto& w : st->workers)

@@ -657,6 +657,93 @@ long current_pid(const std::string& run_dir, const std::string& name) {
   return 0;
 }
 
+// A standby coordinator on this machine: the primary's process freezes together with its launcher
+// (as on a machine that hangs); the standby takes over and every request goes on there. When the
+// primary comes back it meets the active standby's higher term and is deposed (its process exits
+// with code 3 and its launcher starts it again as a standby): one active coordinator, no request
+// lost, each streamed token once and in order.
+TEST(launch, a_standby_takes_over_from_a_frozen_primary_which_is_then_deposed) {
+  auto& env = launch_env::get();
+  const int port = free_port();
+  int standby_port = free_port();
+  while (standby_port == port) standby_port = free_port();
+  const std::string file = env.topology("2a2f", port, 2);
+  {
+    std::string yaml = read_file(file);
+    const std::string primary = "coordinator: {node: local, port: " + std::to_string(port) + "}";
+    ASSERT_NE(yaml.find(primary), std::string::npos) << yaml;
+    yaml.replace(yaml.find(primary), primary.size(),
+                 "coordinator: {node: local, port: " + std::to_string(port) + ", standby: [{node: local, port: " +
+                     std::to_string(standby_port) + "}]}");
+    std::ofstream(file) << yaml;
+  }
+  launched l(file, port);
+  ASSERT_TRUE(l.wait_ready()) << l.log();
+  auto c = afd::client::cluster::connect(file);
+  ASSERT_TRUE(c) << c.err().message();
+  auto before = (*c)->status();
+  ASSERT_TRUE(before) << before.err().message();
+  EXPECT_EQ(before->term, 1u);
+
+  std::vector<afd::client::request> requests(3);
+  std::mutex m;
+  std::map<afd::client::request_id, std::vector<afd::client::token>> streamed;
+  std::vector<afd::client::request_id> ids;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    requests[i].prompt = {9, 2, 71, static_cast<std::int32_t>(5 * i)};
+    requests[i].max_new_tokens = 700;
+    auto id = (*c)->submit(requests[i], [&](const afd::client::token& t) {
+      std::lock_guard lock(m);
+      streamed[t.id].push_back(t);
+    });
+    ASSERT_TRUE(id) << id.err().message();
+    ids.push_back(*id);
+  }
+  ASSERT_TRUE((*c)->next_token(ids[0], 60s)) << l.log();
+  const long primary = current_pid(l.run_dir, "coordinator");
+  const long launcher = static_cast<long>(l.process().pid());
+  ASSERT_GT(primary, 0) << read_file(l.run_dir + "/processes");
+  ASSERT_EQ(::kill(static_cast<pid_t>(launcher), SIGSTOP), 0);
+  ASSERT_EQ(::kill(static_cast<pid_t>(primary), SIGSTOP), 0);
+  std::this_thread::sleep_for(7s);  // past CAF's connection timeout (3 s) and the standby's takeover
+  // The coordinator comes back first: its own succession finds it deposed (its launcher would
+  // otherwise kill a coordinator that runs but does not answer).
+  ::kill(static_cast<pid_t>(primary), SIGCONT);
+  std::this_thread::sleep_for(5s);
+  ::kill(static_cast<pid_t>(launcher), SIGCONT);
+
+  const auto expected = reference_tokens(requests);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto res = (*c)->wait(ids[i], 120s);
+    ASSERT_TRUE(res) << "request " << i << ": " << res.err().message() << "\n" << l.log();
+    EXPECT_EQ(res->tokens, expected[i]) << "request " << i;
+    std::lock_guard lock(m);
+    const auto& seen = streamed[ids[i]];
+    ASSERT_EQ(seen.size(), expected[i].size()) << "request " << i;
+    for (std::size_t k = 0; k < seen.size(); ++k) EXPECT_EQ(seen[k].index, static_cast<std::int64_t>(k));
+  }
+  auto after = (*c)->status();
+  ASSERT_TRUE(after) << after.err().message();
+  EXPECT_EQ(after->term, 2u);
+  EXPECT_GT(after->epoch, before->epoch);
+  EXPECT_NE(after->coordinator_pid, primary);
+  const std::string primary_log = read_file(l.run_dir + "/coordinator.log");
+  EXPECT_NE(primary_log.find("deposed: the coordinator at 127.0.0.1:" + std::to_string(standby_port) +
+                             " is active with term 2"),
+            std::string::npos)
+      << primary_log;
+  // Its launcher started it again; it is a standby now, and says so.
+  auto on_primary = env.afd({"generate", "--connect", "127.0.0.1:" + std::to_string(port), "--prompt-ids", "1,2",
+                             "--max-new-tokens", "2"});
+  EXPECT_NE(on_primary.code, 0) << on_primary.output;
+  EXPECT_NE(on_primary.output.find("is a standby"), std::string::npos) << on_primary.output;
+  (*c)->shutdown();
+  auto stop = env.afd({"stop", file});
+  EXPECT_EQ(stop.code, 0) << stop.output;
+  ASSERT_TRUE(l.process().wait_for(30000)) << l.log();
+  expect_all_gone(l, 5s);
+}
+
 std::size_t count(const std::string& text, const std::string& what) {
   std::size_t n = 0;
   for (auto pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + 1)) ++n;

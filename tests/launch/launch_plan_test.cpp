@@ -157,6 +157,34 @@ TEST(launch_plan, host_port) {
   EXPECT_EQ(shell_join({"a b", "it's", "x"}), "'a b' 'it'\\''s' x");
 }
 
+TEST(launch_plan, host_port_lists) {
+  auto l = parse_host_ports("10.0.0.1:7600,[::1]:7601,gpu2:80");
+  ASSERT_TRUE(l);
+  ASSERT_EQ(l->size(), 3u);
+  EXPECT_EQ((*l)[1].first, "::1");
+  EXPECT_EQ((*l)[2].second, 80);
+  EXPECT_EQ(join_host_ports(*l), "10.0.0.1:7600,[::1]:7601,gpu2:80");
+  for (const char* bad : {"", "10.0.0.1:7600,", ",10.0.0.1:7600", "10.0.0.1:7600,h"}) EXPECT_FALSE(parse_host_ports(bad)) << bad;
+}
+
+// A standby coordinator on a node without workers still gets that node an agent; every address
+// travels to workers and clients, the primary first.
+TEST(launch_plan, standby_coordinators_are_planned_on_their_nodes) {
+  std::string yaml = kBase;
+  yaml.replace(yaml.find("coordinator: {node: here, port: 7650}"), 37,
+               "coordinator: {node: here, port: 7650, standby: [far, {node: here, port: 7651}]}");
+  auto t = parse(yaml);
+  auto plan = plan_launch(t);
+  ASSERT_EQ(plan.coordinators.size(), 3u);
+  EXPECT_EQ(plan.coordinators[1].node, "far");
+  EXPECT_FALSE(plan.coordinators[1].local);
+  EXPECT_TRUE(plan.coordinators[2].local);
+  EXPECT_EQ(plan.coordinator_addresses(), "127.0.0.1:7650,10.255.0.7:7650,127.0.0.1:7651");
+  auto remote = remote_nodes(t, plan);
+  ASSERT_EQ(remote.size(), 1u);
+  EXPECT_EQ(remote[0]->name, "far");
+}
+
 TEST(child_process, exit_status_signal_and_log) {
   const std::string log = ::testing::TempDir() + "/afd_child_test.log";
   std::remove(log.c_str());

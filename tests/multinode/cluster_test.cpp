@@ -34,37 +34,6 @@ constexpr auto unreachable_budget = 25s;
 constexpr auto gone_within = 20s;
 const std::string prompt = "1,2,3,4,5,6,7";
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-/// Processes (any namespace) whose command line mentions `needle`, as "pid cmdline" lines.
-std::string processes_mentioning(const std::string& needle) {
-  std::string out;
-  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-    const std::string pid = e.path().filename();
-    if (pid.find_first_not_of("0123456789") != std::string::npos || pid == std::to_string(::getpid())) continue;
-    std::string cmd = slurp(e.path().string() + "/cmdline");
-    for (auto& c : cmd)
-      if (c == '\0') c = ' ';
-    if (cmd.find(needle) != std::string::npos && cmd.find("nodes.sh") == std::string::npos) out += pid + " " + cmd + "\n";
-  }
-  return out;
-}
-
-bool nothing_left(const std::string& needle, std::chrono::seconds within, std::string& left) {
-  const auto until = std::chrono::steady_clock::now() + within;
-  do {
-    left = processes_mentioning(needle);
-    if (left.empty()) return true;
-    std::this_thread::sleep_for(100ms);
-  } while (std::chrono::steady_clock::now() < until);
-  return false;
-}
-
 class multinode_cluster : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -122,11 +91,6 @@ class multinode_cluster : public ::testing::Test {
   static command_result afd(const std::string& node, const std::string& args) {
     return nodes_->exec(node, "XDG_RUNTIME_DIR=" + dir_ + " exec " + std::string(AFD_EXECUTABLE) + " " + args,
                         command_deadline);
-  }
-  /// The network namespace of a process, "net:[4026...]".
-  static std::string netns_of(const std::string& pid) {
-    std::error_code ec;
-    return std::filesystem::read_symlink("/proc/" + pid + "/ns/net", ec).string();
   }
   static std::string netns_of_node(const std::string& node) {
     auto r = nodes_->exec(node, "readlink /proc/self/ns/net", command_deadline);

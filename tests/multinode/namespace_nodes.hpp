@@ -19,6 +19,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #ifndef AFD_NODES_SH
@@ -220,5 +221,44 @@ class namespace_nodes {
   double up_seconds_ = 0;
   double down_seconds_ = 0;
 };
+
+/// The whole content of a file ("" when it cannot be read).
+inline std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+/// Processes (any namespace) whose command line mentions `needle`, as "pid cmdline" lines.
+inline std::string processes_mentioning(const std::string& needle) {
+  std::string out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const std::string pid = e.path().filename();
+    if (pid.find_first_not_of("0123456789") != std::string::npos || pid == std::to_string(::getpid())) continue;
+    std::string cmd = slurp(e.path().string() + "/cmdline");
+    for (auto& c : cmd)
+      if (c == '\0') c = ' ';
+    if (cmd.find(needle) != std::string::npos && cmd.find("nodes.sh") == std::string::npos) out += pid + " " + cmd + "\n";
+  }
+  return out;
+}
+
+/// True once no process mentions `needle` (within `within`); `left` lists the last ones seen.
+inline bool nothing_left(const std::string& needle, std::chrono::seconds within, std::string& left) {
+  const auto until = std::chrono::steady_clock::now() + within;
+  do {
+    left = processes_mentioning(needle);
+    if (left.empty()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  } while (std::chrono::steady_clock::now() < until);
+  return false;
+}
+
+/// The network namespace of a process, "net:[4026...]" ("" once it is gone).
+inline std::string netns_of(const std::string& pid) {
+  std::error_code ec;
+  return std::filesystem::read_symlink("/proc/" + pid + "/ns/net", ec).string();
+}
 
 }  // namespace afd::test_support

@@ -121,7 +121,7 @@ TEST(topology_parse, wrong_types_name_what_is_expected) {
   auto r = parse(y);
   expect_error(r.errors, "expected an integer for 'kv_blocks', got 'many'", 7, y.column(7, "many"));
   expect_error(r.errors, "expected an integer for 'max_batch', got the string \"5\"", 7, y.column(7, "\"5\""));
-  expect_error(r.errors, "expected a mapping for 'coordinator' (keys node, port, credentials), got a sequence", 5,
+  expect_error(r.errors, "expected a mapping for 'coordinator' (keys node, port, credentials, standby), got a sequence", 5,
                y.column(5, "["));
   y = base_file();
   y.set(3, "nodes: local");
