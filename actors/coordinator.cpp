@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <cstdio>
+
 #include <caf/io/all.hpp>
 
 #include <algorithm>
@@ -142,6 +144,7 @@ class coordinator_state {
     if (!standby_) return;
     standby_ = false;
     term_ = term;
+    last_member_at_ = steady::now();
     event("promoted", "", "term " + std::to_string(term));
   }
 
@@ -531,6 +534,21 @@ class coordinator_state {
   /// lost role to come back.
   void on_tick() {
     self_->delayed_send(self_, timeouts::liveness_check, tick_atom::value);
+    if (term_ > 0 && !standby_ && !stopping_ && !failure_) {
+      // A promoted coordinator (a cluster with standbys) without a single worker for start_timeout:
+      // the cluster is gone (workers exit after their own failover grace). It stops in order, so
+      // that no coordinator outlives its cluster (its process then stops the standbys too).
+      const auto t = steady::now();
+      if (count_if([](const worker_entry& w) { return member(w); }) > 0) {
+        last_member_at_ = t;
+      } else if (t - last_member_at_ > spec_.start_timeout) {
+        event("cluster_gone", "", "no worker for " + std::to_string(spec_.start_timeout.count()) + " ms");
+        std::fprintf(stderr, "coordinator of cluster '%s': no worker for %lld ms since it became active: stopping\n",
+                     spec_.name.c_str(), static_cast<long long>(spec_.start_timeout.count()));
+        on_shutdown();
+        return;
+      }
+    }
     if (failure_ || stopping_ || !started_) return;
     const auto now = steady::now();
     for (auto* list : {&attention_, &ffn_})
@@ -952,6 +970,7 @@ class coordinator_state {
   bool started_ = false;         ///< the first epoch was started (recovery needs one)
   bool standby_ = false;         ///< a standby: refuses workers and requests until promoted
   std::uint64_t term_ = 0;       ///< the term it was promoted with
+  steady::time_point last_member_at_{};  ///< promoted: when it last had a worker
   steady::time_point started_at_ = steady::now();
   std::vector<cluster_event_rec> events_;
   std::deque<steady::time_point> retries_;      ///< recent same-member retries

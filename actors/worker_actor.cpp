@@ -87,7 +87,6 @@ struct worker_actor_state {
       if (ffn) ffn->request_stop();
       reset_engines();
     }
-    lost_coordinator_node = refused ? caf::node_id{} : ctx.coordinator.node();
     if (refused) self->demonitor(ctx.coordinator);
     ctx.coordinator = nullptr;
     state = worker_state::starting;
@@ -104,9 +103,9 @@ struct worker_actor_state {
                                      std::to_string(ctx.reconnect_grace.count()) + " ms"));
       return;
     }
+    // The reconnect function returns only a coordinator that answered as the active one (a proxy
+    // CAF still holds for a lost one cannot answer): possibly the same process, back from a pause.
     auto found = ctx.reconnect();
-    // CAF may hand back the lost coordinator's proxy while its connection is being torn down.
-    if (found && found->node() == lost_coordinator_node) found = error{errc::unavailable, "the lost coordinator"};
     if (!found) {
       self->delayed_send(self, timeouts::coordinator_retry, reconnect_atom::value);
       return;
@@ -486,7 +485,6 @@ struct worker_actor_state {
   std::uint32_t last_epoch = 0;  ///< the highest epoch it ran, under any coordinator
   std::uint32_t rejoins = 0;
   std::chrono::steady_clock::time_point lost_coordinator_at{};
-  caf::node_id lost_coordinator_node;
   bool looking = false;  ///< looking for a coordinator since lost_coordinator_at
 };
 

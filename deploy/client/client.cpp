@@ -281,10 +281,10 @@ using new_coordinator_atom = caf::atom_constant<caf::atom("newcoord")>;
 /// lost and `on_lost` is set (a remote cluster whose coordinator can be replaced), the requests
 /// stay pending: `on_lost` looks for the new coordinator, and new_coordinator_atom resumes every
 /// pending request there with the tokens received so far.
-/// Reports to the failover thread: the coordinator on `node` was lost (or a new one did not
-/// become ready), or the requests were resumed at the new one.
+/// Reports to the failover thread: the coordinator was lost (or a new one did not become ready),
+/// or the requests were resumed at the new one.
 struct failover_events {
-  std::function<void(caf::node_id)> lost;
+  std::function<void()> lost;
   std::function<void()> resumed;
   explicit operator bool() const { return static_cast<bool>(lost); }
 };
@@ -297,7 +297,7 @@ caf::behavior receiver_behavior(caf::event_based_actor* self, std::shared_ptr<co
     if (!coordinator->get() || m.source != coordinator->get().address()) return;
     if (failover) {
       coordinator->set(nullptr);
-      failover.lost(m.source.node());
+      failover.lost();
       return;
     }
     table->close(fail(errc::unavailable, "lost the cluster's coordinator (", caf::to_string(m.reason), ")"));
@@ -325,7 +325,7 @@ caf::behavior receiver_behavior(caf::event_based_actor* self, std::shared_ptr<co
         // one that does not answer is looked for again.
         self->request(next, actors::timeouts::coordinator_ready, actors::await_ready_atom::value)
             .then([self, next](bool) { self->send(self, new_coordinator_atom::value, next, true); },
-                  [failover](caf::error&) { failover.lost(caf::node_id{}); });
+                  [failover](caf::error&) { failover.lost(); });
       },
       [self, coordinator, table, failover](new_coordinator_atom, caf::actor next, bool) {
         coordinator->set(next);
@@ -401,10 +401,9 @@ class cluster_impl final : public cluster {
     failover_events events;
     if (reconnect_) {
       failover_ = std::thread([this] { failover_loop(); });
-      events.lost = [this](caf::node_id node) {
+      events.lost = [this] {
         std::lock_guard lock(failover_mutex_);
         lost_ = true;
-        if (node) lost_nodes_.push_back(node);
         failover_cv_.notify_all();
       };
       events.resumed = [this] {
@@ -556,8 +555,8 @@ class cluster_impl final : public cluster {
   }
 
   /// Waits for the coordinator's loss; then tries to reach the new one every coordinator_retry
-  /// until the failover grace ends (then every pending request fails, naming why). A handle on a
-  /// lost coordinator's node (CAF may still hold its connection) is not taken for the new one.
+  /// until the failover grace ends (then every pending request fails, naming why). Only a
+  /// coordinator that answers as the active one is taken (possibly the lost one, back from a pause).
   void failover_loop() {
     for (;;) {
       {
@@ -574,8 +573,9 @@ class cluster_impl final : public cluster {
         auto next = reconnect_(*system_);
         std::unique_lock lock(failover_mutex_);
         if (stopping_) return;
-        const bool stale = next && std::find(lost_nodes_.begin(), lost_nodes_.end(), next->node()) != lost_nodes_.end();
-        if (next && !stale) {
+        // Only a coordinator that answered as the active one comes back (connect_active): a proxy
+        // CAF still holds for the lost one cannot answer.
+        if (next) {
           caf::anon_send(receiver_, new_coordinator_atom::value, *next);
           // Resumed, or lost again (it died, or did not become ready): then look again.
           failover_cv_.wait_until(lock, give_up, [&] { return resumed_ || lost_ || stopping_; });
@@ -609,7 +609,6 @@ class cluster_impl final : public cluster {
   bool lost_ = false;
   bool resumed_ = false;
   bool stopping_ = false;
-  std::vector<caf::node_id> lost_nodes_;  ///< nodes of coordinators that were lost
   std::shared_ptr<request_table> table_ = std::make_shared<request_table>();
   std::atomic<std::uint64_t> next_key_{1};
   std::mutex shutdown_mutex_;
@@ -749,9 +748,6 @@ expected<std::unique_ptr<cluster>> cluster::connect_any(const std::vector<std::s
     // The coordinator's process may be replaced (afd launch restarts it), or a standby may take
     // over: the active one is found again in the list.
     auto reconnect = [list, secure](caf::actor_system& s) {
-      if (list.size() == 1)
-        return launch::tls::connect(s, list.front().first, static_cast<std::uint16_t>(list.front().second), secure,
-                                    actors::timeouts::coordinator_probe);
       return launch::connect_active(s, list, secure, actors::timeouts::coordinator_handshake);
     };
     return std::unique_ptr<cluster>(

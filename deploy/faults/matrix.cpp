@@ -497,11 +497,13 @@ class runner {
     };
     collect(reqs);
     // A rule armed in the workers fires on their traffic: while it has not fired, the same
-    // requests run again (each checked like the first), a few rounds at most. Firings reach the
-    // coordinator with the workers' heartbeats.
+    // requests run again (each checked like the first), for up to 15 s after the rule was applied
+    // (an FFN worker's 20th control message is its 20th heartbeat: 2 s, more on a loaded
+    // machine). Firings reach the coordinator with the workers' heartbeats.
     std::vector<std::vector<std::unique_ptr<tracked>>> rounds;
     if (rule && faults::layer_of(rule->kind) != faults::fault_layer::process && apply_error.empty()) {
-      for (int round = 0; round < 4 && clock_type::now() < deadline; ++round) {
+      const auto rounds_until = std::min(deadline, applied + 15s);
+      while (clock_type::now() < rounds_until) {
         std::this_thread::sleep_for(300ms);
         if (fired_now(c, r.rule) > 0) break;
         std::vector<std::string> more_errors;

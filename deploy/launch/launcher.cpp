@@ -561,7 +561,6 @@ class launcher_impl {
                          reason.c_str(), o_.spec.name.c_str());
             break;
           }
-          lost_coordinator_node_ = coordinator_.node();
           coordinator_ = nullptr;
           lost_since_ = clock::now();
           {
@@ -585,7 +584,6 @@ class launcher_impl {
         if (!coordinator_ && clock::now() >= next_coordinator_try_) {
           int index = -1;
           auto c = find_coordinator(&index);
-          if (c && c->node() == lost_coordinator_node_) c = error{errc::unavailable, "the lost coordinator"};
           if (c) {
             coordinator_ = *c;
             watcher_ = system_->spawn(watch_coordinator, coordinator_, events_);
@@ -764,11 +762,6 @@ class launcher_impl {
   expected<caf::actor> find_coordinator(int* index = nullptr) {
     auto list = parse_host_ports(o_.worker.coordinator);
     if (!list) return list.err();
-    if (list->size() == 1) {
-      if (index) *index = 0;
-      return tls::connect(*system_, list->front().first, static_cast<std::uint16_t>(list->front().second), secure(),
-                          timeouts::coordinator_probe_timeout);
-    }
     return connect_active(*system_, *list, secure(), actors::timeouts::coordinator_handshake, index);
   }
 
@@ -824,9 +817,6 @@ class launcher_impl {
     const bool tls_on = secure();
     const address_list addresses = *list;
     return [sys, addresses, tls_on]() -> expected<caf::actor> {
-      if (addresses.size() == 1)
-        return tls::connect(*sys, addresses.front().first, static_cast<std::uint16_t>(addresses.front().second),
-                            tls_on, actors::timeouts::coordinator_probe);
       return connect_active(*sys, addresses, tls_on, actors::timeouts::coordinator_handshake);
     };
   }
@@ -1021,7 +1011,6 @@ class launcher_impl {
   int active_index_ = 0;         ///< coordinator_'s place in the list of coordinators
   clock::time_point lost_since_{};  ///< the active coordinator was lost then (none found since)
   bool launcher_gone_ = false;   ///< an agent whose launcher's connection closed (cluster with standbys)
-  caf::node_id lost_coordinator_node_;  ///< CAF may hand its proxy back while the link is torn down
   struct pending_process_fault {
     faults::fault_rule rule;
     std::size_t index = 0;  ///< in o_.fault_rules (the coordinator's plan)
