@@ -61,10 +61,10 @@ int run_status(int argc, char** argv) {
                "afd status"};
   cluster_target target;
   bool json = false;
-  int timeout_s = 5;
+  int timeout_s = 10;
   target.add_to(app);
   app.add_flag("--json", json, "print one JSON object");
-  app.add_option("--timeout", timeout_s, "seconds to wait for the answer (default 5)");
+  app.add_option("--timeout", timeout_s, "seconds to wait for the answer (default 10)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -115,6 +115,53 @@ class multinode_failover : public ::testing::Test {
     return nodes_->exec(node, afd_command(args), command_deadline);
   }
 
+  /// Starts the clients on node c (`afd generate --connect FILE`, one long request each) and
+  /// returns once the coordinator says every request decodes.
+  static void start_clients(const std::string& file, const std::string& tag, std::vector<child_process>& running,
+                            std::vector<std::string>& logs) {
+    for (int i = 0; i < clients; ++i) {
+      logs.push_back(dir_ + "/" + tag + "-client-" + std::to_string(i) + ".json");
+      auto c = child_process::spawn(
+          {AFD_NODES_SH, "exec", nodes_->run_dir(), "c", "--", "sh", "-c",
+           afd_command("generate --connect " + file + " --prompt-ids " + prompt_of(i) + " --max-new-tokens " +
+                       std::to_string(new_tokens) + " --json")},
+          logs.back());
+      ASSERT_TRUE(c) << c.err().message();
+      running.push_back(std::move(*c));
+    }
+    const auto until = std::chrono::steady_clock::now() + 60s;
+    for (;;) {
+      auto s = afd("c", "status " + file + " --json");
+      if (s.ok() && s.output.find("\"running\": " + std::to_string(clients)) != std::string::npos) return;
+      ASSERT_LT(std::chrono::steady_clock::now(), until) << s.output;
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+  /// Every client ended cleanly with the reference engine's tokens.
+  static void expect_reference_tokens(std::vector<child_process>& running, const std::vector<std::string>& logs) {
+    for (std::size_t i = 0; i < running.size(); ++i) {
+      auto st = running[i].wait_for(
+          static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(clients_within).count()));
+      const std::string out = slurp(logs[i]);
+      ASSERT_TRUE(st) << "client " << i << " did not finish: " << out;
+      EXPECT_TRUE(launch::exited_cleanly(*st)) << out;
+      EXPECT_EQ(tokens_of(out), references_[i]) << "client " << i << ": " << out;
+    }
+  }
+  /// The processes in node `node`'s network namespace whose command line mentions `needle`.
+  static std::vector<pid_t> pids_in_node(const std::string& node, const std::string& needle) {
+    auto self_ns = nodes_->exec(node, "readlink /proc/self/ns/net", command_deadline);
+    const std::string node_ns = self_ns.output.substr(0, self_ns.output.find('\n'));
+    std::vector<pid_t> out;
+    std::stringstream lines(processes_mentioning(needle));
+    std::string line;
+    while (std::getline(lines, line)) {
+      const std::string pid = line.substr(0, line.find(' '));
+      if (!node_ns.empty() && netns_of(pid) == node_ns) out.push_back(static_cast<pid_t>(std::stol(pid)));
+    }
+    return out;
+  }
+
   static namespace_nodes* nodes_;
   static std::string skip_, error_, dir_, model_;
   static std::vector<std::string> references_;
@@ -137,24 +184,8 @@ TEST_F(multinode_failover, losing_the_primary_coordinators_node_loses_no_request
 
   std::vector<child_process> running;
   std::vector<std::string> logs;
-  for (int i = 0; i < clients; ++i) {
-    logs.push_back(dir_ + "/client-" + std::to_string(i) + ".json");
-    auto c = child_process::spawn(
-        {AFD_NODES_SH, "exec", nodes_->run_dir(), "c", "--", "sh", "-c",
-         afd_command("generate --connect " + file + " --prompt-ids " + prompt_of(i) + " --max-new-tokens " +
-                     std::to_string(new_tokens) + " --json")},
-        logs.back());
-    ASSERT_TRUE(c) << c.err().message();
-    running.push_back(std::move(*c));
-  }
-  // Every request admitted and decoding: then node a goes.
-  const auto until = std::chrono::steady_clock::now() + 60s;
-  for (;;) {
-    auto s = afd("c", "status " + file + " --json");
-    if (s.ok() && s.output.find("\"running\": " + std::to_string(clients)) != std::string::npos) break;
-    ASSERT_LT(std::chrono::steady_clock::now(), until) << s.output;
-    std::this_thread::sleep_for(100ms);
-  }
+  start_clients(file, "lost", running, logs);  // every request decoding: then node a goes
+  if (HasFatalFailure()) return;
   const auto lost_at = std::chrono::steady_clock::now();
   auto down = nodes_->exec("a", "ip link set eth0 down", command_deadline);
   ASSERT_TRUE(down.ok()) << down.output;
@@ -162,28 +193,13 @@ TEST_F(multinode_failover, losing_the_primary_coordinators_node_loses_no_request
   struct link_up {
     ~link_up() { nodes_->exec("a", "ip link set eth0 up", command_deadline); }
   } restore;
-  {
-    auto self_ns = nodes_->exec("a", "readlink /proc/self/ns/net", command_deadline);
-    std::string node_ns = self_ns.output.substr(0, self_ns.output.find('\n'));
-    ASSERT_FALSE(node_ns.empty());
-    int killed = 0;
-    std::stringstream lines(processes_mentioning(file));
-    std::string line;
-    while (std::getline(lines, line)) {
-      const std::string pid = line.substr(0, line.find(' '));
-      if (netns_of(pid) == node_ns && ::kill(static_cast<pid_t>(std::stol(pid)), SIGKILL) == 0) ++killed;
-    }
-    EXPECT_GE(killed, 2) << "the launcher and the primary coordinator run in node a";
-  }
+  int killed = 0;
+  for (pid_t pid : pids_in_node("a", file))
+    if (::kill(pid, SIGKILL) == 0) ++killed;
+  EXPECT_GE(killed, 2) << "the launcher and the primary coordinator run in node a";
 
-  for (int i = 0; i < clients; ++i) {
-    auto st = running[static_cast<std::size_t>(i)].wait_for(
-        static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(clients_within).count()));
-    ASSERT_TRUE(st) << "client " << i << " did not finish: " << slurp(logs[static_cast<std::size_t>(i)]);
-    EXPECT_TRUE(launch::exited_cleanly(*st)) << slurp(logs[static_cast<std::size_t>(i)]);
-    const std::string out = slurp(logs[static_cast<std::size_t>(i)]);
-    EXPECT_EQ(tokens_of(out), references_[static_cast<std::size_t>(i)]) << "client " << i << ": " << out;
-  }
+  expect_reference_tokens(running, logs);
+  if (HasFatalFailure()) return;
   const double clients_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - lost_at).count();
 
   // Fully ready again, at the standby, with a higher term.
@@ -202,7 +218,7 @@ TEST_F(multinode_failover, losing_the_primary_coordinators_node_loses_no_request
   std::cout << "[ failover ] node a lost: " << clients << " clients done " << clients_s << " s after; status ready "
             << ready_s << " s after: " << last.substr(0, last.find('\n')) << "\n";
   // The timeline from the new coordinator's events: promotion and its first ready epoch.
-  auto js = afd("c", "status " + file + " --json");
+  auto js = afd("c", "status " + file + " --json --timeout 30");
   const double asked_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - lost_at).count();
   ASSERT_TRUE(js.ok()) << js.output;
   nlohmann::json j;
@@ -236,35 +252,11 @@ TEST_F(multinode_failover, a_frozen_primary_that_comes_back_is_deposed) {
   ASSERT_TRUE(launched.ok()) << launched.output;
   std::vector<child_process> running;
   std::vector<std::string> logs;
-  for (int i = 0; i < clients; ++i) {
-    logs.push_back(dir_ + "/frozen-client-" + std::to_string(i) + ".json");
-    auto c = child_process::spawn(
-        {AFD_NODES_SH, "exec", nodes_->run_dir(), "c", "--", "sh", "-c",
-         afd_command("generate --connect " + file + " --prompt-ids " + prompt_of(i) + " --max-new-tokens " +
-                     std::to_string(new_tokens) + " --json")},
-        logs.back());
-    ASSERT_TRUE(c) << c.err().message();
-    running.push_back(std::move(*c));
-  }
-  const auto until = std::chrono::steady_clock::now() + 60s;
-  for (;;) {
-    auto s = afd("c", "status " + file + " --json");
-    if (s.ok() && s.output.find("\"running\": " + std::to_string(clients)) != std::string::npos) break;
-    ASSERT_LT(std::chrono::steady_clock::now(), until) << s.output;
-    std::this_thread::sleep_for(100ms);
-  }
-  auto self_ns = nodes_->exec("a", "readlink /proc/self/ns/net", command_deadline);
-  const std::string node_ns = self_ns.output.substr(0, self_ns.output.find('\n'));
+  start_clients(file, "frozen", running, logs);
+  if (HasFatalFailure()) return;
   std::vector<pid_t> frozen;
-  {
-    std::stringstream lines(processes_mentioning(file));
-    std::string line;
-    while (std::getline(lines, line)) {
-      const std::string pid = line.substr(0, line.find(' '));
-      if (netns_of(pid) == node_ns && ::kill(static_cast<pid_t>(std::stol(pid)), SIGSTOP) == 0)
-        frozen.push_back(static_cast<pid_t>(std::stol(pid)));
-    }
-  }
+  for (pid_t pid : pids_in_node("a", file))
+    if (::kill(pid, SIGSTOP) == 0) frozen.push_back(pid);
   ASSERT_GE(frozen.size(), 2u);
   const std::string run = dir_ + "/afd-frozen-" + std::to_string(port);
   pid_t primary_pid = 0;
@@ -285,14 +277,8 @@ TEST_F(multinode_failover, a_frozen_primary_that_comes_back_is_deposed) {
   std::this_thread::sleep_for(5s);
   for (pid_t pid : frozen) ::kill(pid, SIGCONT);
 
-  for (int i = 0; i < clients; ++i) {
-    auto st = running[static_cast<std::size_t>(i)].wait_for(
-        static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(clients_within).count()));
-    ASSERT_TRUE(st) << "client " << i << " did not finish: " << slurp(logs[static_cast<std::size_t>(i)]);
-    const std::string out = slurp(logs[static_cast<std::size_t>(i)]);
-    EXPECT_TRUE(launch::exited_cleanly(*st)) << out;
-    EXPECT_EQ(tokens_of(out), references_[static_cast<std::size_t>(i)]) << "client " << i << ": " << out;
-  }
+  expect_reference_tokens(running, logs);
+  if (HasFatalFailure()) return;
   std::string coordinator_log;
   const auto deposed_until = std::chrono::steady_clock::now() + 30s;
   while ((coordinator_log = slurp(run + "/coordinator.log")).find("deposed") == std::string::npos &&
