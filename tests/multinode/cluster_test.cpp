@@ -67,7 +67,8 @@ class multinode_cluster : public ::testing::Test {
   }
 
   /// The split topology: attention on a, FFN on b (or on `ffn_host`), UCX over tcp on eth0.
-  static std::string topology(const std::string& name, int port, const std::string& ffn_host = "") {
+  static std::string topology(const std::string& name, int port, const std::string& ffn_host = "",
+                              const std::string& coordinator_extra = "") {
     const std::string file = dir_ + "/" + name + ".yaml";
     std::ofstream(file) << "cluster: {name: " << name << "}\n"
                         << "model: {path: " << model_ << "}\n"
@@ -75,7 +76,7 @@ class multinode_cluster : public ::testing::Test {
                         << "  - {name: a, host: " << nodes_->address("a") << ", net_devices: eth0}\n"
                         << "  - {name: b, host: " << (ffn_host.empty() ? nodes_->address("b") : ffn_host)
                         << ", net_devices: eth0}\n"
-                        << "coordinator: {node: a, port: " << port << "}\n"
+                        << "coordinator: {node: a, port: " << port << coordinator_extra << "}\n"
                         << "transport: {kind: ucx, tls: tcp}\n"
                         << "pipeline: {micro_batches: 2}\n"
                         << "attention_workers:\n"
@@ -106,7 +107,7 @@ class multinode_cluster : public ::testing::Test {
     while (in >> name >> pid) {
       std::getline(in, rest);
       if (name != "launcher" && name != "agent" && name.rfind("node-", 0) != 0 && name != "srun" &&
-          name != "coordinator")
+          name != "coordinator" && name.rfind("standby-", 0) != 0)
         out[name] = pid;
     }
     return out;
@@ -221,6 +222,35 @@ TEST_F(multinode_cluster, over_slurm_gives_the_reference_tokens_and_stop_leaves_
   EXPECT_NE(slurp(log).find("--slurm-map a=a,b=b"), std::string::npos) << slurp(log);
   check_running_cluster(file, port, dir_ + "/afd-viaslurm-node-a-" + std::to_string(port) + "/processes",
                         dir_ + "/afd-viaslurm-node-b-" + std::to_string(port) + "/processes");
+  auto stop = afd("a", "stop " + file);
+  EXPECT_TRUE(stop.ok()) << stop.output;
+  auto status = c->wait_for(30000);
+  ASSERT_TRUE(status) << slurp(log);
+  EXPECT_TRUE(launch::exited_cleanly(*status)) << slurp(log);
+  std::string left;
+  EXPECT_TRUE(nothing_left(file, gone_within, left)) << left;
+}
+
+// Over Slurm with a standby coordinator on node b: node b's agent (an srun task) starts it beside
+// its workers, the cluster serves, and `afd stop` ends the standby too.
+TEST_F(multinode_cluster, over_slurm_with_a_standby_coordinator_serves_and_stop_leaves_nothing) {
+  const int port = 17814;
+  const std::string file = topology("sbslurm", port, "", ", standby: [b]");
+  const std::string log = dir_ + "/salloc-standby.log";
+  auto c = child_process::spawn({AFD_NODES_SH, "exec", nodes_->run_dir(), "a", "--", "sh", "-c",
+                                 "XDG_RUNTIME_DIR=" + dir_ + " exec salloc -N2 " + AFD_EXECUTABLE + " launch " + file +
+                                     " --via slurm --foreground"},
+                                log);
+  ASSERT_TRUE(c) << c.err().message();
+  const auto until = std::chrono::steady_clock::now() + 90s;
+  while (slurp(log).find("serving at") == std::string::npos && !c->poll() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(100ms);
+  ASSERT_NE(slurp(log).find("serving at"), std::string::npos) << slurp(log);
+  EXPECT_NE(slurp(log).find("--slurm-map a=a,b=b"), std::string::npos) << slurp(log);
+  check_running_cluster(file, port, dir_ + "/afd-sbslurm-node-a-" + std::to_string(port) + "/processes",
+                        dir_ + "/afd-sbslurm-node-b-" + std::to_string(port) + "/processes");
+  EXPECT_NE(slurp(dir_ + "/afd-sbslurm-node-b-" + std::to_string(port) + "/processes").find("standby-1 "),
+            std::string::npos);
   auto stop = afd("a", "stop " + file);
   EXPECT_TRUE(stop.ok()) << stop.output;
   auto status = c->wait_for(30000);
