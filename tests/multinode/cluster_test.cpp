@@ -168,6 +168,37 @@ class multinode_cluster : public ::testing::Test {
     EXPECT_NE(status.output.find("ready, epoch 1"), std::string::npos) << status.output;  // nobody got in
   }
 
+  /// `salloc -N2 afd launch FILE --via slurm --foreground` from node a: the cluster serves (what
+  /// check_running_cluster checks; with `coordinator_extra` naming a standby on b, node b's agent
+  /// runs it), and `afd stop` ends the launcher cleanly and leaves nothing.
+  void run_over_slurm(const std::string& name, int port, const std::string& coordinator_extra) {
+    const std::string file = topology(name, port, "", coordinator_extra);
+    const std::string log = dir_ + "/salloc-" + name + ".log";
+    auto c = child_process::spawn({AFD_NODES_SH, "exec", nodes_->run_dir(), "a", "--", "sh", "-c",
+                                   "XDG_RUNTIME_DIR=" + dir_ + " exec salloc -N2 " + AFD_EXECUTABLE + " launch " + file +
+                                       " --via slurm --foreground"},
+                                  log);
+    ASSERT_TRUE(c) << c.err().message();
+    const auto until = std::chrono::steady_clock::now() + 90s;
+    while (slurp(log).find("serving at") == std::string::npos && !c->poll() && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(100ms);
+    ASSERT_NE(slurp(log).find("serving at"), std::string::npos) << slurp(log);
+    EXPECT_NE(slurp(log).find("--slurm-map a=a,b=b"), std::string::npos) << slurp(log);
+    const std::string b_processes = dir_ + "/afd-" + name + "-node-b-" + std::to_string(port) + "/processes";
+    check_running_cluster(file, port, dir_ + "/afd-" + name + "-node-a-" + std::to_string(port) + "/processes",
+                          b_processes);
+    if (!coordinator_extra.empty()) {
+      EXPECT_NE(slurp(b_processes).find("standby-1 "), std::string::npos) << slurp(b_processes);
+    }
+    auto stop = afd("a", "stop " + file);
+    EXPECT_TRUE(stop.ok()) << stop.output;
+    auto status = c->wait_for(30000);
+    ASSERT_TRUE(status) << slurp(log);
+    EXPECT_TRUE(launch::exited_cleanly(*status)) << slurp(log);
+    std::string left;
+    EXPECT_TRUE(nothing_left(file, gone_within, left)) << left;
+  }
+
   static namespace_nodes* nodes_;
   static std::string skip_, error_, dir_, model_, reference_;
 };
@@ -207,57 +238,13 @@ TEST_F(multinode_cluster, a_killed_launcher_leaves_nothing_on_either_node) {
 }
 
 TEST_F(multinode_cluster, over_slurm_gives_the_reference_tokens_and_stop_leaves_nothing) {
-  const int port = 17811;
-  const std::string file = topology("viaslurm", port);
-  const std::string log = dir_ + "/salloc.log";
-  auto c = child_process::spawn({AFD_NODES_SH, "exec", nodes_->run_dir(), "a", "--", "sh", "-c",
-                                 "XDG_RUNTIME_DIR=" + dir_ + " exec salloc -N2 " + AFD_EXECUTABLE + " launch " + file +
-                                     " --via slurm --foreground"},
-                                log);
-  ASSERT_TRUE(c) << c.err().message();
-  const auto until = std::chrono::steady_clock::now() + 90s;
-  while (slurp(log).find("serving at") == std::string::npos && !c->poll() && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(100ms);
-  ASSERT_NE(slurp(log).find("serving at"), std::string::npos) << slurp(log);
-  EXPECT_NE(slurp(log).find("--slurm-map a=a,b=b"), std::string::npos) << slurp(log);
-  check_running_cluster(file, port, dir_ + "/afd-viaslurm-node-a-" + std::to_string(port) + "/processes",
-                        dir_ + "/afd-viaslurm-node-b-" + std::to_string(port) + "/processes");
-  auto stop = afd("a", "stop " + file);
-  EXPECT_TRUE(stop.ok()) << stop.output;
-  auto status = c->wait_for(30000);
-  ASSERT_TRUE(status) << slurp(log);
-  EXPECT_TRUE(launch::exited_cleanly(*status)) << slurp(log);
-  std::string left;
-  EXPECT_TRUE(nothing_left(file, gone_within, left)) << left;
+  run_over_slurm("viaslurm", 17811, "");
 }
 
 // Over Slurm with a standby coordinator on node b: node b's agent (an srun task) starts it beside
 // its workers, the cluster serves, and `afd stop` ends the standby too.
 TEST_F(multinode_cluster, over_slurm_with_a_standby_coordinator_serves_and_stop_leaves_nothing) {
-  const int port = 17814;
-  const std::string file = topology("sbslurm", port, "", ", standby: [b]");
-  const std::string log = dir_ + "/salloc-standby.log";
-  auto c = child_process::spawn({AFD_NODES_SH, "exec", nodes_->run_dir(), "a", "--", "sh", "-c",
-                                 "XDG_RUNTIME_DIR=" + dir_ + " exec salloc -N2 " + AFD_EXECUTABLE + " launch " + file +
-                                     " --via slurm --foreground"},
-                                log);
-  ASSERT_TRUE(c) << c.err().message();
-  const auto until = std::chrono::steady_clock::now() + 90s;
-  while (slurp(log).find("serving at") == std::string::npos && !c->poll() && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(100ms);
-  ASSERT_NE(slurp(log).find("serving at"), std::string::npos) << slurp(log);
-  EXPECT_NE(slurp(log).find("--slurm-map a=a,b=b"), std::string::npos) << slurp(log);
-  check_running_cluster(file, port, dir_ + "/afd-sbslurm-node-a-" + std::to_string(port) + "/processes",
-                        dir_ + "/afd-sbslurm-node-b-" + std::to_string(port) + "/processes");
-  EXPECT_NE(slurp(dir_ + "/afd-sbslurm-node-b-" + std::to_string(port) + "/processes").find("standby-1 "),
-            std::string::npos);
-  auto stop = afd("a", "stop " + file);
-  EXPECT_TRUE(stop.ok()) << stop.output;
-  auto status = c->wait_for(30000);
-  ASSERT_TRUE(status) << slurp(log);
-  EXPECT_TRUE(launch::exited_cleanly(*status)) << slurp(log);
-  std::string left;
-  EXPECT_TRUE(nothing_left(file, gone_within, left)) << left;
+  run_over_slurm("sbslurm", 17814, ", standby: [b]");
 }
 
 TEST_F(multinode_cluster, an_unreachable_node_fails_the_launch_with_ssh_s_message_and_leaves_nothing) {
