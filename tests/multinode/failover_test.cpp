@@ -293,11 +293,17 @@ TEST_F(multinode_failover, a_frozen_primary_that_comes_back_is_deposed) {
   EXPECT_TRUE(status.ok()) << status.output;
   EXPECT_NE(status.output.find(": ready, epoch"), std::string::npos) << status.output;
   EXPECT_NE(status.output.find("coordinator term 2;"), std::string::npos) << status.output;
-  auto primary = nodes_->exec("c",
-                              "AFD_CREDENTIALS=" + run + "/tls " +
-                                  afd_command("generate --connect " + nodes_->address("a") + ":" +
-                                              std::to_string(port) + " --prompt-ids 1,2,3 --max-new-tokens 2 --json"),
-                              command_deadline);
+  // A handshake that CAF's 3 s connection timeout cut short on a loaded machine says nothing
+  // about the coordinator's role: asked again (a few times at most).
+  command_result primary;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    primary = nodes_->exec("c",
+                           "AFD_CREDENTIALS=" + run + "/tls " +
+                               afd_command("generate --connect " + nodes_->address("a") + ":" + std::to_string(port) +
+                                           " --prompt-ids 1,2,3 --max-new-tokens 2 --json"),
+                           command_deadline);
+    if (primary.output.find("connection_timeout") == std::string::npos) break;
+  }
   EXPECT_NE(primary.status, 0) << primary.output;
   EXPECT_NE(primary.output.find("is a standby"), std::string::npos) << primary.output;
 
